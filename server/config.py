@@ -1,0 +1,301 @@
+"""Settings from environment variables and command-line flags.
+
+Every setting has an environment variable (what Knative and Kubernetes set)
+and a flag (what a person types); a flag wins over the variable. Values are
+validated once at start: a bad one ends the process with status 2 and a
+message that names the variable or flag it came from, so a typo in a
+manifest shows up in the first log line of a crash-looping pod instead of as
+odd behaviour later.
+
+This is hand-written on top of :mod:`argparse` on purpose: the server must
+be listening within a few hundred milliseconds of a scale-from-zero, and a
+settings library (pydantic-settings and friends) costs more import time than
+the whole server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
+
+__all__ = ["ConfigError", "Settings", "load_settings", "option_table"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_FORMATS = ("json", "text")
+
+#: Ports Knative's queue-proxy and its sidecars take; a user container must not.
+KNATIVE_RESERVED_PORTS = frozenset({8012, 8013, 8022, 9090, 9091, 8008})
+
+
+class ConfigError(ValueError):
+    """A setting's value is not acceptable; the message names the setting."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one server process."""
+
+    port: int = 8080
+    host: str = "0.0.0.0"
+    log_level: str = "info"
+    log_format: str = "json"
+    log_messages: bool = True
+    log_content: bool = True
+    log_preview_bytes: int = 64
+    max_message_bytes: int = 1024 * 1024
+    ping_interval: float = 30.0
+    ping_timeout: float = 20.0
+    max_connections: int = 10_000
+    allowed_origins: tuple[str, ...] = ()
+    compression: bool = False
+    drain_timeout: float = 20.0
+
+
+# -- value parsers: each takes the raw string and returns the value or raises
+#    ValueError with what was expected.
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number from {lo} to {hi}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"expected a whole number from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _seconds(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a number of seconds from {lo:g} to {hi:g}") from None
+        if not lo <= value <= hi:  # also rejects nan
+            raise ValueError(f"expected a number of seconds from {lo:g} to {hi:g}")
+        return value
+
+    return parse
+
+
+def _choice(options: Sequence[str]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError("expected one of " + ", ".join(options))
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _port(raw: str) -> int:
+    value = _int_range(1, 65535)(raw)
+    if value in KNATIVE_RESERVED_PORTS:
+        raise ValueError(
+            "port is reserved by Knative's queue-proxy (8012, 8013, 8022, 9090, 9091, 8008)"
+        )
+    return value
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    items = tuple(item.strip().lower().rstrip("/") for item in raw.split(",") if item.strip())
+    for item in items:
+        if item == "*":
+            continue
+        scheme, sep, rest = item.partition("://")
+        if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+            raise ValueError(
+                f"{item!r} is not an origin: expected '*' or a comma-separated list "
+                "like https://example.com,http://localhost:3000"
+            )
+    return items
+
+
+@dataclasses.dataclass(frozen=True)
+class _Option:
+    field: str
+    env: str
+    flag: str
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def default(self) -> Any:
+        return next(f.default for f in dataclasses.fields(Settings) if f.name == self.field)
+
+
+OPTIONS: tuple[_Option, ...] = (
+    _Option("port", "PORT", "--port", _port, "TCP port to listen on; Knative sets it"),
+    _Option("host", "WS_HOST", "--host", str.strip, "address to bind"),
+    _Option("log_level", "WS_LOG_LEVEL", "--log-level", _choice(_LOG_LEVELS), "log level"),
+    _Option(
+        "log_format",
+        "WS_LOG_FORMAT",
+        "--log-format",
+        _choice(_LOG_FORMATS),
+        "json (one object a line, for log collectors) or text (for people)",
+    ),
+    _Option(
+        "log_messages",
+        "WS_LOG_MESSAGES",
+        "--log-messages",
+        _bool,
+        "log a 'message' event for every message, as the Knative sample does",
+    ),
+    _Option(
+        "log_content",
+        "WS_LOG_CONTENT",
+        "--log-content",
+        _bool,
+        "include a preview of each message's content in its event (false for privacy)",
+    ),
+    _Option(
+        "log_preview_bytes",
+        "WS_LOG_PREVIEW_BYTES",
+        "--log-preview-bytes",
+        _int_range(0, 65536),
+        "how much of a message the preview shows (text: characters, binary: bytes as hex)",
+    ),
+    _Option(
+        "max_message_bytes",
+        "WS_MAX_MESSAGE_BYTES",
+        "--max-message-bytes",
+        _int_range(1, 256 * 1024 * 1024),
+        "largest message accepted; a larger one closes the connection with 1009",
+    ),
+    _Option(
+        "ping_interval",
+        "WS_PING_INTERVAL",
+        "--ping-interval",
+        _seconds(0, 3600),
+        "seconds between keepalive pings (0: off); keep well below proxies' 300 s idle cut",
+    ),
+    _Option(
+        "ping_timeout",
+        "WS_PING_TIMEOUT",
+        "--ping-timeout",
+        _seconds(0, 3600),
+        "seconds to wait for a pong before closing a dead connection (0: never)",
+    ),
+    _Option(
+        "max_connections",
+        "WS_MAX_CONNECTIONS",
+        "--max-connections",
+        _int_range(0, 1_000_000),
+        "open WebSockets allowed at once (0: no cap); over it an upgrade gets 503",
+    ),
+    _Option(
+        "allowed_origins",
+        "WS_ALLOWED_ORIGINS",
+        "--allowed-origins",
+        _origins,
+        "extra browser origins allowed, comma-separated, or '*' for any; same-origin "
+        "pages and non-browser clients are always allowed",
+    ),
+    _Option(
+        "compression",
+        "WS_COMPRESSION",
+        "--compression",
+        _bool,
+        "offer permessage-deflate (RFC 7692) to clients that ask for it",
+    ),
+    _Option(
+        "drain_timeout",
+        "WS_DRAIN_TIMEOUT",
+        "--drain-timeout",
+        _seconds(0, 3600),
+        "seconds a SIGTERM drain may take before the process exits anyway",
+    ),
+)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m server",
+        description="WebSocket echo server for Knative. Every flag also reads "
+        "from the environment variable shown; a flag wins.",
+    )
+    for opt in OPTIONS:
+        parser.add_argument(
+            opt.flag,
+            dest=opt.field,
+            default=None,
+            metavar=opt.env,
+            help=f"{opt.help} (env {opt.env}, default {_show(opt.default)})",
+        )
+    return parser
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value) or "''"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read flags and environment into :class:`Settings`.
+
+    Raises :class:`ConfigError` naming the first bad setting.
+    """
+    env = os.environ if environ is None else environ
+    args = _build_parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        flag_value = getattr(args, opt.field)
+        if flag_value is not None:
+            source, raw = opt.flag, flag_value
+        elif env.get(opt.env, "") != "":
+            source, raw = opt.env, env[opt.env]
+        else:
+            continue
+        try:
+            values[opt.field] = opt.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid {source}={raw!r}: {exc}") from None
+    settings = Settings(**values)
+    if settings.ping_interval and settings.ping_timeout > settings.ping_interval:
+        raise ConfigError(
+            f"invalid WS_PING_TIMEOUT={_show(settings.ping_timeout)}: must not exceed "
+            f"WS_PING_INTERVAL={_show(settings.ping_interval)}"
+        )
+    return settings
+
+
+def load_settings_or_exit(argv: Sequence[str] | None = None) -> Settings:
+    """:func:`load_settings`, ending the process with status 2 on a bad value."""
+    try:
+        return load_settings(argv)
+    except ConfigError as exc:
+        _exit_usage(str(exc))
+
+
+def _exit_usage(message: str) -> NoReturn:
+    _build_parser().exit(2, f"python -m server: error: {message}\n")
+
+
+def option_table() -> list[tuple[str, str, str, str]]:
+    """(env, flag, default, help) rows, for the README and ``--help``."""
+    return [(o.env, o.flag, _show(o.default), o.help) for o in OPTIONS]

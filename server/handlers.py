@@ -1,0 +1,341 @@
+"""HTTP and WebSocket handlers: ``/ws``, ``/healthz``, ``/readyz``, ``/metrics``, ``/``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from importlib import resources
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import tornado.web
+import tornado.websocket
+
+from .config import Settings
+from .events import emit
+from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .protocol import CloseCode, StrictProtocol
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
+
+__all__ = [
+    "ConsoleHandler",
+    "EchoWebSocket",
+    "HealthHandler",
+    "MetricsHandler",
+    "ReadyHandler",
+]
+
+_NOT_A_WEBSOCKET = (
+    "400 Bad Request: /ws is a WebSocket endpoint. Connect with a WebSocket client "
+    "(a GET with 'Upgrade: websocket' and 'Connection: Upgrade'), e.g. "
+    "wscat -c ws://HOST/ws\n"
+)
+
+
+def _client_address(request: tornado.httputil.HTTPServerRequest) -> tuple[str, str]:
+    """(peer, socket address): the client as the first proxy saw it, and the
+    TCP peer. Behind Knative's queue-proxy the TCP peer is always the proxy,
+    so ``X-Forwarded-For``'s first entry is the address worth logging."""
+    address = getattr(request.connection, "context", None)
+    addr = getattr(address, "address", None)
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        sock = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    else:
+        sock = request.remote_ip or "unknown"
+    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+    forwarded = forwarded or request.headers.get("X-Real-Ip", "").strip()
+    return (forwarded or sock), sock
+
+
+def _preview(message: str | bytes, limit: int) -> tuple[str, bool]:
+    """The first ``limit`` characters of text, or bytes as hex."""
+    if isinstance(message, bytes):
+        return message[:limit].hex(), len(message) > limit
+    return message[:limit], len(message) > limit
+
+
+class EchoWebSocket(tornado.websocket.WebSocketHandler):
+    """Echoes every message back with its type, and logs every event.
+
+    Handshakes are checked here before Tornado's own checks so that every
+    refusal gets a specific status and body, is logged once as an ``error``
+    event and counted.
+    """
+
+    settings_: Settings
+    metrics: Metrics
+    lifecycle: Lifecycle
+
+    def initialize(self, settings: Settings, metrics: Metrics, lifecycle: Lifecycle) -> None:
+        self.settings_ = settings
+        self.metrics = metrics
+        self.lifecycle = lifecycle
+        self.peer, self.socket_peer = _client_address(self.request)
+        self.opened_at = 0.0
+        self.messages_in = 0
+        self.messages_out = 0
+        self.going_away = False
+        self.protocol: StrictProtocol | None = None
+
+    # -- handshake ----------------------------------------------------------
+
+    def _refuse(self, status: int, reason: str, detail: str, body: str | None = None) -> None:
+        self.metrics.handshakes_rejected.labels(reason).inc()
+        self.metrics.errors.labels(reason).inc()
+        fields: dict[str, Any] = {"kind": reason, "status": status, "detail": detail}
+        fields["peer"] = self.peer
+        origin = self.request.headers.get("Origin")
+        if origin is not None:
+            fields["origin"] = origin
+        emit("error", logging.WARNING, **fields)
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if status == 503:
+            self.set_header("Retry-After", "1")
+        self.finish(body if body is not None else f"{status} {self._reason}: {detail}\n")
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        headers = self.request.headers
+        if headers.get("Upgrade", "").lower() != "websocket":
+            return self._refuse(400, "bad_handshake", "not a WebSocket upgrade", _NOT_A_WEBSOCKET)
+        if "upgrade" not in (t.strip().lower() for t in headers.get("Connection", "").split(",")):
+            return self._refuse(400, "bad_handshake", "the Connection header must include Upgrade")
+        key = headers.get("Sec-WebSocket-Key", "")
+        try:
+            key_ok = len(base64.b64decode(key, validate=True)) == 16
+        except (binascii.Error, ValueError):
+            key_ok = False
+        if not key_ok:
+            return self._refuse(
+                400, "bad_handshake", "Sec-WebSocket-Key must be 16 bytes in base64"
+            )
+        if headers.get("Sec-WebSocket-Version") != "13":
+            self.set_header("Sec-WebSocket-Version", "13")
+            return self._refuse(
+                426, "bad_handshake", "unsupported Sec-WebSocket-Version (this server speaks 13)"
+            )
+        origin = headers.get("Origin")
+        if origin is not None and not self.check_origin(origin):
+            return self._refuse(403, "origin_rejected", f"origin {origin!r} is not allowed")
+        if self.lifecycle.draining:
+            return self._refuse(503, "draining", "server is shutting down; reconnect")
+        limit = self.settings_.max_connections
+        if limit and len(self.lifecycle.connections) >= limit:
+            return self._refuse(
+                503, "over_capacity", f"connection limit of {limit} reached; try again later"
+            )
+        await super().get(*args, **kwargs)
+
+    def check_origin(self, origin: str) -> bool:
+        """Same-origin pages always; other origins only when configured."""
+        allowed = self.settings_.allowed_origins
+        if "*" in allowed:
+            return True
+        origin = origin.lower().rstrip("/")
+        if origin in allowed:
+            return True
+        return urlsplit(origin).netloc == self.request.headers.get("Host", "").lower()
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        return {} if self.settings_.compression else None
+
+    def get_websocket_protocol(self) -> StrictProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if protocol is None:
+            return None
+        # Kept past the close: Tornado drops ws_connection before on_close.
+        self.protocol = StrictProtocol(self, False, protocol.params)  # type: ignore[attr-defined]
+        return self.protocol
+
+    # -- events --------------------------------------------------------------
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        self.opened_at = time.monotonic()
+        self.lifecycle.connections.add(self)
+        self.metrics.connections_opened.inc()
+        self.metrics.open_connections.inc()
+        self.set_nodelay(True)
+        fields: dict[str, Any] = {"peer": self.peer, "path": self.request.path}
+        if self.socket_peer != self.peer:
+            fields["via"] = self.socket_peer
+        protocol = self.protocol
+        if protocol is not None and protocol._compressor is not None:
+            fields["compression"] = "permessage-deflate"
+        emit("open", **fields)
+
+    async def on_message(self, message: str | bytes) -> None:
+        binary = isinstance(message, bytes)
+        payload = message if isinstance(message, bytes) else message.encode("utf-8")
+        size = len(payload)
+        self.messages_in += 1
+        m = self.metrics
+        m.messages_in[binary].inc()
+        m.bytes_in[binary].inc(size)
+        s = self.settings_
+        if s.log_messages:
+            fields: dict[str, Any] = {
+                "peer": self.peer,
+                "type": "binary" if binary else "text",
+                "size": size,
+            }
+            if s.log_content:
+                fields["content"], truncated = _preview(message, s.log_preview_bytes)
+                if truncated:
+                    fields["truncated"] = True
+            emit("message", **fields)
+        try:
+            # The payload goes back as the same frame type. Awaiting the write
+            # means the next message is not read until this echo is handed to
+            # the kernel: a client that does not read its echoes stops being
+            # read, so it cannot grow our memory.
+            await self.write_message(payload, binary=binary)
+        except tornado.websocket.WebSocketClosedError:
+            m.errors.labels("write_failed").inc()
+            emit(
+                "error",
+                logging.WARNING,
+                kind="write_failed",
+                peer=self.peer,
+                detail="connection closed before the echo was written",
+            )
+            return
+        self.messages_out += 1
+        m.messages_out[binary].inc()
+        m.bytes_out[binary].inc(size)
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.ws_connection is None:  # an ordinary HTTP error before the upgrade
+            return super().log_exception(typ, value, tb)
+        self.metrics.errors.labels("handler_exception").inc()
+        emit(
+            "error",
+            logging.ERROR,
+            kind="handler_exception",
+            peer=self.peer,
+            detail=f"{typ.__name__ if typ else 'Exception'}: {value}",
+            exc_info=(typ, value, tb),
+        )
+
+    def go_away(self, force: bool) -> None:
+        """Drain: close with 1001 once everything received has been echoed
+        (or at once with ``force``)."""
+        protocol = self.protocol
+        if self.going_away or protocol is None:
+            return
+        if force or protocol.quiescent():
+            self.going_away = True
+            self.close(CloseCode.GOING_AWAY, "server shutting down")
+
+    def on_close(self) -> None:
+        if not self.opened_at:
+            return
+        self.lifecycle.connections.discard(self)
+        m = self.metrics
+        m.open_connections.dec()
+        duration = time.monotonic() - self.opened_at
+        m.connection_duration.observe(duration)
+        protocol = self.protocol
+        fields: dict[str, Any] = {"peer": self.peer}
+        failure = protocol.failure if protocol else None
+        if failure is not None:
+            code, reason = failure.code, failure.reason
+            m.errors.labels(failure.kind).inc()
+            emit("error", logging.WARNING, kind=failure.kind, code=code, detail=reason, peer=self.peer)
+        elif protocol is not None and protocol.close_received:
+            code = self.close_code if self.close_code is not None else CloseCode.NO_STATUS_RECEIVED
+            reason = self.close_reason or ""
+        elif protocol is not None and protocol.close_sent is not None:
+            code, reason = protocol.close_sent, ""
+            fields["clean"] = False  # we sent a close frame, the peer never answered
+        else:
+            code, reason = CloseCode.ABNORMAL_CLOSURE, ""
+            m.errors.labels("abnormal_closure").inc()
+            emit(
+                "error",
+                logging.WARNING,
+                kind="abnormal_closure",
+                code=code,
+                detail="connection dropped without a close frame",
+                peer=self.peer,
+            )
+        m.connections_closed.labels(str(code)).inc()
+        fields.update(
+            code=code,
+            reason=reason,
+            duration=round(duration, 3),
+            messages_in=self.messages_in,
+            messages_out=self.messages_out,
+        )
+        emit("close", **fields)
+
+
+class _JsonHandler(tornado.web.RequestHandler):
+    def write_json(self, status: int, doc: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(doc) + "\n")
+
+
+class HealthHandler(_JsonHandler):
+    """Liveness: the event loop answers."""
+
+    def get(self) -> None:
+        self.write_json(200, {"status": "ok"})
+
+    head = get
+
+
+class ReadyHandler(_JsonHandler):
+    """Readiness: 503 from the moment a drain starts, so no new traffic comes."""
+
+    def initialize(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+
+    def get(self) -> None:
+        open_now = len(self.lifecycle.connections)
+        if self.lifecycle.draining:
+            self.write_json(503, {"status": "draining", "connections": open_now})
+        else:
+            self.write_json(200, {"status": "ready", "connections": open_now})
+
+    head = get
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    """Prometheus text exposition."""
+
+    def initialize(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(self.metrics.render())
+
+
+CONSOLE_HTML = resources.files("server").joinpath("static/console.html").read_bytes()
+
+
+class ConsoleHandler(tornado.web.RequestHandler):
+    """The echo console: one self-contained page, no external assets."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header(
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "connect-src 'self'",
+        )
+        self.finish(CONSOLE_HTML)

@@ -1,0 +1,165 @@
+"""The process's life on Knative: start, serve, drain on SIGTERM, exit.
+
+Knative sends SIGTERM when it scales a pod down or rolls out a new
+revision. Tornado's ``HTTPServer.close_all_connections()`` does not reach
+upgraded WebSockets, so :class:`Lifecycle` tracks every open handler and
+drains them itself:
+
+1. ``/readyz`` answers 503 and new upgrades get 503 (the listener stays open
+   so probes and refusals are answered, not reset);
+2. each connection is sent close 1001 (going away) as soon as everything it
+   had sent us has been echoed, or after a grace period if it never pauses;
+3. the process exits 0 once every connection is gone, or when the drain
+   timeout runs out. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from .config import Settings
+from .events import emit
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .handlers import EchoWebSocket
+
+__all__ = ["Lifecycle", "make_app", "serve"]
+
+#: How often the drain loop looks at the connections still open.
+_DRAIN_TICK = 0.01
+#: A connection that never stops sending is closed anyway after this share of
+#: the drain timeout (capped at _FORCE_AFTER_MAX seconds).
+_FORCE_SHARE = 0.5
+_FORCE_AFTER_MAX = 5.0
+
+
+class Lifecycle:
+    """Open connections and the draining flag, shared by the handlers."""
+
+    def __init__(self) -> None:
+        self.connections: set[EchoWebSocket] = set()
+        self.draining = False
+
+    async def drain(self, timeout: float) -> int:
+        """Close every WebSocket with 1001; return how many had to be aborted."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + timeout
+        force_at = start + min(timeout * _FORCE_SHARE, _FORCE_AFTER_MAX)
+        emit("drain", open=len(self.connections), timeout=timeout)
+        while self.connections and loop.time() < deadline:
+            force = loop.time() >= force_at
+            for handler in list(self.connections):
+                handler.go_away(force)
+            await asyncio.sleep(_DRAIN_TICK)
+        aborted = len(self.connections)
+        for handler in list(self.connections):
+            protocol = handler.ws_connection
+            if protocol is not None:
+                protocol._abort()
+        emit(
+            "drained",
+            logging.WARNING if aborted else logging.INFO,
+            seconds=round(loop.time() - start, 3),
+            aborted=aborted,
+        )
+        return aborted
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    """Request log: probes and scrapes at debug, WebSocket traffic is logged
+    by its own events, everything else at info."""
+    status = handler.get_status()
+    request = handler.request
+    if status == 101 or request.path == "/ws":
+        return
+    level = logging.DEBUG if request.path in ("/healthz", "/readyz", "/metrics") else logging.INFO
+    if status >= 500:
+        level = logging.ERROR
+    emit(
+        "request",
+        level,
+        method=request.method,
+        path=request.path,
+        status=status,
+        ms=round(1000.0 * request.request_time(), 2),
+        peer=request.remote_ip,
+    )
+
+
+def make_app(settings: Settings, metrics: Metrics, lifecycle: Lifecycle) -> tornado.web.Application:
+    """The Tornado application with every route."""
+    from .handlers import ConsoleHandler, EchoWebSocket, HealthHandler, MetricsHandler, ReadyHandler
+
+    ws_args: dict[str, Any] = {"settings": settings, "metrics": metrics, "lifecycle": lifecycle}
+    return tornado.web.Application(
+        [
+            (r"/ws", EchoWebSocket, ws_args),
+            (r"/healthz", HealthHandler),
+            (r"/readyz", ReadyHandler, {"lifecycle": lifecycle}),
+            (r"/metrics", MetricsHandler, {"metrics": metrics}),
+            (r"/", ConsoleHandler),
+        ],
+        websocket_ping_interval=settings.ping_interval or None,
+        websocket_ping_timeout=settings.ping_timeout,
+        websocket_max_message_size=settings.max_message_bytes,
+        log_function=_log_request,
+    )
+
+
+async def serve(settings: Settings, started: float | None = None) -> int:
+    """Serve until SIGTERM or SIGINT, drain, and return the exit status."""
+    metrics = Metrics()
+    lifecycle = Lifecycle()
+    app = make_app(settings, metrics, lifecycle)
+    server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=75, max_header_size=16384)
+    sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+    server.add_sockets(sockets)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        name = signal.Signals(signum).name
+        if len(received) == 1:
+            emit("signal", signal=name, action="drain")
+            stop.set()
+        else:
+            emit("signal", logging.WARNING, signal=name, action="exit now")
+            logging.shutdown()
+            os._exit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    fields: dict[str, Any] = {
+        "address": f"{settings.host}:{settings.port}",
+        "pid": os.getpid(),
+        "max_message_bytes": settings.max_message_bytes,
+        "ping_interval": settings.ping_interval,
+        "max_connections": settings.max_connections,
+        "compression": settings.compression,
+    }
+    if started is not None:
+        fields["startup_ms"] = round(1000 * (time.perf_counter() - started), 1)
+    emit("listening", **fields)
+
+    await stop.wait()
+    await lifecycle.drain(settings.drain_timeout)
+    server.stop()
+    await server.close_all_connections()
+    emit("exit", status=0)
+    return 0

@@ -1,0 +1,296 @@
+"""RFC 6455 framing, with the checks Tornado leaves out.
+
+Tornado's :class:`~tornado.websocket.WebSocketProtocol13` drops the TCP
+connection without a close frame when a client sends invalid UTF-8, a frame
+with reserved bits, an unknown opcode or an unmasked frame, and it echoes
+close codes that the RFC forbids. A client then sees 1006 (abnormal closure)
+and cannot tell what it did wrong, and operators see nothing in the logs.
+
+:class:`StrictProtocol` keeps Tornado's handler API and its reading loop but
+*fails the connection* the way RFC 6455 section 7.1.7 asks: it sends a close
+frame with the specific code (1002 protocol error, 1007 invalid payload, 1009
+too big, 1011 keepalive timeout), keeps reading and discarding what the
+client still sends for a moment (a "lingering close", so the client's TCP
+stack does not throw our close frame away on a reset), then drops the socket.
+Why it failed is kept in :attr:`StrictProtocol.failure` for the handler to
+log and count.
+
+This reaches into Tornado internals (``_receive_frame``, ``_handle_message``,
+``_abort``); ``pyproject.toml`` holds Tornado to the minors tested here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import struct
+import zlib
+from typing import Any
+
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketProtocol13, _DecompressTooLargeError, _websocket_mask
+
+__all__ = ["CloseCode", "Failure", "StrictProtocol", "is_valid_close_code"]
+
+
+class CloseCode:
+    """Close codes used here, as RFC 6455 section 7.4.1 names them."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    NO_STATUS_RECEIVED = 1005
+    ABNORMAL_CLOSURE = 1006
+    INVALID_PAYLOAD = 1007
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+
+
+_KNOWN_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
+#: How long a failed connection keeps reading (and discarding) before it drops.
+LINGER_SECONDS = 2.0
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Whether a peer may send ``code`` in a close frame (RFC 6455 7.4)."""
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
+        3000 <= code <= 4999
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """Why the server failed a connection: an error ``kind`` and the code sent."""
+
+    kind: str
+    code: int
+    reason: str
+
+
+class StrictProtocol(WebSocketProtocol13):
+    """Tornado's protocol, failing bad input with the right close code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failure: Failure | None = None
+        #: True once a close frame from the peer has been read.
+        self.close_received = False
+        #: The code of the close frame we sent, if we sent one.
+        self.close_sent: int | None = None
+        #: True while the reading loop waits for the next frame's first byte.
+        self.between_frames = False
+
+    # -- state the drain logic reads ---------------------------------------
+
+    def quiescent(self) -> bool:
+        """Nothing received is left unprocessed: no partial frame, no bytes
+        buffered in Tornado or waiting in the kernel. Closing now loses no
+        message that reached us."""
+        if not self.between_frames or self.stream.closed():
+            return False
+        if self.stream._read_buffer_size:
+            return False
+        sock = self.stream.socket
+        if sock is None:
+            return False
+        try:
+            return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # b"": EOF
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    # -- closing ----------------------------------------------------------
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if not self.server_terminated and self.close_sent is None and not self.stream.closed():
+            self.close_sent = code if code is not None else (1000 if reason else None)
+        super().close(code, reason)
+
+    async def fail(self, kind: str, code: int, reason: str, *, linger: bool = True) -> None:
+        """Fail the connection: close frame with ``code``, linger, drop.
+
+        Only the reading loop may linger (it owns the stream's reads); other
+        callers pass ``linger=False`` and the socket is dropped at once.
+        """
+        if self.failure is None:
+            self.failure = Failure(kind, code, reason)
+        stream = self.stream
+        self.close(code, reason)
+        if not linger:
+            self._abort()
+            return
+        # Stop the reading loop after this frame; it then tears down.
+        self.client_terminated = True
+        if self._waiting is not None:
+            stream.io_loop.remove_timeout(self._waiting)
+            self._waiting = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_SECONDS
+        try:
+            sock = stream.socket
+            if sock is not None and not stream.closed():
+                # Flush the close frame, then tell the peer we send no more.
+                while stream.writing() and loop.time() < deadline:
+                    await asyncio.sleep(0.005)
+                sock.shutdown(socket.SHUT_WR)
+            while loop.time() < deadline:
+                await asyncio.wait_for(
+                    stream.read_bytes(65536, partial=True), deadline - loop.time()
+                )
+        except (StreamClosedError, OSError, asyncio.TimeoutError):
+            pass
+        self._abort()
+
+    # -- reading ----------------------------------------------------------
+
+    async def _receive_frame(self) -> None:
+        self.between_frames = True
+        data = await self._read_bytes(2)
+        self.between_frames = False
+        header, mask_payloadlen = struct.unpack("BB", data)
+        is_final_frame = header & self.FIN
+        reserved_bits = header & self.RSV_MASK
+        opcode = header & self.OPCODE_MASK
+        opcode_is_control = opcode & 0x8
+        if self._decompressor is not None and opcode != 0:
+            self._frame_compressed = bool(reserved_bits & self.RSV1)
+            reserved_bits &= ~self.RSV1
+        if reserved_bits:
+            return await self.fail("protocol_error", 1002, "reserved bits set")
+        if opcode not in _KNOWN_OPCODES:
+            return await self.fail("protocol_error", 1002, f"unknown opcode {opcode:#x}")
+        if not mask_payloadlen & 0x80:
+            return await self.fail("protocol_error", 1002, "client frames must be masked")
+        payloadlen = mask_payloadlen & 0x7F
+        if opcode_is_control and payloadlen >= 126:
+            return await self.fail("protocol_error", 1002, "control frame too long")
+        if opcode_is_control and not is_final_frame:
+            return await self.fail("protocol_error", 1002, "fragmented control frame")
+        if payloadlen == 126:
+            payloadlen = struct.unpack("!H", await self._read_bytes(2))[0]
+        elif payloadlen == 127:
+            payloadlen = struct.unpack("!Q", await self._read_bytes(8))[0]
+        buffered = self._fragmented_message_buffer
+        if opcode == 0 and buffered is None:
+            return await self.fail("protocol_error", 1002, "continuation frame with nothing to continue")
+        if opcode in (0x1, 0x2) and buffered is not None:
+            return await self.fail("protocol_error", 1002, "new message inside a fragmented one")
+        size = payloadlen + (len(buffered) if buffered is not None and opcode == 0 else 0)
+        if size > self.params.max_message_size:
+            return await self.fail(
+                "message_too_big",
+                1009,
+                f"message too big: limit is {self.params.max_message_size} bytes",
+            )
+
+        mask = await self._read_bytes(4)
+        data = _websocket_mask(mask, await self._read_bytes(payloadlen))
+
+        if opcode == 0:
+            assert buffered is not None
+            buffered.extend(data)
+            if not is_final_frame:
+                return None
+            opcode = self._fragmented_message_opcode
+            data = bytes(buffered)
+            self._fragmented_message_buffer = None
+        elif not opcode_is_control and not is_final_frame:
+            self._fragmented_message_opcode = opcode
+            self._fragmented_message_buffer = bytearray(data)
+            return None
+
+        handled = self._handle_message(opcode, data)
+        if handled is not None:
+            await handled
+        return None
+
+    def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
+        if self.client_terminated:
+            return None
+        if self._frame_compressed and opcode in (0x1, 0x2):
+            assert self._decompressor is not None
+            try:
+                data = self._decompressor.decompress(data)
+            except _DecompressTooLargeError:
+                return self._fail_soon(
+                    "message_too_big",
+                    1009,
+                    f"message too big after decompression: limit is "
+                    f"{self.params.max_message_size} bytes",
+                )
+            except zlib.error:
+                return self._fail_soon("protocol_error", 1002, "invalid compressed data")
+        if opcode == 0x1:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                return self._fail_soon("invalid_payload", 1007, "text message is not valid UTF-8")
+            if self.server_terminated:
+                return None  # no data after our close frame (RFC 6455 5.5.1)
+            return self._run_callback(self.handler.on_message, text)
+        if opcode == 0x2:
+            if self.server_terminated:
+                return None
+            return self._run_callback(self.handler.on_message, data)
+        if opcode == 0x8:
+            return self._on_close_frame(data)
+        if opcode == 0x9:
+            self._send_pong(data)
+            self._run_callback(self.handler.on_ping, data)
+            return None
+        # 0xA, pong: the other opcodes were rejected when the frame was read.
+        self._received_pong = True
+        return self._run_callback(self.handler.on_pong, data)
+
+    def _on_close_frame(self, data: bytes) -> asyncio.Future[None] | None:
+        if len(data) == 1:
+            return self._fail_soon("protocol_error", 1002, "close frame with a 1-byte payload")
+        code: int | None = None
+        reason: str | None = None
+        if len(data) >= 2:
+            code = struct.unpack(">H", data[:2])[0]
+            if not is_valid_close_code(code):
+                return self._fail_soon("protocol_error", 1002, f"invalid close code {code}")
+            try:
+                reason = data[2:].decode("utf-8") if len(data) > 2 else None
+            except UnicodeDecodeError:
+                return self._fail_soon("invalid_payload", 1007, "close reason is not valid UTF-8")
+        self.client_terminated = True
+        self.close_received = True
+        self.close_code = code
+        self.close_reason = reason
+        self.close(code)  # echo the peer's code (RFC 6455 5.5.1)
+        return None
+
+    def _fail_soon(self, kind: str, code: int, reason: str) -> asyncio.Future[None]:
+        return asyncio.ensure_future(self.fail(kind, code, reason))
+
+    # -- keepalive --------------------------------------------------------
+
+    async def periodic_ping(self) -> None:
+        """Tornado's keepalive, failing a silent peer with 1011 so the cause
+        shows in the close code and the logs."""
+        interval = self.ping_interval
+        timeout = self.ping_timeout
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(interval)
+        while True:
+            self._received_pong = False
+            ping_time = loop.time()
+            try:
+                self.write_ping(b"")
+            except StreamClosedError:
+                return
+            await asyncio.sleep(timeout)
+            if timeout > 0 and not self._received_pong:
+                self._ping_coroutine = None  # fail() -> close() must not cancel us mid-way
+                await self.fail(
+                    "ping_timeout", 1011, f"no pong within {timeout:g} s", linger=False
+                )
+                return
+            await asyncio.sleep(
+                self.ping_sleep_time(last_ping_time=ping_time, interval=interval, now=loop.time())
+            )
