@@ -1,0 +1,208 @@
+"""Fixtures: an in-process server on loopback (pytest-tornasync's
+``http_server`` serving our ``app``), and a real ``python -m server``
+subprocess for the lifecycle tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tornado.httpserver
+import tornado.web
+from tornado.ioloop import IOLoop
+
+from server.config import Settings
+from server.lifecycle import Lifecycle, make_app, make_http_server
+from server.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "settings(**kw): Settings overrides for the in-process server"
+    )
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """Test defaults: no keepalive pings (tests that want them say so)."""
+    marker = request.node.get_closest_marker("settings")
+    overrides: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    base: dict[str, Any] = {"ping_interval": 0.0, "ping_timeout": 0.0}
+    return Settings(**{**base, **overrides})
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def lifecycle() -> Lifecycle:
+    return Lifecycle()
+
+
+@pytest.fixture
+def app(settings: Settings, metrics: Metrics, lifecycle: Lifecycle) -> tornado.web.Application:
+    return make_app(settings, metrics, lifecycle)
+
+
+@pytest.fixture
+def http_server(
+    app: tornado.web.Application, io_loop: IOLoop, http_server_port: tuple[socket.socket, int]
+) -> Iterator[tornado.httpserver.HTTPServer]:
+    """pytest-tornasync's fixture, but with the production server's options."""
+    server = make_http_server(app)
+    server.add_socket(http_server_port[0])
+    yield server
+    server.stop()
+    io_loop.run_sync(server.close_all_connections, timeout=10)
+
+
+@pytest.fixture
+def port(http_server: Any) -> int:
+    for sock in http_server._sockets.values():
+        return int(sock.getsockname()[1])
+    raise AssertionError("server has no socket")
+
+
+@pytest.fixture
+def ws_url(port: int) -> str:
+    return f"ws://127.0.0.1:{port}/ws"
+
+
+def events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
+    """The fields of every captured event called ``name``."""
+    return [
+        dict(r.fields, level=r.levelname)
+        for r in caplog.records
+        if getattr(r, "event", None) == name
+    ]
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for the server side to catch up (an on_close after the client's close)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``python -m server`` in a subprocess, its JSON log lines parsed."""
+
+    def __init__(self, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+        self.port = free_port()
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("WS_")}
+        full_env.update({"PORT": str(self.port), "WS_HOST": "127.0.0.1", **(env or {})})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", *(args or [])],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.log: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                doc = {"event": "raw", "line": line.rstrip("\n")}
+            self.log.append(doc)
+            self.lines.put(doc)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def wait_event(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Block until the process logs event ``name`` (earlier lines included)."""
+        for doc in self.log:
+            if doc.get("event") == name:
+                return doc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                doc = self.lines.get(timeout=0.05)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    break
+                continue
+            if doc.get("event") == name:
+                return doc
+        raise AssertionError(f"no {name!r} event; log so far: {self.log}")
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}: {self.log}")
+            time.sleep(0.02)
+        raise AssertionError("server never became ready")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def server_process() -> Iterator[type[ServerProcess]]:
+    """A factory for subprocess servers; every one started is killed at the end."""
+    started: list[ServerProcess] = []
+
+    class Factory(ServerProcess):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            started.append(self)
+
+    yield Factory
+    for proc in started:
+        proc.stop()
+        if proc.proc.stdout is not None:
+            proc.proc.stdout.close()

@@ -1,0 +1,295 @@
+"""Bad input gets a specific status or close code, is logged once, and leaves
+other connections alone."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Iterator
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado.ioloop import IOLoop
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
+
+from .conftest import events, until
+from .rawws import RawWebSocket, frame, http_request, upgrade_request
+
+
+@pytest.fixture
+def bystander(ws_url: str, io_loop: IOLoop) -> Iterator[ClientConnection]:
+    """A healthy client open through the whole test; checked at the end.
+
+    (pytest-tornasync has no async fixtures: the set-up and the check run on
+    the test's own loop with ``run_sync``.)
+    """
+
+    async def start() -> ClientConnection:
+        ws = await connect(ws_url)
+        await ws.send("before")
+        assert await ws.recv() == "before"
+        return ws
+
+    async def check(ws: ClientConnection) -> None:
+        await ws.send("after")
+        assert await ws.recv() == "after", "a bad client disturbed another connection"
+        await ws.close()
+
+    ws = io_loop.run_sync(start)
+    yield ws
+    io_loop.run_sync(lambda: check(ws))
+
+
+async def _only_error(caplog: pytest.LogCaptureFixture, kind: str) -> dict[str, object]:
+    """The one error event of the test, once the server has logged it."""
+    await until(lambda: bool(events(caplog, "error")))
+    await asyncio.sleep(0.05)  # room for a (wrong) second one
+    errors = events(caplog, "error")
+    assert [e["kind"] for e in errors] == [kind], errors
+    return errors[0]
+
+
+# -- handshakes ----------------------------------------------------------------
+
+
+async def test_plain_get_gets_400_with_a_clear_body(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = AsyncHTTPClient()
+    with pytest.raises(HTTPClientError) as info:
+        await client.fetch(f"http://127.0.0.1:{port}/ws")
+    assert info.value.code == 400
+    assert info.value.response is not None
+    body = info.value.response.body.decode()
+    assert "WebSocket endpoint" in body
+    assert "Upgrade: websocket" in body
+    error = await _only_error(caplog, "bad_handshake")
+    assert error["status"] == 400
+    assert str(error["peer"]).startswith("127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "detail"),
+    [
+        ({"Connection": "keep-alive"}, 400, "Connection header"),
+        ({"Sec-WebSocket-Key": None}, 400, "Sec-WebSocket-Key"),
+        ({"Sec-WebSocket-Key": "not-base64!"}, 400, "Sec-WebSocket-Key"),
+        ({"Sec-WebSocket-Key": "c2hvcnQ="}, 400, "Sec-WebSocket-Key"),
+        ({"Sec-WebSocket-Version": "8"}, 426, "Sec-WebSocket-Version"),
+        ({"Sec-WebSocket-Version": None}, 426, "Sec-WebSocket-Version"),
+    ],
+    ids=["no-connection-upgrade", "no-key", "bad-key", "short-key", "old-version", "no-version"],
+)
+async def test_bad_handshake_gets_specific_status(
+    port: int,
+    caplog: pytest.LogCaptureFixture,
+    bystander: ClientConnection,
+    headers: dict[str, str | None],
+    status: int,
+    detail: str,
+) -> None:
+    kw = {k.replace("-", "_"): v for k, v in headers.items()}
+    got, resp_headers, body, _, writer = await http_request(port, upgrade_request(**kw))  # type: ignore[arg-type]
+    writer.close()
+    assert got == status
+    assert detail in body.decode()
+    if status == 426:
+        assert resp_headers["sec-websocket-version"] == "13"
+    error = await _only_error(caplog, "bad_handshake")
+    assert error["status"] == status
+
+
+async def test_oversized_headers_are_refused(port: int, bystander: ClientConnection) -> None:
+    request = upgrade_request(X_Padding="a" * 20000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    # Tornado drops the connection once the head passes 16 KiB: no upgrade.
+    assert data == b""
+
+
+async def test_cross_origin_browser_is_refused_with_403(
+    ws_url: str, caplog: pytest.LogCaptureFixture, bystander: ClientConnection
+) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        await connect(ws_url, origin="https://evil.example")  # type: ignore[arg-type]
+    assert info.value.response.status_code == 403
+    assert b"not allowed" in info.value.response.body
+    error = await _only_error(caplog, "origin_rejected")
+    assert error["origin"] == "https://evil.example"
+
+
+async def test_same_origin_page_is_allowed(ws_url: str, port: int) -> None:
+    async with connect(ws_url, origin=f"http://127.0.0.1:{port}") as ws:  # type: ignore[arg-type]
+        await ws.send("same origin")
+        assert await ws.recv() == "same origin"
+
+
+@pytest.mark.settings(allowed_origins=("https://app.example",))
+async def test_listed_origin_is_allowed_others_not(ws_url: str) -> None:
+    async with connect(ws_url, origin="https://app.example") as ws:  # type: ignore[arg-type]
+        await ws.send("ok")
+        assert await ws.recv() == "ok"
+    with pytest.raises(InvalidStatus) as info:
+        await connect(ws_url, origin="https://other.example")  # type: ignore[arg-type]
+    assert info.value.response.status_code == 403
+
+
+@pytest.mark.settings(allowed_origins=("*",))
+async def test_wildcard_allows_any_origin(ws_url: str) -> None:
+    async with connect(ws_url, origin="https://anywhere.example") as ws:  # type: ignore[arg-type]
+        await ws.send("ok")
+        assert await ws.recv() == "ok"
+
+
+@pytest.mark.settings(max_connections=2)
+async def test_connection_cap_refuses_with_503_before_upgrade(
+    ws_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with connect(ws_url) as a, connect(ws_url) as b:
+        with pytest.raises(InvalidStatus) as info:
+            await connect(ws_url)
+        assert info.value.response.status_code == 503
+        assert info.value.response.headers["Retry-After"] == "1"
+        assert b"connection limit of 2" in info.value.response.body
+        await a.send("still fine")
+        assert await a.recv() == "still fine"
+        await b.send("me too")
+        assert await b.recv() == "me too"
+    await _only_error(caplog, "over_capacity")
+    await asyncio.sleep(0.05)
+    async with connect(ws_url) as c:  # a slot is free again
+        await c.send("x")
+        assert await c.recv() == "x"
+
+
+# -- frames ----------------------------------------------------------------------
+
+
+@pytest.mark.settings(max_message_bytes=1000)
+async def test_oversized_message_closes_with_1009(
+    ws_url: str, caplog: pytest.LogCaptureFixture, bystander: ClientConnection
+) -> None:
+    async with connect(ws_url, max_size=None) as ws:
+        await ws.send(b"a" * 1001)
+        with pytest.raises(ConnectionClosedError):
+            await ws.recv()
+    assert ws.close_code == 1009
+    assert "limit is 1000 bytes" in (ws.close_reason or "")
+    error = await _only_error(caplog, "message_too_big")
+    assert error["code"] == 1009
+    [closed] = events(caplog, "close")
+    assert closed["code"] == 1009
+
+
+@pytest.mark.settings(max_message_bytes=1000)
+async def test_oversized_fragmented_message_closes_with_1009(ws_url: str) -> None:
+    async with connect(ws_url, max_size=None) as ws:
+        await ws.send([b"a" * 600, b"b" * 600])
+        with pytest.raises(ConnectionClosedError):
+            await ws.recv()
+    assert ws.close_code == 1009
+
+
+@pytest.mark.settings(max_message_bytes=1 << 20)
+async def test_huge_declared_length_closes_with_1009_without_waiting_for_it(port: int) -> None:
+    raw = await RawWebSocket.connect(port)
+    await raw.send(frame(0x2, b"", length=1 << 40)[:14])  # header only: claims 1 TiB
+    close = await raw.recv_close()
+    assert close.close_code == 1009
+    assert await raw.at_eof()
+    raw.close()
+
+
+async def test_invalid_utf8_closes_with_1007(
+    ws_url: str, caplog: pytest.LogCaptureFixture, bystander: ClientConnection
+) -> None:
+    async with connect(ws_url) as ws:
+        await ws.send(b"ok \xff\xfe", text=True)
+        with pytest.raises(ConnectionClosedError):
+            await ws.recv()
+    assert ws.close_code == 1007
+    error = await _only_error(caplog, "invalid_payload")
+    assert error["code"] == 1007
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        (frame(0x1, b"unmasked", masked=False), "masked"),
+        (frame(0x1, b"rsv", rsv=0x40), "reserved bits"),
+        (frame(0x3, b"op3"), "unknown opcode"),
+        (frame(0xB, b"opB"), "unknown opcode"),
+        (frame(0x0, b"orphan"), "continuation"),
+        (frame(0x9, b"p", fin=False), "fragmented control"),
+        (frame(0x9, b"x" * 126), "control frame too long"),
+        (frame(0x1, b"a", fin=False) + frame(0x1, b"b"), "inside a fragmented"),
+        (frame(0x8, struct.pack("!H", 1005)), "invalid close code 1005"),
+        (frame(0x8, struct.pack("!H", 999)), "invalid close code 999"),
+        (frame(0x8, struct.pack("!H", 2999)), "invalid close code 2999"),
+        (frame(0x8, b"\x03"), "1-byte"),
+    ],
+    ids=[
+        "unmasked",
+        "reserved-bits",
+        "opcode-3",
+        "opcode-B",
+        "orphan-continuation",
+        "fragmented-ping",
+        "long-ping",
+        "interleaved-message",
+        "close-1005",
+        "close-999",
+        "close-2999",
+        "close-1-byte",
+    ],
+)
+async def test_protocol_violations_close_with_1002(
+    port: int,
+    caplog: pytest.LogCaptureFixture,
+    bystander: ClientConnection,
+    data: bytes,
+    detail: str,
+) -> None:
+    raw = await RawWebSocket.connect(port)
+    await raw.send(data)
+    close = await raw.recv_close()
+    assert close.close_code == 1002
+    assert detail in close.close_reason
+    assert await raw.at_eof()
+    raw.close()
+    error = await _only_error(caplog, "protocol_error")
+    assert detail in str(error["detail"])
+
+
+async def test_close_reason_with_invalid_utf8_closes_with_1007(port: int) -> None:
+    raw = await RawWebSocket.connect(port)
+    await raw.send(frame(0x8, struct.pack("!H", 1000) + b"\xff"))
+    close = await raw.recv_close()
+    assert close.close_code == 1007
+    raw.close()
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1003, 1011, 3000, 4999])
+async def test_valid_close_codes_are_echoed(port: int, code: int) -> None:
+    raw = await RawWebSocket.connect(port)
+    await raw.send(frame(0x8, struct.pack("!H", code) + b"bye"))
+    close = await raw.recv_close()
+    assert close.close_code == code
+    raw.close()
+
+
+async def test_client_vanishing_without_close_frame_is_an_error_event(
+    port: int, caplog: pytest.LogCaptureFixture, bystander: ClientConnection
+) -> None:
+    raw = await RawWebSocket.connect(port)
+    await raw.send(frame(0x1, b"hi"))
+    assert (await raw.recv()).payload == b"hi"
+    raw.close()
+    error = await _only_error(caplog, "abnormal_closure")
+    assert error["code"] == 1006
+    closes = [c for c in events(caplog, "close") if c["code"] == 1006]
+    assert len(closes) == 1

@@ -1,0 +1,179 @@
+"""Readiness, graceful drain and signals - in process and on a real
+``python -m server`` subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from server.lifecycle import Lifecycle
+
+from .conftest import ServerProcess, events
+from .rawws import RawWebSocket, frame
+
+
+async def _echo_until_closed(ws: ClientConnection) -> list[str | bytes]:
+    received: list[str | bytes] = []
+    try:
+        while True:
+            received.append(await ws.recv())
+    except ConnectionClosed:
+        return received
+
+
+async def test_healthz_and_readyz(port: int) -> None:
+    client = AsyncHTTPClient()
+    health = await client.fetch(f"http://127.0.0.1:{port}/healthz")
+    ready = await client.fetch(f"http://127.0.0.1:{port}/readyz")
+    assert health.code == 200
+    assert ready.code == 200
+    assert b'"ready"' in ready.body
+
+
+async def test_drain_echoes_everything_then_closes_1001(
+    ws_url: str, port: int, lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Messages already sent when the drain starts all come back before 1001;
+    readiness and new upgrades answer 503 meanwhile."""
+    clients = [await connect(ws_url) for _ in range(3)]
+    sent = [[f"c{c} m{i}" for i in range(300)] for c in range(len(clients))]
+    for ws, messages in zip(clients, sent, strict=True):
+        for m in messages:
+            await ws.send(m)
+    drain = asyncio.ensure_future(lifecycle.drain(5.0))
+    await asyncio.sleep(0)
+    client = AsyncHTTPClient()
+    with pytest.raises(HTTPClientError) as ready:
+        await client.fetch(f"http://127.0.0.1:{port}/readyz")
+    assert ready.value.code == 503
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(ws_url)
+    assert refused.value.response.status_code == 503
+    received = await asyncio.gather(*(_echo_until_closed(ws) for ws in clients))
+    assert await drain == 0
+    for ws, messages, got in zip(clients, sent, received, strict=True):
+        assert got == messages
+        assert ws.close_code == 1001
+    assert [e["kind"] for e in events(caplog, "error")] == ["draining"]
+    assert sorted(c["code"] for c in events(caplog, "close")) == [1001, 1001, 1001]
+
+
+async def test_drain_aborts_a_peer_that_never_answers_at_the_timeout(
+    port: int, lifecycle: Lifecycle
+) -> None:
+    raw = await RawWebSocket.connect(port)  # never answers our close frame
+    started = time.monotonic()
+    aborted = await lifecycle.drain(0.5)
+    assert aborted == 1
+    assert time.monotonic() - started < 2
+    close = await raw.recv_close()
+    assert close.close_code == 1001
+    assert await raw.at_eof()
+    raw.close()
+
+
+# -- a real process, real signals ---------------------------------------------------
+
+
+def test_sigterm_drains_with_zero_lost_messages(server_process: type[ServerProcess]) -> None:
+    """SIGTERM lands while 5 clients have 500 messages each in flight: every
+    message is echoed, every client gets 1001, the process exits 0."""
+    server = server_process(env={"WS_LOG_MESSAGES": "false"})
+    server.wait_ready()
+
+    async def scenario() -> list[tuple[int | None, list[str | bytes], list[str | bytes]]]:
+        clients = [await connect(server.ws_url) for _ in range(5)]
+        sent: list[list[str | bytes]] = []
+        for c, ws in enumerate(clients):
+            messages: list[str | bytes] = [
+                (f"{c}:{i}" if i % 2 else f"{c}:{i}".encode()) for i in range(500)
+            ]
+            for m in messages:
+                await ws.send(m)
+            sent.append(messages)
+        server.signal(signal.SIGTERM)
+        received = await asyncio.gather(*(_echo_until_closed(ws) for ws in clients))
+        return [(ws.close_code, s, r) for ws, s, r in zip(clients, sent, received, strict=True)]
+
+    results = asyncio.run(scenario())
+    assert server.wait(timeout=15) == 0
+    for code, sent, received in results:
+        assert code == 1001
+        assert received == sent
+    drained = server.wait_event("drained")
+    assert drained["aborted"] == 0
+    assert server.wait_event("exit")["status"] == 0
+
+
+def test_readiness_fails_and_upgrades_are_refused_while_draining(
+    server_process: type[ServerProcess],
+) -> None:
+    server = server_process(env={"WS_DRAIN_TIMEOUT": "3"})
+    server.wait_ready()
+
+    async def scenario() -> None:
+        raw = await RawWebSocket.connect(server.port)  # holds the drain open
+        server.signal(signal.SIGTERM)
+        close = await raw.recv_close()
+        assert close.close_code == 1001
+        with pytest.raises(urllib.error.HTTPError) as ready:
+            urllib.request.urlopen(server.url + "/readyz", timeout=2)
+        assert ready.value.code == 503
+        ready.value.close()
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(server.ws_url)
+        assert refused.value.response.status_code == 503
+        raw.close()
+
+    asyncio.run(scenario())
+    assert server.wait(timeout=10) == 0
+
+
+def test_second_signal_exits_at_once(server_process: type[ServerProcess]) -> None:
+    server = server_process(env={"WS_DRAIN_TIMEOUT": "60"})
+    server.wait_ready()
+
+    async def scenario() -> tuple[int, float]:
+        raw = await RawWebSocket.connect(server.port)
+        await raw.send(frame(0x1, b"ping"))
+        assert (await raw.recv()).payload == b"ping"
+        server.signal(signal.SIGTERM)
+        # The peer never answers the 1001: the drain would wait its 60 s.
+        assert (await raw.recv_close()).close_code == 1001
+        await asyncio.to_thread(server.wait_event, "drain")
+        started = time.monotonic()
+        server.signal(signal.SIGINT)
+        status = await asyncio.to_thread(server.wait, 5)
+        elapsed = time.monotonic() - started
+        raw.close()
+        return status, elapsed
+
+    status, elapsed = asyncio.run(scenario())
+    assert status == 128 + signal.SIGINT
+    assert elapsed < 2
+    signals = [d for d in server.log if d.get("event") == "signal"]
+    assert [s["action"] for s in signals] == ["drain", "exit now"]
+
+
+def test_sigint_drains_like_sigterm(server_process: type[ServerProcess]) -> None:
+    server = server_process()
+    server.wait_ready()
+    server.signal(signal.SIGINT)
+    assert server.wait(timeout=10) == 0
+    assert server.wait_event("signal")["signal"] == "SIGINT"
+
+
+def test_startup_log_line_and_port_from_env(server_process: type[ServerProcess]) -> None:
+    server = server_process()
+    server.wait_ready()
+    listening = server.wait_event("listening")
+    assert listening["address"] == f"127.0.0.1:{server.port}"
+    assert listening["startup_ms"] > 0
