@@ -31,9 +31,7 @@ _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "a
 def emit(event: str, level: int = logging.INFO, exc_info: Any = None, **fields: Any) -> None:
     """Log one event; ``fields`` become top-level keys of the record."""
     if EVENT_LOGGER.isEnabledFor(level):
-        EVENT_LOGGER.log(
-            level, event, exc_info=exc_info, extra={"event": event, "fields": fields}
-        )
+        EVENT_LOGGER.log(level, event, exc_info=exc_info, extra={"event": event, "fields": fields})
 
 
 def _timestamp(record: logging.LogRecord) -> str:

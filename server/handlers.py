@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from importlib import resources
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -210,24 +209,6 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
         m.messages_out[binary].inc()
         m.bytes_out[binary].inc(size)
 
-    def log_exception(
-        self,
-        typ: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.ws_connection is None:  # an ordinary HTTP error before the upgrade
-            return super().log_exception(typ, value, tb)
-        self.metrics.errors.labels("handler_exception").inc()
-        emit(
-            "error",
-            logging.ERROR,
-            kind="handler_exception",
-            peer=self.peer,
-            detail=f"{typ.__name__ if typ else 'Exception'}: {value}",
-            exc_info=(typ, value, tb),
-        )
-
     def go_away(self, force: bool) -> None:
         """Drain: close with 1001 once everything received has been echoed
         (or at once with ``force``)."""
@@ -252,7 +233,15 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
         if failure is not None:
             code, reason = failure.code, failure.reason
             m.errors.labels(failure.kind).inc()
-            emit("error", logging.WARNING, kind=failure.kind, code=code, detail=reason, peer=self.peer)
+            emit(
+                "error",
+                logging.ERROR if failure.exc_info else logging.WARNING,
+                exc_info=failure.exc_info,
+                kind=failure.kind,
+                code=code,
+                detail=reason,
+                peer=self.peer,
+            )
         elif protocol is not None and protocol.close_received:
             code = self.close_code if self.close_code is not None else CloseCode.NO_STATUS_RECEIVED
             reason = self.close_reason or ""

@@ -98,14 +98,20 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-def make_app(settings: Settings, metrics: Metrics, lifecycle: Lifecycle) -> tornado.web.Application:
-    """The Tornado application with every route."""
+def make_app(
+    settings: Settings,
+    metrics: Metrics,
+    lifecycle: Lifecycle,
+    handler: type[EchoWebSocket] | None = None,
+) -> tornado.web.Application:
+    """The Tornado application with every route; ``handler`` may be a
+    subclass of :class:`~server.handlers.EchoWebSocket` to serve at /ws."""
     from .handlers import ConsoleHandler, EchoWebSocket, HealthHandler, MetricsHandler, ReadyHandler
 
     ws_args: dict[str, Any] = {"settings": settings, "metrics": metrics, "lifecycle": lifecycle}
     return tornado.web.Application(
         [
-            (r"/ws", EchoWebSocket, ws_args),
+            (r"/ws", handler or EchoWebSocket, ws_args),
             (r"/healthz", HealthHandler),
             (r"/readyz", ReadyHandler, {"lifecycle": lifecycle}),
             (r"/metrics", MetricsHandler, {"metrics": metrics}),

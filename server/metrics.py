@@ -57,12 +57,13 @@ class Metrics:
         bytes_out = Counter(
             f"{_NS}_sent_bytes", "Message payload bytes sent, by type", ["type"], registry=r
         )
-        self.errors = Counter(
-            f"{_NS}_errors", "WebSocket errors, by kind", ["kind"], registry=r
-        )
+        self.errors = Counter(f"{_NS}_errors", "WebSocket errors, by kind", ["kind"], registry=r)
         # Bound children for the per-message path, keyed by "is binary".
         self.messages_in = {False: messages_in.labels("text"), True: messages_in.labels("binary")}
-        self.messages_out = {False: messages_out.labels("text"), True: messages_out.labels("binary")}
+        self.messages_out = {
+            False: messages_out.labels("text"),
+            True: messages_out.labels("binary"),
+        }
         self.bytes_in = {False: bytes_in.labels("text"), True: bytes_in.labels("binary")}
         self.bytes_out = {False: bytes_out.labels("text"), True: bytes_out.labels("binary")}
 

@@ -25,11 +25,17 @@ import asyncio
 import dataclasses
 import socket
 import struct
+import sys
 import zlib
+from asyncio import Future
+from collections.abc import Callable
 from typing import Any
 
+from tornado import gen
+from tornado.concurrent import future_add_done_callback, future_set_result_unless_cancelled
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketProtocol13, _DecompressTooLargeError, _websocket_mask
+from tornado.util import _websocket_mask
+from tornado.websocket import WebSocketProtocol13, _DecompressTooLargeError
 
 __all__ = ["CloseCode", "Failure", "StrictProtocol", "is_valid_close_code"]
 
@@ -67,6 +73,7 @@ class Failure:
     kind: str
     code: int
     reason: str
+    exc_info: Any = None
 
 
 class StrictProtocol(WebSocketProtocol13):
@@ -132,9 +139,9 @@ class StrictProtocol(WebSocketProtocol13):
         try:
             sock = stream.socket
             if sock is not None and not stream.closed():
-                # Flush the close frame, then tell the peer we send no more.
-                while stream.writing() and loop.time() < deadline:
-                    await asyncio.sleep(0.005)
+                # Flush the close frame (an empty write resolves once all
+                # earlier writes are out), then tell the peer we send no more.
+                await asyncio.wait_for(stream.write(b""), LINGER_SECONDS)
                 sock.shutdown(socket.SHUT_WR)
             while loop.time() < deadline:
                 await asyncio.wait_for(
@@ -142,6 +149,38 @@ class StrictProtocol(WebSocketProtocol13):
                 )
         except (StreamClosedError, OSError, asyncio.TimeoutError):
             pass
+        self._abort()
+
+    # -- handler callbacks -------------------------------------------------
+
+    def _run_callback(
+        self, callback: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Future[None] | None:
+        """Tornado's, except that an exception in the handler closes the
+        connection with 1011 (internal error) instead of a bare reset."""
+        try:
+            result = callback(*args, **kwargs)
+        except Exception:
+            self._callback_failed(sys.exc_info())
+            return None
+        if result is None:
+            return None
+        done: Future[None] = Future()
+
+        def on_done(f: Future[Any]) -> None:
+            try:
+                f.result()
+            except Exception:
+                self._callback_failed(sys.exc_info())
+            future_set_result_unless_cancelled(done, None)
+
+        future_add_done_callback(gen.convert_yielded(result), on_done)
+        return done
+
+    def _callback_failed(self, exc_info: Any) -> None:
+        if self.failure is None:
+            self.failure = Failure("handler_exception", 1011, "internal server error", exc_info)
+        self.close(1011, "internal server error")
         self._abort()
 
     # -- reading ----------------------------------------------------------
@@ -175,7 +214,9 @@ class StrictProtocol(WebSocketProtocol13):
             payloadlen = struct.unpack("!Q", await self._read_bytes(8))[0]
         buffered = self._fragmented_message_buffer
         if opcode == 0 and buffered is None:
-            return await self.fail("protocol_error", 1002, "continuation frame with nothing to continue")
+            return await self.fail(
+                "protocol_error", 1002, "continuation frame with nothing to continue"
+            )
         if opcode in (0x1, 0x2) and buffered is not None:
             return await self.fail("protocol_error", 1002, "new message inside a fragmented one")
         size = payloadlen + (len(buffered) if buffered is not None and opcode == 0 else 0)
@@ -287,9 +328,7 @@ class StrictProtocol(WebSocketProtocol13):
             await asyncio.sleep(timeout)
             if timeout > 0 and not self._received_pong:
                 self._ping_coroutine = None  # fail() -> close() must not cancel us mid-way
-                await self.fail(
-                    "ping_timeout", 1011, f"no pong within {timeout:g} s", linger=False
-                )
+                await self.fail("ping_timeout", 1011, f"no pong within {timeout:g} s", linger=False)
                 return
             await asyncio.sleep(
                 self.ping_sleep_time(last_ping_time=ping_time, interval=interval, now=loop.time())

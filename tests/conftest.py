@@ -36,6 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "settings(**kw): Settings overrides for the in-process server"
     )
+    config.addinivalue_line("markers", "handler(cls): the /ws handler class to serve")
 
 
 @pytest.fixture
@@ -58,7 +59,13 @@ def lifecycle() -> Lifecycle:
 
 
 @pytest.fixture
-def app(settings: Settings, metrics: Metrics, lifecycle: Lifecycle) -> tornado.web.Application:
+def app(
+    request: pytest.FixtureRequest, settings: Settings, metrics: Metrics, lifecycle: Lifecycle
+) -> tornado.web.Application:
+    """The app under test; ``@pytest.mark.handler(cls)`` swaps the /ws handler."""
+    marker = request.node.get_closest_marker("handler")
+    if marker:
+        return make_app(settings, metrics, lifecycle, handler=marker.args[0])
     return make_app(settings, metrics, lifecycle)
 
 
@@ -168,10 +175,12 @@ class ServerProcess:
     def wait_ready(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.url + "/readyz", timeout=1) as r,
+            ):
+                if r.status == 200:
+                    return
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}: {self.log}")
             time.sleep(0.02)

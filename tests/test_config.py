@@ -1,0 +1,133 @@
+"""Settings from the environment and flags, and what a bad value does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from server.config import ConfigError, Settings, load_settings, option_table
+
+from .conftest import ROOT
+
+
+def test_defaults_without_environment() -> None:
+    s = load_settings([], {})
+    assert s == Settings()
+    assert s.port == 8080
+    assert s.host == "0.0.0.0"
+    assert s.log_format == "json"
+    assert s.max_message_bytes < 10 * 1024 * 1024  # below Tornado's own default
+    assert 0 < s.ping_interval < 300  # well below proxies' idle cut
+    assert s.ping_timeout <= s.ping_interval
+
+
+def test_environment_is_read() -> None:
+    s = load_settings(
+        [],
+        {
+            "PORT": "9000",
+            "WS_LOG_LEVEL": "DEBUG",
+            "WS_LOG_FORMAT": "text",
+            "WS_LOG_MESSAGES": "off",
+            "WS_LOG_CONTENT": "no",
+            "WS_LOG_PREVIEW_BYTES": "16",
+            "WS_MAX_MESSAGE_BYTES": "2048",
+            "WS_PING_INTERVAL": "12.5",
+            "WS_PING_TIMEOUT": "5",
+            "WS_MAX_CONNECTIONS": "7",
+            "WS_ALLOWED_ORIGINS": "https://a.example, http://localhost:3000/",
+            "WS_COMPRESSION": "true",
+            "WS_DRAIN_TIMEOUT": "9",
+        },
+    )
+    assert s == Settings(
+        port=9000,
+        log_level="debug",
+        log_format="text",
+        log_messages=False,
+        log_content=False,
+        log_preview_bytes=16,
+        max_message_bytes=2048,
+        ping_interval=12.5,
+        ping_timeout=5.0,
+        max_connections=7,
+        allowed_origins=("https://a.example", "http://localhost:3000"),
+        compression=True,
+        drain_timeout=9.0,
+    )
+
+
+def test_flag_wins_over_environment() -> None:
+    s = load_settings(["--port", "9100", "--log-format", "text"], {"PORT": "9000"})
+    assert s.port == 9100
+    assert s.log_format == "text"
+
+
+def test_empty_variable_means_default() -> None:
+    assert load_settings([], {"PORT": "", "WS_LOG_LEVEL": ""}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "http"}, "invalid PORT='http': expected a whole number from 1 to 65535"),
+        ({"PORT": "0"}, "invalid PORT='0'"),
+        ({"PORT": "9090"}, "reserved by Knative"),
+        ({"WS_LOG_LEVEL": "loud"}, "invalid WS_LOG_LEVEL='loud': expected one of debug"),
+        ({"WS_LOG_FORMAT": "xml"}, "invalid WS_LOG_FORMAT='xml'"),
+        ({"WS_LOG_MESSAGES": "maybe"}, "invalid WS_LOG_MESSAGES='maybe': expected true or false"),
+        ({"WS_MAX_MESSAGE_BYTES": "0"}, "invalid WS_MAX_MESSAGE_BYTES='0'"),
+        ({"WS_MAX_MESSAGE_BYTES": "1e6"}, "invalid WS_MAX_MESSAGE_BYTES='1e6'"),
+        ({"WS_PING_INTERVAL": "-1"}, "invalid WS_PING_INTERVAL='-1'"),
+        ({"WS_PING_INTERVAL": "nan"}, "invalid WS_PING_INTERVAL='nan'"),
+        ({"WS_PING_INTERVAL": "10", "WS_PING_TIMEOUT": "20"}, "must not exceed WS_PING_INTERVAL"),
+        ({"WS_MAX_CONNECTIONS": "-5"}, "invalid WS_MAX_CONNECTIONS='-5'"),
+        ({"WS_ALLOWED_ORIGINS": "example.com"}, "is not an origin"),
+        ({"WS_DRAIN_TIMEOUT": "soon"}, "invalid WS_DRAIN_TIMEOUT='soon'"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings([], env)
+
+
+def test_bad_flag_names_the_flag() -> None:
+    with pytest.raises(ConfigError, match="invalid --max-connections='many'"):
+        load_settings(["--max-connections", "many"], {})
+
+
+def test_process_exits_2_with_a_message_naming_the_variable() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "WS_PING_INTERVAL": "often"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "invalid WS_PING_INTERVAL='often'" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_help_lists_every_variable() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    for env, flag, _default, _help in option_table():
+        assert flag in proc.stdout
+        assert env in proc.stdout
+
+
+def test_readme_documents_every_setting_with_its_default() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for env, _flag, default, _help in option_table():
+        assert f"| `{env}` | `{default}` |" in readme, env
