@@ -1,0 +1,133 @@
+"""The probe client against a real server, a wrong server, and no server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from typing import ClassVar
+
+import pytest
+import tornado.web
+import tornado.websocket
+
+from server.probe import ProbeError, probe, probe_with_retries
+
+from .conftest import ROOT, ServerProcess, free_port
+
+
+async def test_probe_passes_against_the_server(ws_url: str) -> None:
+    result = await probe(ws_url, count=6)
+    assert result.echoes == 6
+    assert result.attempts == 1
+
+
+class _HostEcho(tornado.websocket.WebSocketHandler):
+    """Echoes, and records the Host header each connection arrived with."""
+
+    hosts: ClassVar[list[str]] = []
+
+    def open(self) -> None:
+        self.hosts.append(self.request.host)
+
+    def on_message(self, message: str | bytes) -> None:
+        self.write_message(message, binary=isinstance(message, bytes))
+
+
+async def test_probe_sends_the_host_header() -> None:
+    url, server = await _serve(_HostEcho)
+    await probe(url, host="websocket-server.default.example.com")
+    await probe(url)
+    server.stop()  # type: ignore[attr-defined]
+    assert _HostEcho.hosts == ["websocket-server.default.example.com", url.split("/")[2]]
+
+
+class _Mangler(tornado.websocket.WebSocketHandler):
+    """A wrong server: text comes back as binary, binary comes back reversed."""
+
+    def on_message(self, message: str | bytes) -> None:
+        if isinstance(message, str):
+            self.write_message(message.encode(), binary=True)
+        else:
+            self.write_message(message[::-1], binary=True)
+
+
+class _Closer(tornado.websocket.WebSocketHandler):
+    def on_message(self, message: str | bytes) -> None:
+        self.close(4000, "nope")
+
+
+async def _serve(handler: type[tornado.websocket.WebSocketHandler]) -> tuple[str, object]:
+    port = free_port()
+    app = tornado.web.Application([("/ws", handler)])
+    server = app.listen(port, "127.0.0.1")
+    return f"ws://127.0.0.1:{port}/ws", server
+
+
+async def test_probe_fails_when_the_type_changes() -> None:
+    url, server = await _serve(_Mangler)
+    with pytest.raises(ProbeError, match="sent text, got bytes back"):
+        await probe(url)
+    server.stop()  # type: ignore[attr-defined]
+
+
+async def test_probe_fails_when_the_connection_closes() -> None:
+    url, server = await _serve(_Closer)
+    with pytest.raises(ProbeError, match="close code 4000"):
+        await probe(url)
+    server.stop()  # type: ignore[attr-defined]
+
+
+async def test_probe_reports_http_status(port: int) -> None:
+    with pytest.raises(ProbeError, match="HTTP 404"):
+        await probe(f"ws://127.0.0.1:{port}/nope")
+
+
+async def test_probe_retries_until_the_deadline() -> None:
+    url = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens there
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ProbeError, match=r"cannot connect.*after [3-9] attempt"):
+        await probe_with_retries(url, retry_for=1.0, interval=0.3, timeout=1)
+    assert asyncio.get_running_loop().time() - started < 5
+
+
+def test_probe_cli_exit_codes(server_process: type[ServerProcess]) -> None:
+    server = server_process()
+    server.wait_ready()
+    ok = subprocess.run(
+        [sys.executable, "-m", "server.probe", server.ws_url, "--count", "4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith(f"probe: OK {server.ws_url}: 4 echoes")
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.probe",
+            f"ws://127.0.0.1:{free_port()}/ws",
+            "--timeout",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("probe: FAIL")
+    assert len(bad.stderr.strip().splitlines()) == 1
+    usage = subprocess.run(
+        [sys.executable, "-m", "server.probe", "http://example.invalid/"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert usage.returncode == 2
