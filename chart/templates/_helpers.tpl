@@ -1,0 +1,127 @@
+{{/*
+Chart name, cut to what Kubernetes allows.
+*/}}
+{{- define "websocket-server.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name of the Service. Knative names revisions "<name>-00001", and a
+revision name must be a DNS label of at most 63 characters, so the name is
+refused (not silently cut) past 57 characters.
+*/}}
+{{- define "websocket-server.fullname" -}}
+{{- $name := "" }}
+{{- if .Values.fullnameOverride }}
+{{- $name = .Values.fullnameOverride }}
+{{- else }}
+{{- $base := default .Chart.Name .Values.nameOverride }}
+{{- if contains $base .Release.Name }}
+{{- $name = .Release.Name }}
+{{- else }}
+{{- $name = printf "%s-%s" .Release.Name $base }}
+{{- end }}
+{{- end }}
+{{- if gt (len $name) 57 }}
+{{- fail (printf "service name %q is %d characters long: Knative appends \"-00001\" to name revisions, which must stay within 63 characters, so use at most 57 (set fullnameOverride or a shorter release name)" $name (len $name)) }}
+{{- end }}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) }}
+{{- fail (printf "service name %q is not a DNS-1035 label (lower-case letters, digits and '-', starting with a letter)" $name) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
+{{/*
+Chart label value.
+*/}}
+{{- define "websocket-server.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: stable for the life of a release.
+*/}}
+{{- define "websocket-server.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "websocket-server.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "websocket-server.labels" -}}
+helm.sh/chart: {{ include "websocket-server.chart" . }}
+{{ include "websocket-server.selectorLabels" . }}
+app.kubernetes.io/part-of: knative-websocket-server
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Image reference: a digest wins over a tag; the tag defaults to appVersion.
+*/}}
+{{- define "websocket-server.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The server container, shared by every deployment mode.
+*/}}
+{{- define "websocket-server.container" -}}
+name: websocket-server
+image: {{ include "websocket-server.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+ports:
+  - name: http1
+    containerPort: 8080
+env:
+  - name: WS_LOG_LEVEL
+    value: {{ .Values.server.logLevel | quote }}
+  - name: WS_LOG_FORMAT
+    value: {{ .Values.server.logFormat | quote }}
+  - name: WS_LOG_MESSAGES
+    value: {{ .Values.server.logMessages | toString | quote }}
+  - name: WS_LOG_CONTENT
+    value: {{ .Values.server.logContent | toString | quote }}
+  - name: WS_MAX_MESSAGE_BYTES
+    value: {{ .Values.server.maxMessageBytes | int64 | toString | quote }}
+  - name: WS_PING_INTERVAL
+    value: {{ .Values.server.pingInterval | toString | quote }}
+  - name: WS_PING_TIMEOUT
+    value: {{ .Values.server.pingTimeout | toString | quote }}
+  - name: WS_MAX_CONNECTIONS
+    value: {{ .Values.server.maxConnections | int64 | toString | quote }}
+  - name: WS_ALLOWED_ORIGINS
+    value: {{ join "," .Values.server.allowedOrigins | quote }}
+  - name: WS_COMPRESSION
+    value: {{ .Values.server.compression | toString | quote }}
+  - name: WS_DRAIN_TIMEOUT
+    value: {{ .Values.server.drainTimeout | toString | quote }}
+  {{- with .Values.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+  periodSeconds: {{ .Values.readinessProbe.periodSeconds }}
+  failureThreshold: {{ .Values.readinessProbe.failureThreshold }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+  periodSeconds: {{ .Values.livenessProbe.periodSeconds }}
+  failureThreshold: {{ .Values.livenessProbe.failureThreshold }}
+{{- with .Values.resources }}
+resources:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.securityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,380 @@
+"""The Helm chart and the Kustomize overlays, rendered by the real tools and
+checked as a cluster would check them - and against the server itself."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.render import (
+    CHART,
+    ROOT,
+    RenderError,
+    Route,
+    helm_template,
+    is_hook,
+    knative_service,
+    kustomize_build,
+    routes,
+)
+from e2e.validate import (
+    knative_schema_errors,
+    knative_webhook_errors,
+    kubernetes_errors,
+    pod_spec,
+    restricted_errors,
+)
+
+from .conftest import ServerProcess
+
+ROUTES = routes()
+NAMES = sorted({r.name for r in ROUTES})
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    return {r.id: r.render() for r in ROUTES}
+
+
+def _service(rendered: dict[str, list[dict[str, Any]]], route: Route) -> dict[str, Any]:
+    return knative_service(rendered[route.id])
+
+
+def _container(service: dict[str, Any]) -> dict[str, Any]:
+    [container] = service["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in _container(service)["env"]}
+
+
+def test_both_tools_have_every_route() -> None:
+    by_tool = {tool: {r.name for r in ROUTES if r.tool == tool} for tool in ("helm", "kustomize")}
+    assert by_tool["helm"] == by_tool["kustomize"]
+    assert {"base", "dev", "prod"} <= by_tool["helm"]
+
+
+# -- validity ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+def test_knative_service_fits_the_crd_schema(
+    rendered: dict[str, list[dict[str, Any]]], route: Route
+) -> None:
+    assert knative_schema_errors(_service(rendered, route)) == []
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+def test_knative_service_passes_the_webhook_rules(
+    rendered: dict[str, list[dict[str, Any]]], route: Route
+) -> None:
+    assert knative_webhook_errors(_service(rendered, route)) == []
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+def test_every_pod_meets_the_restricted_standard(
+    rendered: dict[str, list[dict[str, Any]]], route: Route
+) -> None:
+    for doc in rendered[route.id]:
+        template = doc.get("spec", {}).get("template", {})
+        if doc["kind"] == "Pod" or "containers" in template.get("spec", {}):
+            assert restricted_errors(pod_spec(doc)) == [], doc["kind"]
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+def test_kubernetes_kinds_fit_their_schemas(
+    rendered: dict[str, list[dict[str, Any]]], route: Route
+) -> None:
+    builtin = [d for d in rendered[route.id] if "." not in d["apiVersion"].split("/")[0]]
+    for doc in builtin:
+        assert kubernetes_errors(doc) == [], doc["kind"]
+
+
+def test_schema_check_catches_what_a_cluster_rejects(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The validators are not vacuous: each catches a real mistake."""
+    service = _service(rendered, ROUTES[0])
+    typo = copy.deepcopy(service)
+    typo["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    assert any("readinesProbe" in e for e in knative_schema_errors(typo))
+    wrong_type = copy.deepcopy(service)
+    wrong_type["spec"]["template"]["spec"]["timeoutSeconds"] = "600"
+    assert any("timeoutSeconds" in e for e in knative_schema_errors(wrong_type))
+
+    bad = copy.deepcopy(service)
+    container = bad["spec"]["template"]["spec"]["containers"][0]
+    container["ports"] = [{"name": "http", "containerPort": 9090}, {"containerPort": 8081}]
+    container["env"].append({"name": "PORT", "value": "8080"})
+    container["readinessProbe"]["httpGet"]["port"] = 8080
+    bad["spec"]["template"]["spec"]["timeoutSeconds"] = 3600
+    errors = " | ".join(knative_webhook_errors(bad))
+    for expected in (
+        "more than one container port",
+        "port name 'http'",
+        "9090 is reserved",
+        "env PORT is reserved",
+        "readinessProbe.httpGet.port",
+        "timeoutSeconds 3600",
+    ):
+        assert expected in errors
+
+    insecure = copy.deepcopy(service)
+    insecure["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"runAsUser": 0}
+    errors = " | ".join(restricted_errors(pod_spec(insecure)))
+    for expected in (
+        "allowPrivilegeEscalation",
+        "drop ALL",
+        "runAsNonRoot",
+        "runAsUser",
+        "seccompProfile",
+    ):
+        assert expected in errors
+
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "x"},
+        "spec": {"containers": [{"name": "c", "image": "i", "bogus": 1}]},
+    }
+    assert any("bogus" in e for e in kubernetes_errors(pod))
+
+
+# -- what the manifests say ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+def test_labels_reach_the_revision_template(
+    rendered: dict[str, list[dict[str, Any]]], route: Route
+) -> None:
+    service = _service(rendered, route)
+    for labels in (
+        service["metadata"]["labels"],
+        service["spec"]["template"]["metadata"]["labels"],
+    ):
+        assert labels["app.kubernetes.io/name"] == "websocket-server"
+        assert labels["app.kubernetes.io/part-of"] == "knative-websocket-server"
+        assert labels["app.kubernetes.io/component"] == "server"
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+def test_websocket_knobs_agree_with_each_other(
+    rendered: dict[str, list[dict[str, Any]]], route: Route
+) -> None:
+    service = _service(rendered, route)
+    spec = service["spec"]["template"]["spec"]
+    annotations = service["spec"]["template"]["metadata"]["annotations"]
+    env = _env(service)
+    assert service["metadata"]["name"] == "websocket-server"
+    assert annotations["autoscaling.knative.dev/metric"] == "concurrency"
+    # The server's own cap matches Knative's hard limit per pod.
+    assert int(env["WS_MAX_CONNECTIONS"]) == spec["containerConcurrency"]
+    # Pings well inside the proxies' 300 s idle cut.
+    assert 0 < float(env["WS_PING_INTERVAL"]) < 300
+    # The drain fits in the grace period Knative gives (timeoutSeconds).
+    assert float(env["WS_DRAIN_TIMEOUT"]) < spec["timeoutSeconds"] <= 600
+    port = _container(service)["ports"][0]
+    assert port == {"name": "http1", "containerPort": 8080}
+
+
+def test_overlays_say_what_they_are_for(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    by_id = {r.id: _service(rendered, r) for r in ROUTES}
+    dev, prod = by_id["kustomize-dev"], by_id["kustomize-prod"]
+    assert _container(dev)["image"] == "dev.local/knative-websocket-server:dev"
+    assert _container(dev)["imagePullPolicy"] == "IfNotPresent"
+    assert (
+        dev["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"]
+        == "0"
+    )
+    assert _env(dev)["WS_LOG_LEVEL"] == "debug"
+    assert (
+        prod["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"]
+        == "1"
+    )
+    assert _env(prod)["WS_LOG_CONTENT"] == "false"
+    assert _container(prod)["resources"]["limits"]["memory"] == "512Mi"
+
+
+def _without_tool_labels(service: dict[str, Any]) -> dict[str, Any]:
+    s = copy.deepcopy(service)
+    s["metadata"].pop("labels", None)
+    s["metadata"].pop("namespace", None)
+    s["spec"]["template"]["metadata"].pop("labels", None)
+    return s
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_helm_and_kustomize_render_the_same_service(
+    rendered: dict[str, list[dict[str, Any]]], name: str
+) -> None:
+    helm = _without_tool_labels(knative_service(rendered[f"helm-{name}"]))
+    kustomize = _without_tool_labels(knative_service(rendered[f"kustomize-{name}"]))
+    assert helm == kustomize
+
+
+# -- the chart's guard rails ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("set_values", "message"),
+    [
+        ({"replicas": "3"}, "additional properties 'replicas' not allowed"),
+        ({"server.pingIntervall": "10"}, "additional properties 'pingIntervall' not allowed"),
+        ({"server.maxConnections": "lots"}, "/server/maxConnections': got string, want integer"),
+        ({"autoscaling.minScale": "-1"}, "/autoscaling/minScale': minimum: got -1, want 0"),
+        ({"timeoutSeconds": "0"}, "/timeoutSeconds': minimum: got 0, want 1"),
+        ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy'"),
+        ({"server.allowedOrigins[0]": "example.com"}, "/server/allowedOrigins/0'"),
+        ({"extraEnv[0].name": "PORT"}, "/extraEnv/0/name'"),
+    ],
+    ids=[
+        "unknown-key",
+        "typo-key",
+        "wrong-type",
+        "negative-scale",
+        "zero-timeout",
+        "bad-enum",
+        "bad-origin",
+        "reserved-env",
+    ],
+)
+def test_helm_rejects_bad_values_with_a_clear_error(
+    set_values: dict[str, str], message: str
+) -> None:
+    with pytest.raises(RenderError) as info:
+        helm_template(set_values=set_values)
+    assert message in str(info.value)
+
+
+def test_helm_refuses_a_name_knative_cannot_use() -> None:
+    with pytest.raises(RenderError, match=r"at most 57"):
+        helm_template(release="a-very-long-release-name-for-a-knative-service-xyz")
+    assert (
+        knative_service(helm_template(release="short"))["metadata"]["name"]
+        == "short-websocket-server"
+    )
+
+
+def test_helm_refuses_a_drain_longer_than_the_grace_period() -> None:
+    with pytest.raises(
+        RenderError, match=r"drainTimeout \(700\) must be below timeoutSeconds \(600\)"
+    ):
+        helm_template(set_values={"server.drainTimeout": "700"})
+
+
+def test_helm_values_reach_the_service() -> None:
+    service = knative_service(
+        helm_template(
+            set_values={
+                "server.allowedOrigins[0]": "https://a.example",
+                "server.allowedOrigins[1]": "https://b.example",
+                "image.digest": "sha256:" + "a" * 64,
+                "extraEnv[0].name": "EXTRA",
+                "extraEnv[0].value": "on",
+            }
+        )
+    )
+    env = _env(service)
+    assert env["WS_ALLOWED_ORIGINS"] == "https://a.example,https://b.example"
+    assert env["EXTRA"] == "on"
+    assert _container(service)["image"].endswith("@sha256:" + "a" * 64)
+
+
+def test_helm_test_hook_runs_the_probe_client() -> None:
+    docs = helm_template(namespace="ws-test")
+    [hook] = [d for d in docs if is_hook(d)]
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    [container] = hook["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "server.probe"]
+    assert container["args"][0] == "ws://websocket-server.ws-test.svc.cluster.local/ws"
+    assert not [d for d in helm_template(set_values={"test.enabled": "false"}) if is_hook(d)]
+
+
+def test_kustomize_base_is_valid_alone() -> None:
+    [service] = kustomize_build(ROOT / "kustomize" / "base")
+    assert service["kind"] == "Service"
+
+
+def test_chart_readme_lists_every_value() -> None:
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+        out = []
+        for k, v in tree.items():
+            if isinstance(v, dict) and v and k not in ("resources", "securityContext"):
+                out += keys(v, f"{prefix}{k}.")
+            else:
+                out.append(f"{prefix}{k}")
+        return out
+
+    for key in keys(values):
+        assert f"| `{key}` |" in readme, key
+
+
+# -- the contract: manifests and server agree ----------------------------------------
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+def test_server_runs_with_exactly_the_rendered_settings(
+    rendered: dict[str, list[dict[str, Any]]],
+    route: Route,
+    server_process: type[ServerProcess],
+) -> None:
+    """Start the real server with the container's env and args (PORT as
+    Knative sets it), hit the probe paths the manifest names, and echo
+    through the probe client."""
+    container = _container(_service(rendered, route))
+    env = {e["name"]: e["value"] for e in container["env"]}
+    server = server_process(env=env, args=container.get("args", []))
+    server.wait_ready()
+    for probe in ("readinessProbe", "livenessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        with urllib.request.urlopen(server.url + path, timeout=5) as response:
+            assert response.status == 200, probe
+    result = subprocess.run(
+        [sys.executable, "-m", "server.probe", server.ws_url, "--count", "4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    listening = server.wait_event("listening")
+    assert listening["max_connections"] == int(env["WS_MAX_CONNECTIONS"])
+
+
+# -- the image ---------------------------------------------------------------------
+
+
+def test_image_pins_match_the_tested_pins() -> None:
+    def pins(path: Path) -> dict[str, str]:
+        out = {}
+        for line in path.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if "==" in line:
+                name, version = line.split("==")
+                out[name.lower().replace("_", "-")] = version
+        return out
+
+    runtime = pins(ROOT / "requirements" / "runtime.txt")
+    ci = pins(ROOT / "requirements" / "ci.txt")
+    assert runtime
+    for name, version in runtime.items():
+        assert ci.get(name) == version, name
+
+
+def test_dockerfile_runs_the_server_as_non_root_in_exec_form() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python", "-m", "server"]' in dockerfile
+    assert "USER 65532:65532" in dockerfile
+    assert "ARG BASE_IMAGE=" in dockerfile
