@@ -74,7 +74,17 @@ def _knative_validator() -> jsonschema.Draft7Validator:
         raise FileNotFoundError(
             f"Knative Service CRD not found at {path}; set KNATIVE_SERVICE_CRD to its path"
         )
-    crd = yaml.safe_load(path.read_text())
+    # A file of the one CRD, or Knative's serving-crds.yaml with all of them.
+    crd = next(
+        (
+            doc
+            for doc in yaml.safe_load_all(path.read_text())
+            if doc and doc.get("metadata", {}).get("name") == "services.serving.knative.dev"
+        ),
+        None,
+    )
+    if crd is None:
+        raise ValueError(f"{path} holds no services.serving.knative.dev CRD")
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
     schema = _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
     return jsonschema.Draft7Validator(schema)

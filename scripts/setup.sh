@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 
 missing=()
-[ -x /usr/bin/chromium ] || missing+=(chromium)
+# $CHROMIUM may name another Chromium-based browser (CI runners ship Chrome).
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=()

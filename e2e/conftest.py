@@ -1,0 +1,47 @@
+"""Fixtures for the end-to-end suite: a cluster from the current kubeconfig,
+or a skip that says why there is none."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .cluster import Cluster, unreachable_reason
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.cluster)
+
+
+def _skip(reason: str) -> None:
+    """Skip - or fail, where a cluster is promised (E2E_REQUIRE_CLUSTER=1 in
+    the GitHub Actions e2e job), so that job can never pass by skipping."""
+    if os.environ.get("E2E_REQUIRE_CLUSTER"):
+        pytest.fail(f"E2E_REQUIRE_CLUSTER is set, but: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    """The cluster of $KUBECONFIG (or ~/.kube/config, or in-cluster)."""
+    try:
+        return Cluster.connect()
+    except Exception as exc:  # any failure to reach it is a reason to skip
+        _skip(unreachable_reason(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
+def knative(cluster: Cluster) -> Cluster:
+    """The cluster, when Knative Serving is installed in it."""
+    if not cluster.has_crd():
+        _skip("the cluster has no Knative Serving CRDs (services.serving.knative.dev)")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def ready_timeout() -> float:
+    return float(os.environ.get("E2E_READY_TIMEOUT", "300"))

@@ -1,0 +1,160 @@
+"""The e2e suite's helpers that need no cluster, and how the suite behaves
+when there is none."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from e2e.cluster import (
+    Condition,
+    condition_changes,
+    conditions_of,
+    format_diagnostics,
+    host_of,
+    is_pod_ready,
+    is_ready,
+    unreachable_reason,
+)
+from e2e.render import knative_service, routes
+
+from .conftest import ROOT
+
+
+def _ksvc(generation: int, observed: int, *conds: tuple[str, str, str]) -> dict[str, object]:
+    return {
+        "kind": "Service",
+        "metadata": {"name": "websocket-server", "generation": generation},
+        "status": {
+            "observedGeneration": observed,
+            "conditions": [{"type": t, "status": s, "reason": r} for t, s, r in conds],
+        },
+    }
+
+
+def test_conditions_are_parsed_by_type() -> None:
+    obj = _ksvc(1, 1, ("Ready", "Unknown", "RevisionMissing"), ("RoutesReady", "False", ""))
+    conds = conditions_of(obj)
+    assert conds["Ready"] == Condition("Ready", "Unknown", "RevisionMissing")
+    assert str(conds["Ready"]) == "Ready=Unknown (RevisionMissing)"
+    assert conditions_of({"status": None}) == {}
+
+
+def test_only_changed_conditions_are_reported() -> None:
+    before = conditions_of(_ksvc(1, 1, ("Ready", "Unknown", "X"), ("RoutesReady", "Unknown", "Y")))
+    after = conditions_of(_ksvc(1, 1, ("Ready", "Unknown", "X"), ("RoutesReady", "True", "")))
+    assert condition_changes(before, after) == ["RoutesReady=True"]
+    assert condition_changes({}, before) == ["Ready=Unknown (X)", "RoutesReady=Unknown (Y)"]
+
+
+def test_ready_needs_the_current_generation() -> None:
+    assert is_ready(_ksvc(2, 2, ("Ready", "True", "")))
+    assert not is_ready(_ksvc(2, 1, ("Ready", "True", "")))  # stale status
+    assert not is_ready(_ksvc(1, 1, ("Ready", "False", "RevisionFailed")))
+    assert not is_ready({"kind": "Service", "metadata": {}, "status": {}})
+    deployment = {
+        "kind": "Deployment",
+        "status": {"conditions": [{"type": "Available", "status": "True"}]},
+    }
+    assert is_ready(deployment)
+
+
+def test_pod_readiness() -> None:
+    assert is_pod_ready({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    assert not is_pod_ready({"status": {"conditions": [{"type": "Ready", "status": "False"}]}})
+    assert not is_pod_ready({"status": {}})
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://websocket-server.ns.example.com", "websocket-server.ns.example.com"),
+        (
+            "https://websocket-server.ns.127.0.0.1.sslip.io/",
+            "websocket-server.ns.127.0.0.1.sslip.io",
+        ),
+        (
+            "http://websocket-server.ns.svc.cluster.local:80",
+            "websocket-server.ns.svc.cluster.local",
+        ),
+    ],
+)
+def test_host_comes_from_status_url(url: str, host: str) -> None:
+    assert host_of(url) == host
+
+
+def test_host_of_rejects_a_url_without_host() -> None:
+    with pytest.raises(ValueError, match="no host"):
+        host_of("not a url")
+
+
+def test_diagnostics_show_conditions_events_and_logs() -> None:
+    service = _ksvc(1, 1, ("Ready", "False", "RevisionFailed"))
+    events = [
+        {
+            "lastTimestamp": "2026-11-25T10:00:02Z",
+            "type": "Warning",
+            "involvedObject": {"kind": "Pod", "name": "websocket-server-00001-abc"},
+            "reason": "BackOff",
+            "message": "Back-off pulling image",
+        },
+        {
+            "lastTimestamp": "2026-11-25T10:00:01Z",
+            "type": "Normal",
+            "involvedObject": {"kind": "Pod", "name": "websocket-server-00001-abc"},
+            "reason": "Scheduled",
+            "message": "assigned",
+        },
+    ]
+    logs = {
+        "websocket-server-00001-abc/websocket-server": "\n".join(f"line {i}" for i in range(100))
+    }
+    text = format_diagnostics([service], events, logs, tail=3)
+    assert "Service/websocket-server: Ready=False (RevisionFailed)" in text
+    assert text.index("Scheduled") < text.index("BackOff")  # oldest first
+    assert "Warning Pod/websocket-server-00001-abc BackOff: Back-off pulling image" in text
+    assert "line 99" in text
+    assert "line 96" not in text
+    assert format_diagnostics([], [], {}).count("(none)") == 1
+
+
+def test_unreachable_reason_is_one_line() -> None:
+    reason = unreachable_reason(ConnectionError("refused\nmore detail"))
+    assert reason == "no reachable Kubernetes cluster (ConnectionError: refused)"
+
+
+def test_rendered_routes_carry_a_namespace_for_apply() -> None:
+    route = next(r for r in routes() if r.tool == "kustomize")
+    service = knative_service(route.render(namespace="ws-e2e-x"))
+    assert service["metadata"]["namespace"] == "ws-e2e-x"
+
+
+def test_e2e_suite_skips_with_the_reason_when_no_cluster(tmp_path: object) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "e2e/test_knative.py",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "KUBECONFIG": "/nonexistent/kubeconfig",
+            "HOME": "/nonexistent",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "passed" not in proc.stdout
+    assert "skipped" in proc.stdout
+    assert "no reachable Kubernetes cluster" in proc.stdout
