@@ -29,6 +29,7 @@ __all__ = [
     "ROOT",
     "RenderError",
     "Route",
+    "find",
     "find_tool",
     "helm_template",
     "is_hook",
@@ -99,6 +100,11 @@ class Route:
     def id(self) -> str:
         return f"{self.tool}-{self.name}"
 
+    @property
+    def mode(self) -> str:
+        """ "kubernetes" (Deployment + Service) or "knative" (a Knative Service)."""
+        return "kubernetes" if self.name == "kubernetes" else "knative"
+
     def render(self, namespace: str = "default") -> list[dict[str, Any]]:
         if self.tool == "helm":
             return helm_template([self.source], namespace=namespace)
@@ -134,3 +140,15 @@ def knative_service(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def is_hook(doc: dict[str, Any]) -> bool:
     return "helm.sh/hook" in doc.get("metadata", {}).get("annotations", {})
+
+
+def find(docs: list[dict[str, Any]], api_version: str, kind: str) -> dict[str, Any]:
+    """The one non-hook document of that apiVersion and kind."""
+    found = [
+        d
+        for d in docs
+        if d.get("apiVersion") == api_version and d.get("kind") == kind and not is_hook(d)
+    ]
+    if len(found) != 1:
+        raise RenderError(f"expected one {api_version} {kind}, found {len(found)}")
+    return found[0]

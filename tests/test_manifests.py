@@ -18,6 +18,7 @@ from e2e.render import (
     ROOT,
     RenderError,
     Route,
+    find,
     helm_template,
     is_hook,
     knative_service,
@@ -36,6 +37,8 @@ from .conftest import ServerProcess
 
 ROUTES = routes()
 NAMES = sorted({r.name for r in ROUTES})
+KNATIVE_ROUTES = [r for r in ROUTES if r.mode == "knative"]
+PLAIN_ROUTES = [r for r in ROUTES if r.mode == "kubernetes"]
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +62,20 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 def test_both_tools_have_every_route() -> None:
     by_tool = {tool: {r.name for r in ROUTES if r.tool == tool} for tool in ("helm", "kustomize")}
     assert by_tool["helm"] == by_tool["kustomize"]
-    assert {"base", "dev", "prod"} <= by_tool["helm"]
+    assert {"base", "dev", "prod", "kubernetes"} <= by_tool["helm"]
 
 
 # -- validity ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+@pytest.mark.parametrize("route", KNATIVE_ROUTES, ids=lambda r: r.id)
 def test_knative_service_fits_the_crd_schema(
     rendered: dict[str, list[dict[str, Any]]], route: Route
 ) -> None:
     assert knative_schema_errors(_service(rendered, route)) == []
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+@pytest.mark.parametrize("route", KNATIVE_ROUTES, ids=lambda r: r.id)
 def test_knative_service_passes_the_webhook_rules(
     rendered: dict[str, list[dict[str, Any]]], route: Route
 ) -> None:
@@ -102,7 +105,7 @@ def test_schema_check_catches_what_a_cluster_rejects(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     """The validators are not vacuous: each catches a real mistake."""
-    service = _service(rendered, ROUTES[0])
+    service = _service(rendered, KNATIVE_ROUTES[0])
     typo = copy.deepcopy(service)
     typo["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
     assert any("readinesProbe" in e for e in knative_schema_errors(typo))
@@ -151,7 +154,7 @@ def test_schema_check_catches_what_a_cluster_rejects(
 # -- what the manifests say ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+@pytest.mark.parametrize("route", KNATIVE_ROUTES, ids=lambda r: r.id)
 def test_labels_reach_the_revision_template(
     rendered: dict[str, list[dict[str, Any]]], route: Route
 ) -> None:
@@ -165,7 +168,7 @@ def test_labels_reach_the_revision_template(
         assert labels["app.kubernetes.io/component"] == "server"
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+@pytest.mark.parametrize("route", KNATIVE_ROUTES, ids=lambda r: r.id)
 def test_websocket_knobs_agree_with_each_other(
     rendered: dict[str, list[dict[str, Any]]], route: Route
 ) -> None:
@@ -186,7 +189,7 @@ def test_websocket_knobs_agree_with_each_other(
 
 
 def test_overlays_say_what_they_are_for(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    by_id = {r.id: _service(rendered, r) for r in ROUTES}
+    by_id = {r.id: _service(rendered, r) for r in KNATIVE_ROUTES}
     dev, prod = by_id["kustomize-dev"], by_id["kustomize-prod"]
     assert _container(dev)["image"] == "dev.local/knative-websocket-server:dev"
     assert _container(dev)["imagePullPolicy"] == "IfNotPresent"
@@ -211,13 +214,98 @@ def _without_tool_labels(service: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", sorted({r.name for r in KNATIVE_ROUTES}))
 def test_helm_and_kustomize_render_the_same_service(
     rendered: dict[str, list[dict[str, Any]]], name: str
 ) -> None:
     helm = _without_tool_labels(knative_service(rendered[f"helm-{name}"]))
     kustomize = _without_tool_labels(knative_service(rendered[f"kustomize-{name}"]))
     assert helm == kustomize
+
+
+# -- plain Kubernetes mode -----------------------------------------------------------
+
+
+def _plain(
+    rendered: dict[str, list[dict[str, Any]]], route: Route
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    docs = rendered[route.id]
+    return find(docs, "apps/v1", "Deployment"), find(docs, "v1", "Service")
+
+
+@pytest.mark.parametrize("route", PLAIN_ROUTES, ids=lambda r: r.id)
+def test_plain_mode_runs_the_knative_container(
+    rendered: dict[str, list[dict[str, Any]]], route: Route
+) -> None:
+    """The same container as the Knative Service, plus the probe port plain
+    Kubernetes requires; a grace period longer than the drain."""
+    deployment, service = _plain(rendered, route)
+    assert not [d for d in rendered[route.id] if d["apiVersion"].startswith("serving.knative.dev")]
+    knative = knative_service(rendered[f"{route.tool}-base"])
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    expected = copy.deepcopy(_container(knative))
+    for probe in ("readinessProbe", "livenessProbe"):
+        expected[probe]["httpGet"]["port"] = "http1"
+    assert container == expected
+    env = {e["name"]: e["value"] for e in container["env"]}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > float(env["WS_DRAIN_TIMEOUT"])
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["selector"] == selector
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http1", "protocol": "TCP"}
+    ]
+
+
+def _without_selection_labels(doc: dict[str, Any]) -> dict[str, Any]:
+    d = copy.deepcopy(doc)
+    d["metadata"].pop("labels", None)
+    d["metadata"].pop("namespace", None)
+    spec = d["spec"]
+    spec.pop("selector", None)
+    if "template" in spec:
+        spec["template"]["metadata"].pop("labels", None)
+    return d
+
+
+def test_plain_mode_helm_and_kustomize_agree(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    helm = _plain(rendered, next(r for r in PLAIN_ROUTES if r.tool == "helm"))
+    kustomize = _plain(rendered, next(r for r in PLAIN_ROUTES if r.tool == "kustomize"))
+    for h, k in zip(helm, kustomize, strict=True):
+        assert _without_selection_labels(h) == _without_selection_labels(k)
+
+
+def test_plain_mode_options_render_valid_objects() -> None:
+    docs = helm_template(
+        set_values={
+            "mode": "kubernetes",
+            "kubernetes.hpa.enabled": "true",
+            "kubernetes.pdb.enabled": "true",
+            "kubernetes.service.port": "8081",
+        }
+    )
+    kinds = sorted(d["kind"] for d in docs if not is_hook(d))
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+    for doc in docs:
+        assert kubernetes_errors(doc) == [], doc["kind"]
+    deployment = find(docs, "apps/v1", "Deployment")
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    [hook] = [d for d in docs if is_hook(d)]
+    assert (
+        hook["spec"]["containers"][0]["args"][0]
+        == "ws://websocket-server.default.svc.cluster.local:8081/ws"
+    )
+
+
+def test_plain_mode_refuses_a_grace_period_shorter_than_the_drain() -> None:
+    with pytest.raises(
+        RenderError,
+        match=r"drainTimeout \(20\) must be below kubernetes.terminationGracePeriodSeconds \(15\)",
+    ):
+        helm_template(
+            set_values={"mode": "kubernetes", "kubernetes.terminationGracePeriodSeconds": "15"}
+        )
 
 
 # -- the chart's guard rails ----------------------------------------------------------
@@ -264,9 +352,7 @@ def test_helm_refuses_a_name_knative_cannot_use() -> None:
 
 
 def test_helm_refuses_a_drain_longer_than_the_grace_period() -> None:
-    with pytest.raises(
-        RenderError, match=r"drainTimeout \(700\) must be below timeoutSeconds \(600\)"
-    ):
+    with pytest.raises(RenderError, match=r"drainTimeout \(700\) must be below timeoutSeconds"):
         helm_template(set_values={"server.drainTimeout": "700"})
 
 
@@ -303,21 +389,22 @@ def test_kustomize_base_is_valid_alone() -> None:
     assert service["kind"] == "Service"
 
 
-def test_chart_readme_lists_every_value() -> None:
-    readme = (CHART / "README.md").read_text()
+def test_chart_readme_values_table_is_current() -> None:
+    """chart/README.md's table is generated from values.yaml's comments."""
+    proc = subprocess.run(
+        [sys.executable, "scripts/chart_values_table.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-
-    def keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
-        out = []
-        for k, v in tree.items():
-            if isinstance(v, dict) and v and k not in ("resources", "securityContext"):
-                out += keys(v, f"{prefix}{k}.")
-            else:
-                out.append(f"{prefix}{k}")
-        return out
-
-    for key in keys(values):
-        assert f"| `{key}` |" in readme, key
+    readme = (CHART / "README.md").read_text()
+    for key in ("mode", "server.pingInterval", "kubernetes.terminationGracePeriodSeconds"):
+        assert f"| `{key}` |" in readme
+    assert values["mode"] == "knative"
 
 
 # -- the contract: manifests and server agree ----------------------------------------
@@ -332,7 +419,10 @@ def test_server_runs_with_exactly_the_rendered_settings(
     """Start the real server with the container's env and args (PORT as
     Knative sets it), hit the probe paths the manifest names, and echo
     through the probe client."""
-    container = _container(_service(rendered, route))
+    if route.mode == "knative":
+        container = _container(_service(rendered, route))
+    else:
+        [container] = _plain(rendered, route)[0]["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
     server = server_process(env=env, args=container.get("args", []))
     server.wait_ready()

@@ -71,9 +71,14 @@ Image reference: a digest wins over a tag; the tag defaults to appVersion.
 {{- end }}
 
 {{/*
-The server container, shared by every deployment mode.
+The server container, shared by every deployment mode. Call it with
+(dict "root" $ "probePort" "") - Knative forbids a probe port (it routes
+probes itself) - or (dict "root" $ "probePort" "http1") for plain Kubernetes,
+which requires one.
 */}}
 {{- define "websocket-server.container" -}}
+{{- $probePort := .probePort }}
+{{- with .root }}
 name: websocket-server
 image: {{ include "websocket-server.image" . }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -109,11 +114,17 @@ env:
 readinessProbe:
   httpGet:
     path: /readyz
+    {{- if $probePort }}
+    port: {{ $probePort }}
+    {{- end }}
   periodSeconds: {{ .Values.readinessProbe.periodSeconds }}
   failureThreshold: {{ .Values.readinessProbe.failureThreshold }}
 livenessProbe:
   httpGet:
     path: /healthz
+    {{- if $probePort }}
+    port: {{ $probePort }}
+    {{- end }}
   periodSeconds: {{ .Values.livenessProbe.periodSeconds }}
   failureThreshold: {{ .Values.livenessProbe.failureThreshold }}
 {{- with .Values.resources }}
@@ -123,5 +134,21 @@ resources:
 {{- with .Values.securityContext }}
 securityContext:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks every mode shares: the drain must end before the pod is killed.
+*/}}
+{{- define "websocket-server.validate" -}}
+{{- $grace := int .Values.timeoutSeconds }}
+{{- $what := "timeoutSeconds (Knative's grace period for the pod)" }}
+{{- if eq .Values.mode "kubernetes" }}
+{{- $grace = int .Values.kubernetes.terminationGracePeriodSeconds }}
+{{- $what = "kubernetes.terminationGracePeriodSeconds" }}
+{{- end }}
+{{- if ge (int .Values.server.drainTimeout) $grace }}
+{{- fail (printf "server.drainTimeout (%v) must be below %s (%v): the drain must finish before the pod is killed" .Values.server.drainTimeout $what $grace) }}
 {{- end }}
 {{- end }}
