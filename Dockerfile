@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The WebSocket echo server image: multi-stage, slim, non-root.
 #
 #   docker build -t knative-websocket-server .

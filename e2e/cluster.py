@@ -177,6 +177,33 @@ class Cluster:
             raise
         return True
 
+    def has_knative(self) -> bool:
+        """Knative Serving runs here: its Service CRD and its controller."""
+        from kubernetes import client
+        from kubernetes.client import ApiException
+
+        if not self.has_crd():
+            return False
+        try:
+            client.AppsV1Api(self.api).read_namespaced_deployment("controller", "knative-serving")
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def wait_established(self, crd: str, timeout: float = 60.0) -> None:
+        from kubernetes import client
+
+        api = client.ApiextensionsV1Api(self.api)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            obj = self.api.sanitize_for_serialization(api.read_custom_resource_definition(crd))
+            if conditions_of(obj).get("Established", Condition("", "")).status == "True":
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"CRD {crd} not Established after {timeout:g} s")
+
     # -- namespaces --
 
     @contextlib.contextmanager
@@ -197,7 +224,9 @@ class Cluster:
     def resource(self, api_version: str, kind: str) -> Any:
         return self.dynamic.resources.get(api_version=api_version, kind=kind)
 
-    def apply(self, doc: dict[str, Any], namespace: str, dry_run: bool = False) -> dict[str, Any]:
+    def apply(
+        self, doc: dict[str, Any], namespace: str | None, dry_run: bool = False
+    ) -> dict[str, Any]:
         """Server-side apply (custom resources included), as ``kubectl apply --server-side``."""
         resource = self.resource(doc["apiVersion"], doc["kind"])
         kwargs: dict[str, Any] = {"field_manager": "websocket-e2e", "force_conflicts": True}

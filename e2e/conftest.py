@@ -16,11 +16,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
 
 
-def _skip(reason: str) -> None:
-    """Skip - or fail, where a cluster is promised (E2E_REQUIRE_CLUSTER=1 in
-    the GitHub Actions e2e job), so that job can never pass by skipping."""
-    if os.environ.get("E2E_REQUIRE_CLUSTER"):
-        pytest.fail(f"E2E_REQUIRE_CLUSTER is set, but: {reason}")
+def _skip(reason: str, promise: str) -> None:
+    """Skip - or fail, where the environment promises it (E2E_REQUIRE_CLUSTER=1,
+    E2E_REQUIRE_KNATIVE=1 in CI), so a CI job can never pass by skipping."""
+    if os.environ.get(promise):
+        pytest.fail(f"{promise} is set, but: {reason}")
     pytest.skip(reason)
 
 
@@ -30,15 +30,19 @@ def cluster() -> Cluster:
     try:
         return Cluster.connect()
     except Exception as exc:  # any failure to reach it is a reason to skip
-        _skip(unreachable_reason(exc))
+        _skip(unreachable_reason(exc), "E2E_REQUIRE_CLUSTER")
         raise
 
 
 @pytest.fixture(scope="session")
 def knative(cluster: Cluster) -> Cluster:
     """The cluster, when Knative Serving is installed in it."""
-    if not cluster.has_crd():
-        _skip("the cluster has no Knative Serving CRDs (services.serving.knative.dev)")
+    if not cluster.has_knative():
+        _skip(
+            "Knative Serving is not installed in the cluster "
+            "(no services.serving.knative.dev CRD or no knative-serving/controller)",
+            "E2E_REQUIRE_KNATIVE",
+        )
     return cluster
 
 
