@@ -22,7 +22,7 @@ RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-deps -r requirements/runtime.txt
 COPY pyproject.toml README.md LICENSE ./
 COPY server/ server/
-RUN /opt/venv/bin/pip install --no-deps --no-build-isolation . \
+RUN /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && /opt/venv/bin/pip uninstall -y pip setuptools wheel
 

@@ -257,25 +257,25 @@ class Cluster:
         obj: dict[str, Any] = {}
         while time.monotonic() < deadline:
             remaining = max(1, int(deadline - time.monotonic()))
-            for event in self.dynamic.watch(
+            events = self.dynamic.watch(
                 resource,
                 namespace=namespace,
                 field_selector=f"metadata.name={name}",
                 timeout=min(remaining, 30),
-            ):
-                obj = (
-                    event["object"].to_dict()
-                    if hasattr(event["object"], "to_dict")
-                    else event["object"]
-                )
-                now = conditions_of(obj)
-                for line in condition_changes(seen, now):
-                    report(f"{kind}/{name}: {line}")
-                seen = now
-                if is_ready(obj):
-                    return obj
-                if time.monotonic() >= deadline:
-                    break
+            )
+            # closing() releases the streaming connection when we return early.
+            with contextlib.closing(events):
+                for event in events:
+                    raw = event["object"]
+                    obj = raw.to_dict() if hasattr(raw, "to_dict") else raw
+                    now = conditions_of(obj)
+                    for line in condition_changes(seen, now):
+                        report(f"{kind}/{name}: {line}")
+                    seen = now
+                    if is_ready(obj):
+                        return obj
+                    if time.monotonic() >= deadline:
+                        break
         last = "; ".join(str(c) for c in seen.values()) or "no conditions"
         raise TimeoutError(f"{kind}/{name} not ready after {timeout:g} s: {last}")
 
@@ -344,9 +344,12 @@ class Cluster:
                 _pipe(conn, remote, stop)
             finally:
                 conn.close()
-                with contextlib.suppress(Exception):
-                    remote.close()
-                    pf.close()
+                # shutdown() drops the API server socket even when close() fails.
+                for close in (remote.close, pf.close, pf.websocket.close, pf.websocket.shutdown):
+                    with contextlib.suppress(Exception):
+                        close()
+
+        relays: list[threading.Thread] = []
 
         def accept() -> None:
             listener.settimeout(0.2)
@@ -357,7 +360,9 @@ class Cluster:
                     continue
                 except OSError:
                     return
-                threading.Thread(target=relay, args=(conn,), daemon=True).start()
+                thread = threading.Thread(target=relay, args=(conn,), daemon=True)
+                relays.append(thread)
+                thread.start()
 
         thread = threading.Thread(target=accept, daemon=True)
         thread.start()
@@ -367,6 +372,8 @@ class Cluster:
             stop.set()
             listener.close()
             thread.join(2)
+            for relay_thread in relays:  # each closes its API server connection
+                relay_thread.join(5)
 
 
 def _pipe(a: Any, b: Any, stop: threading.Event) -> None:

@@ -4,6 +4,7 @@ or a skip that says why there is none."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,13 +26,15 @@ def _skip(reason: str, promise: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Cluster:
+def cluster() -> Iterator[Cluster]:
     """The cluster of $KUBECONFIG (or ~/.kube/config, or in-cluster)."""
     try:
-        return Cluster.connect()
+        connected = Cluster.connect()
     except Exception as exc:  # any failure to reach it is a reason to skip
         _skip(unreachable_reason(exc), "E2E_REQUIRE_CLUSTER")
         raise
+    yield connected
+    connected.api.close()
 
 
 @pytest.fixture(scope="session")

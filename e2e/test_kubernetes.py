@@ -112,6 +112,22 @@ def test_deleting_the_pod_echoes_in_flight_messages_then_closes_1001(
         assert code == 1001
 
 
+def _without_empty_defaults(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_without_empty_defaults(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {
+        k: _without_empty_defaults(v) for k, v in node.items() if not (k == "default" and v == "")
+    }
+    keys = node.get("x-kubernetes-list-map-keys", [])
+    item_props = (node.get("items") or {}).get("properties") or {}
+    if any((item_props.get(k) or {}).get("default") == "" for k in keys):
+        out.pop("x-kubernetes-list-map-keys")
+        out["x-kubernetes-list-type"] = "atomic"
+    return out
+
+
 def test_knative_service_passes_a_real_api_server_dry_run(cluster: Cluster) -> None:
     """The rendered Knative Services, validated by the API server itself
     (server-side dry run) against the Knative CRD. On a cluster without
@@ -127,7 +143,12 @@ def test_knative_service_passes_a_real_api_server_dry_run(cluster: Cluster) -> N
             for d in yaml.safe_load_all(knative_crd_path().read_text())
             if d and d["metadata"]["name"] == "services.serving.knative.dev"
         )
-        cluster.apply(crd, None)
+        # Kubernetes 1.20 (the local cluster) wrongly rejects `default: ""` in a
+        # CRD schema as null. Those defaults only fill in empty names, and the
+        # list-map keys that need them only steer merges: neither plays a part
+        # in validation, so both are left out here.
+        crd = _without_empty_defaults(crd)
+        cluster.resource("apiextensions.k8s.io/v1", "CustomResourceDefinition").create(body=crd)
         cluster.wait_established("services.serving.knative.dev")
     with cluster.namespace("ws-e2e-dryrun") as ns:
         for route in [r for r in routes() if r.mode == "knative"]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -84,6 +85,10 @@ async def probe(
                 raise ProbeError(f"message {i}: echo differs from what was sent")
     finally:
         conn.close(1000, "probe done")
+        # Wait for the closing handshake, so the socket is closed when we return.
+        with contextlib.suppress(asyncio.TimeoutError):
+            while await asyncio.wait_for(conn.read_message(), timeout) is not None:
+                pass
     return ProbeResult(url, count, time.monotonic() - started, 1)
 
 

@@ -14,6 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from server.handlers import EchoWebSocket
+from server.metrics import Metrics
 
 from .conftest import events, until
 from .rawws import RawWebSocket, frame, http_request, upgrade_request
@@ -322,3 +323,29 @@ async def test_exception_in_handler_closes_1011_and_logs_the_traceback(
     record = next(r for r in caplog.records if getattr(r, "event", None) == "error")
     assert record.exc_info is not None
     assert "planted bug" in str(record.exc_info[1])
+
+
+class _DroppingEcho(EchoWebSocket):
+    """The peer's connection breaks just before the echo is written (the
+    stream is closed under the handler, as a reset would)."""
+
+    async def on_message(self, message: str | bytes) -> None:
+        assert self.ws_connection is not None
+        self.ws_connection.stream.close()
+        await super().on_message(message)
+
+
+@pytest.mark.handler.with_args(_DroppingEcho)
+async def test_failed_write_is_an_error_event(
+    ws_url: str, caplog: pytest.LogCaptureFixture, metrics: Metrics
+) -> None:
+    async with connect(ws_url) as ws:
+        await ws.send("lost")
+        with pytest.raises(ConnectionClosedError):
+            await ws.recv()
+    await until(lambda: bool(events(caplog, "close")))
+    kinds = [e["kind"] for e in events(caplog, "error")]
+    assert "write_failed" in kinds
+    [failed] = [e for e in events(caplog, "error") if e["kind"] == "write_failed"]
+    assert failed["peer"].startswith("127.0.0.1:")
+    assert metrics.errors.labels("write_failed")._value.get() == 1

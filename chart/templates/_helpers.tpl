@@ -102,8 +102,10 @@ env:
     value: {{ .Values.server.pingTimeout | toString | quote }}
   - name: WS_MAX_CONNECTIONS
     value: {{ .Values.server.maxConnections | int64 | toString | quote }}
+  {{- with .Values.server.allowedOrigins }}
   - name: WS_ALLOWED_ORIGINS
-    value: {{ join "," .Values.server.allowedOrigins | quote }}
+    value: {{ join "," . | quote }}
+  {{- end }}
   - name: WS_COMPRESSION
     value: {{ .Values.server.compression | toString | quote }}
   - name: WS_DRAIN_TIMEOUT
