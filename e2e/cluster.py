@@ -317,6 +317,18 @@ class Cluster:
                     logs[key] = f"(no log: {exc})"
         return format_diagnostics(found, events, logs)
 
+    @contextlib.contextmanager
+    def diagnose_on_failure(
+        self, namespace: str, objects: list[tuple[str, str, str]]
+    ) -> Iterator[None]:
+        """Print :meth:`diagnostics` when the block fails, then re-raise."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                print(self.diagnostics(namespace, objects))
+            raise
+
     # -- port-forward --
 
     @contextlib.contextmanager

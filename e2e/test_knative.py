@@ -57,19 +57,17 @@ def deploy(
     for doc in docs:
         if "helm.sh/hook" not in doc.get("metadata", {}).get("annotations", {}):
             cluster.apply(doc, namespace)
-    name = service["metadata"]["name"]
-    try:
-        return cluster.wait_ready(*KSVC, name, namespace, timeout=timeout)
-    except TimeoutError:
-        print(cluster.diagnostics(namespace, [(*KSVC, name)]))
-        raise
+    return cluster.wait_ready(*KSVC, service["metadata"]["name"], namespace, timeout=timeout)
 
 
 @pytest.mark.parametrize("route", KNATIVE_ROUTES, ids=lambda r: r.id)
 def test_deploy_and_echo_through_the_ingress(
     knative: Cluster, route: Route, ready_timeout: float
 ) -> None:
-    with knative.namespace(f"ws-e2e-{route.tool}") as ns:
+    with (
+        knative.namespace(f"ws-e2e-{route.tool}") as ns,
+        knative.diagnose_on_failure(ns, [(*KSVC, "websocket-server")]),
+    ):
         service = deploy(knative, route.render(namespace=ns), ns, ready_timeout)
         url = service["status"]["url"]
         print(f"{route.id}: ready at {url}")
@@ -119,7 +117,10 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 def test_pods_scale_with_open_connections(knative: Cluster, ready_timeout: float) -> None:
     """target=1: four held connections bring up more than one pod; closing
     them lets the Service scale back down."""
-    with knative.namespace("ws-e2e-scale") as ns:
+    with (
+        knative.namespace("ws-e2e-scale") as ns,
+        knative.diagnose_on_failure(ns, [(*KSVC, "websocket-server")]),
+    ):
         service = deploy(knative, _autoscale_docs(ns), ns, ready_timeout)
         name = service["metadata"]["name"]
         selector = f"serving.knative.dev/service={name}"
@@ -155,7 +156,10 @@ def test_deleting_the_service_closes_clients_cleanly(
     """The pod's SIGTERM reaches the server, which sends 1001; the client
     sees a clean close, not a reset (1006)."""
     route = next(r for r in KNATIVE_ROUTES if r.tool == "kustomize")
-    with knative.namespace("ws-e2e-drain") as ns:
+    with (
+        knative.namespace("ws-e2e-drain") as ns,
+        knative.diagnose_on_failure(ns, [(*KSVC, "websocket-server")]),
+    ):
         service = deploy(knative, route.render(namespace=ns), ns, ready_timeout)
         name = service["metadata"]["name"]
 

@@ -49,11 +49,7 @@ def deploy(cluster: Cluster, route: Route, namespace: str, timeout: float) -> st
     for doc in docs:
         cluster.apply(doc, namespace)
     name = find(docs, *DEPLOYMENT)["metadata"]["name"]
-    try:
-        cluster.wait_ready(*DEPLOYMENT, name, namespace, timeout=timeout)
-    except TimeoutError:
-        print(cluster.diagnostics(namespace, [(*DEPLOYMENT, name)]))
-        raise
+    cluster.wait_ready(*DEPLOYMENT, name, namespace, timeout=timeout)
     [pod] = cluster.ready_pods(namespace, SELECTOR)
     return pod
 
@@ -62,7 +58,10 @@ def deploy(cluster: Cluster, route: Route, namespace: str, timeout: float) -> st
 def test_deploy_and_echo_through_a_port_forward(
     cluster: Cluster, route: Route, ready_timeout: float
 ) -> None:
-    with cluster.namespace(f"ws-e2e-{route.tool}") as ns:
+    with (
+        cluster.namespace(f"ws-e2e-{route.tool}") as ns,
+        cluster.diagnose_on_failure(ns, [(*DEPLOYMENT, "websocket-server")]),
+    ):
         pod = deploy(cluster, route, ns, ready_timeout)
         with cluster.port_forward(ns, pod, 8080) as port:
             result = asyncio.run(
@@ -102,7 +101,10 @@ def test_deleting_the_pod_echoes_in_flight_messages_then_closes_1001(
     """The kubelet's SIGTERM reaches the server: everything already sent is
     echoed, then the client gets 1001 - not a reset."""
     route = next(r for r in PLAIN_ROUTES if r.tool == "kustomize")
-    with cluster.namespace("ws-e2e-drain") as ns:
+    with (
+        cluster.namespace("ws-e2e-drain") as ns,
+        cluster.diagnose_on_failure(ns, [(*DEPLOYMENT, "websocket-server")]),
+    ):
         pod = deploy(cluster, route, ns, ready_timeout)
         with cluster.port_forward(ns, pod, 8080) as port:
             sent, received, code = asyncio.run(
