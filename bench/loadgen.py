@@ -1,0 +1,183 @@
+"""The load generator: picows clients on uvloop, run as its own process
+(bench/run.py pins it to a core of its own). Prints one JSON object.
+
+    python bench/loadgen.py throughput --url ws://127.0.0.1:8080/ws --conns 100 --size 32
+    python bench/loadgen.py latency --url ... --conns 20 --rate 2000
+    python bench/loadgen.py hold --url ... --conns 1000      # prints "ready", holds until stdin closes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from typing import Any
+
+import uvloop
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+
+class Echoer(WSListener):
+    """Keeps ``inflight`` messages in flight and counts the echoes."""
+
+    def __init__(self, payload: bytes, inflight: int = 1) -> None:
+        self.payload = payload
+        self.inflight = inflight
+        self.count = 0
+        self.bytes = 0
+        self.running = True
+        self.transport: WSTransport | None = None
+        self.sent_at: list[float] = []
+        self.rtts: list[float] | None = None
+        self.close_code: int | None = None
+        self.closed = asyncio.get_event_loop().create_future()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def start(self) -> None:
+        assert self.transport is not None
+        for _ in range(self.inflight):
+            self.transport.send(WSMsgType.BINARY, self.payload)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
+            self.close_code = int(frame.get_close_code())
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        if frame.msg_type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+            return
+        self.count += 1
+        self.bytes += frame.payload_size
+        if self.rtts is not None and self.sent_at:
+            self.rtts.append(time.perf_counter() - self.sent_at.pop(0))
+        if self.running and self.rtts is None:
+            transport.send(WSMsgType.BINARY, self.payload)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.closed.done():
+            self.closed.set_result(time.time())
+
+
+async def _connect(url: str, n: int, factory: Any) -> list[Echoer]:
+    clients: list[Echoer] = []
+    for start in range(0, n, 200):  # in batches: a burst of SYNs overflows the backlog
+        batch = await asyncio.gather(
+            *(ws_connect(factory, url, max_frame_size=64 << 20) for _ in range(start, min(n, start + 200)))
+        )
+        clients.extend(listener for _, listener in batch)
+    return clients
+
+
+async def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    payload = os.urandom(args.size)
+    clients = await _connect(args.url, args.conns, lambda: Echoer(payload, args.inflight))
+    for c in clients:
+        c.start()
+    await asyncio.sleep(args.warmup)
+    n0, b0, t0 = sum(c.count for c in clients), sum(c.bytes for c in clients), time.perf_counter()
+    await asyncio.sleep(args.seconds)
+    n1, b1, t1 = sum(c.count for c in clients), sum(c.bytes for c in clients), time.perf_counter()
+    for c in clients:
+        c.running = False
+    for c in clients:
+        assert c.transport is not None
+        c.transport.send_close()
+    await asyncio.wait([c.closed for c in clients], timeout=5)
+    dt = t1 - t0
+    return {"msgs_per_s": (n1 - n0) / dt, "mb_per_s": (b1 - b0) / dt / 1e6}
+
+
+async def latency(args: argparse.Namespace) -> dict[str, Any]:
+    payload = os.urandom(args.size)
+    clients = await _connect(args.url, args.conns, lambda: Echoer(payload, 0))
+    for c in clients:
+        c.rtts = []
+    interval = 1.0 / args.rate
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    total = int(args.rate * (args.seconds + args.warmup))
+    for i in range(total):
+        target = start + i * interval
+        delay = target - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        c = clients[i % len(clients)]
+        assert c.transport is not None
+        c.sent_at.append(time.perf_counter())
+        c.transport.send(WSMsgType.BINARY, payload)
+    await asyncio.sleep(0.5)
+    skip = int(args.rate * args.warmup / len(clients))
+    rtts = sorted(r for c in clients for r in (c.rtts or [])[skip:])
+    for c in clients:
+        assert c.transport is not None
+        c.transport.send_close()
+    await asyncio.wait([c.closed for c in clients], timeout=5)
+
+    def pct(p: float) -> float:
+        return 1000 * rtts[min(len(rtts) - 1, int(p * len(rtts)))]
+
+    return {
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "mean_ms": 1000 * statistics.fmean(rtts),
+        "samples": len(rtts),
+    }
+
+
+async def hold(args: argparse.Namespace) -> dict[str, Any]:
+    """Open N connections, say "ready", wait: until stdin closes (then close
+    them), or until the server closes them all (a drain)."""
+    try:
+        clients = await asyncio.wait_for(_connect(args.url, args.conns, lambda: Echoer(b"", 0)), 60)
+    except Exception as exc:
+        print(f"failed: {type(exc).__name__}: {exc}", flush=True)
+        os._exit(1)
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    stdin_closed: asyncio.Future[None] = loop.create_future()
+
+    def wait_for_eof() -> None:  # a daemon thread: never holds up the exit
+        sys.stdin.read()
+        loop.call_soon_threadsafe(lambda: stdin_closed.done() or stdin_closed.set_result(None))
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
+    all_closed = asyncio.gather(*(c.closed for c in clients))
+    done, _ = await asyncio.wait([stdin_closed, all_closed], return_when=asyncio.FIRST_COMPLETED)
+    if all_closed in done:
+        codes: dict[str, int] = {}
+        for c in clients:
+            codes[str(c.close_code)] = codes.get(str(c.close_code), 0) + 1
+        return {"last_closed_at": max(all_closed.result()), "close_codes": codes}
+    for c in clients:
+        assert c.transport is not None
+        c.transport.send_close()
+    await asyncio.wait([c.closed for c in clients], timeout=10)
+    return {"held": len(clients)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("scenario", choices=["throughput", "latency", "hold"])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--conns", type=int, default=100)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--inflight", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--warmup", type=float, default=1)
+    args = parser.parse_args()
+    scenario = {"throughput": throughput, "latency": latency, "hold": hold}[args.scenario]
+    result = uvloop.run(scenario(args))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

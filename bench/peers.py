@@ -1,0 +1,81 @@
+"""Minimal echo servers to compare against, each as its library's docs
+would write it: /ws echoes every message with its type, /readyz answers 200.
+
+    python bench/peers.py tornado|websockets|aiohttp PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+
+async def tornado_echo(port: int) -> None:
+    import tornado.web
+    import tornado.websocket
+
+    class Echo(tornado.websocket.WebSocketHandler):
+        def on_message(self, message: str | bytes) -> None:
+            self.write_message(message, binary=isinstance(message, bytes))
+
+    class Ready(tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.write("ok")
+
+    app = tornado.web.Application([("/ws", Echo), ("/readyz", Ready)], websocket_max_message_size=64 << 20)
+    app.listen(port, "127.0.0.1")
+    await asyncio.Event().wait()
+
+
+async def websockets_echo(port: int) -> None:
+    from http import HTTPStatus
+
+    from websockets.asyncio.server import serve
+
+    async def echo(ws):  # type: ignore[no-untyped-def]
+        async for message in ws:
+            await ws.send(message)
+
+    def ready(connection, request):  # type: ignore[no-untyped-def]
+        if request.path == "/readyz":
+            return connection.respond(HTTPStatus.OK, "ok\n")
+        return None
+
+    async with serve(echo, "127.0.0.1", port, process_request=ready, max_size=64 << 20, compression=None):
+        await asyncio.Event().wait()
+
+
+async def aiohttp_echo(port: int) -> None:
+    from aiohttp import WSMsgType, web
+
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=64 << 20)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await ws.send_str(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.add_routes([web.get("/ws", ws_handler), web.get("/readyz", ready)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
+
+
+def main() -> None:
+    name, port = sys.argv[1], int(sys.argv[2])
+    server = {"tornado": tornado_echo, "websockets": websockets_echo, "aiohttp": aiohttp_echo}[name]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    asyncio.run(server(port))
+
+
+if __name__ == "__main__":
+    main()
