@@ -3,7 +3,7 @@
 
     python bench/loadgen.py throughput --url ws://127.0.0.1:8080/ws --conns 100 --size 32
     python bench/loadgen.py latency --url ... --conns 20 --rate 2000
-    python bench/loadgen.py hold --url ... --conns 1000      # prints "ready", holds until stdin closes
+    python bench/loadgen.py hold --url ... --conns 1000   # "ready", then holds until stdin closes
 """
 
 from __future__ import annotations
@@ -69,7 +69,10 @@ async def _connect(url: str, n: int, factory: Any) -> list[Echoer]:
     clients: list[Echoer] = []
     for start in range(0, n, 200):  # in batches: a burst of SYNs overflows the backlog
         batch = await asyncio.gather(
-            *(ws_connect(factory, url, max_frame_size=64 << 20) for _ in range(start, min(n, start + 200)))
+            *(
+                ws_connect(factory, url, max_frame_size=64 << 20)
+                for _ in range(start, min(n, start + 200))
+            )
         )
         clients.extend(listener for _, listener in batch)
     return clients

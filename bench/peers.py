@@ -23,7 +23,9 @@ async def tornado_echo(port: int) -> None:
         def get(self) -> None:
             self.write("ok")
 
-    app = tornado.web.Application([("/ws", Echo), ("/readyz", Ready)], websocket_max_message_size=64 << 20)
+    app = tornado.web.Application(
+        [("/ws", Echo), ("/readyz", Ready)], websocket_max_message_size=64 << 20
+    )
     app.listen(port, "127.0.0.1")
     await asyncio.Event().wait()
 
@@ -42,7 +44,9 @@ async def websockets_echo(port: int) -> None:
             return connection.respond(HTTPStatus.OK, "ok\n")
         return None
 
-    async with serve(echo, "127.0.0.1", port, process_request=ready, max_size=64 << 20, compression=None):
+    async with serve(
+        echo, "127.0.0.1", port, process_request=ready, max_size=64 << 20, compression=None
+    ):
         await asyncio.Event().wait()
 
 

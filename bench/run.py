@@ -42,7 +42,9 @@ def free_port() -> int:
 def server_cmd(name: str, port: int) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     if name == "ours":
-        env.update({"PORT": str(port), "WS_HOST": "127.0.0.1", "WS_MAX_MESSAGE_BYTES": str(64 << 20)})
+        env.update(
+            {"PORT": str(port), "WS_HOST": "127.0.0.1", "WS_MAX_MESSAGE_BYTES": str(64 << 20)}
+        )
         return ["taskset", "-c", SERVER_CPU, PY, "-m", "server"], env
     return ["taskset", "-c", SERVER_CPU, PY, str(ROOT / "bench" / "peers.py"), name, str(port)], env
 
@@ -62,7 +64,9 @@ def running(name: str) -> Iterator[tuple[subprocess.Popen[bytes], int, float]]:
     port = free_port()
     cmd, env = server_cmd(name, port)
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         while not ready(port):
             if proc.poll() is not None:
@@ -109,22 +113,38 @@ def _child_pid(proc: subprocess.Popen[bytes]) -> int:
 def scenario_throughput(name: str, size: int, seconds: float) -> dict[str, float]:
     with running(name) as (_, port, _):
         return run_loadgen(
-            "throughput", "--url", f"ws://127.0.0.1:{port}/ws", "--conns", "100",
-            "--size", str(size), "--seconds", str(seconds),
+            "throughput",
+            "--url",
+            f"ws://127.0.0.1:{port}/ws",
+            "--conns",
+            "100",
+            "--size",
+            str(size),
+            "--seconds",
+            str(seconds),
         )
 
 
 def scenario_latency(name: str, seconds: float) -> dict[str, float]:
     with running(name) as (_, port, _):
         return run_loadgen(
-            "latency", "--url", f"ws://127.0.0.1:{port}/ws", "--conns", "20",
-            "--rate", "2000", "--seconds", str(seconds),
+            "latency",
+            "--url",
+            f"ws://127.0.0.1:{port}/ws",
+            "--conns",
+            "20",
+            "--rate",
+            "2000",
+            "--seconds",
+            str(seconds),
         )
 
 
 def _hold(port: int, conns: int) -> subprocess.Popen[str]:
     """A loadgen holding ``conns`` connections open (it printed "ready")."""
-    gen = loadgen("hold", "--url", f"ws://127.0.0.1:{port}/ws", "--conns", str(conns), stdin=subprocess.PIPE)
+    gen = loadgen(
+        "hold", "--url", f"ws://127.0.0.1:{port}/ws", "--conns", str(conns), stdin=subprocess.PIPE
+    )
     assert gen.stdout is not None
     line = gen.stdout.readline().strip()
     if line != "ready":
@@ -154,7 +174,8 @@ def scenario_startup(name: str) -> float:
 def scenario_drain(name: str, conns: int) -> dict[str, Any]:
     with running(name) as (proc, port, _):
         gen = _hold(port, conns)
-        assert gen.stdout is not None and gen.stdin is not None
+        assert gen.stdout is not None
+        assert gen.stdin is not None
         sent = time.time()
         proc.send_signal(signal.SIGTERM)
         out = gen.stdout.readline()
@@ -174,7 +195,9 @@ def median(values: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="1 short run a scenario")
     parser.add_argument("--servers", default=",".join(SERVERS))
     args = parser.parse_args()
@@ -218,7 +241,9 @@ def main() -> None:
                 cell += f" ({v / base:.2f}x)"
             row.append(cell)
         rows.append(row)
-    rows.append(["sigterm_close_codes", *[json.dumps(results[s]["sigterm_close_codes"]) for s in servers]])
+    rows.append(
+        ["sigterm_close_codes", *[json.dumps(results[s]["sigterm_close_codes"]) for s in servers]]
+    )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-|-".join("-" * w for w in widths))
@@ -236,7 +261,8 @@ def main() -> None:
     }
     path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    print(f"\n(ratios: against bare Tornado; medians of {runs} run(s); JSON: {path.relative_to(ROOT)})")
+    where = path.relative_to(ROOT)
+    print(f"\n(ratios: against bare Tornado; medians of {runs} run(s); JSON: {where})")
 
 
 if __name__ == "__main__":

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import time
+from asyncio import Future
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import tornado.web
 import tornado.websocket
+from tornado.iostream import StreamClosedError
 
 from .config import Settings
-from .events import emit
+from .events import EVENT_LOGGER, emit
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .protocol import CloseCode, StrictProtocol
 
@@ -29,6 +32,10 @@ __all__ = [
     "MetricsHandler",
     "ReadyHandler",
 ]
+
+#: Echo bytes that may wait in the write buffer before reading pauses.
+_WRITE_HIGH_WATER = 1024 * 1024
+_EVENTS_ON = functools.partial(EVENT_LOGGER.isEnabledFor, logging.INFO)
 
 _NOT_A_WEBSOCKET = (
     "400 Bad Request: /ws is a WebSocket endpoint. Connect with a WebSocket client "
@@ -75,6 +82,7 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
     def initialize(self, settings: Settings, metrics: Metrics, lifecycle: Lifecycle) -> None:
         self.settings_ = settings
         self.metrics = metrics
+        self.counts = metrics.messages
         self.lifecycle = lifecycle
         self.peer, self.socket_peer = _client_address(self.request)
         self.opened_at = 0.0
@@ -169,16 +177,24 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
             fields["compression"] = "permessage-deflate"
         emit("open", **fields)
 
-    async def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> Future[None] | None:
+        """Echo ``message`` with its type; log and count it.
+
+        The echo is written at once, without a task per message. Only when
+        the client stops reading and more than ``_WRITE_HIGH_WATER`` bytes
+        wait to be sent does this return a Future: Tornado then stops
+        reading this connection until the backlog drains, so a client that
+        does not read its echoes cannot grow our memory.
+        """
         binary = isinstance(message, bytes)
         payload = message if isinstance(message, bytes) else message.encode("utf-8")
         size = len(payload)
         self.messages_in += 1
-        m = self.metrics
-        m.messages_in[binary].inc()
-        m.bytes_in[binary].inc(size)
+        counts = self.counts
+        counts.messages_in[binary] += 1
+        counts.bytes_in[binary] += size
         s = self.settings_
-        if s.log_messages:
+        if s.log_messages and _EVENTS_ON():
             fields: dict[str, Any] = {
                 "peer": self.peer,
                 "type": "binary" if binary else "text",
@@ -189,25 +205,38 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
                 if truncated:
                     fields["truncated"] = True
             emit("message", **fields)
+        protocol = self.protocol
+        if protocol is None or protocol.server_terminated:
+            return None
         try:
-            # The payload goes back as the same frame type. Awaiting the write
-            # means the next message is not read until this echo is handed to
-            # the kernel: a client that does not read its echoes stops being
-            # read, so it cannot grow our memory.
-            await self.write_message(payload, binary=binary)
-        except tornado.websocket.WebSocketClosedError:
-            m.errors.labels("write_failed").inc()
-            emit(
-                "error",
-                logging.WARNING,
-                kind="write_failed",
-                peer=self.peer,
-                detail="connection closed before the echo was written",
-            )
-            return
+            written = protocol.send(payload, binary)
+        except StreamClosedError:
+            self._write_failed()
+            return None
         self.messages_out += 1
-        m.messages_out[binary].inc()
-        m.bytes_out[binary].inc(size)
+        counts.messages_out[binary] += 1
+        counts.bytes_out[binary] += size
+        if protocol.write_backlog() <= _WRITE_HIGH_WATER:
+            return None
+        drained: Future[None] = Future()
+
+        def on_written(f: Future[None]) -> None:
+            if f.exception() is not None:
+                self._write_failed()
+            drained.set_result(None)
+
+        written.add_done_callback(on_written)
+        return drained
+
+    def _write_failed(self) -> None:
+        self.metrics.errors.labels("write_failed").inc()
+        emit(
+            "error",
+            logging.WARNING,
+            kind="write_failed",
+            peer=self.peer,
+            detail="connection closed before the echo was written",
+        )
 
     def go_away(self, force: bool) -> None:
         """Drain: close with 1001 once everything received has been echoed

@@ -1,18 +1,58 @@
 """Prometheus metrics, served at ``/metrics``.
 
+The per-message counters are plain integers that the handlers bump (an
+addition costs nanoseconds; a ``prometheus_client`` ``Counter.inc()`` takes a
+lock), and a collector turns them into Prometheus counters when ``/metrics``
+is scraped. Rarer events - connections, closes, errors, refusals - use the
+client library's own types.
+
 Each :class:`Metrics` owns its own registry, so several servers in one
-process (the test suite runs many) never share counters. Labelled children
-that the hot path touches are bound once here, not looked up per message.
+process (the test suite runs many) never share counters.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from collections.abc import Iterator
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE_LATEST", "MessageCounts", "Metrics"]
 
 _NS = "websocket"
+_TYPES = ("text", "binary")
+
+
+class MessageCounts:
+    """Messages and payload bytes, in and out, indexed by ``is_binary``."""
+
+    __slots__ = ("bytes_in", "bytes_out", "messages_in", "messages_out")
+
+    def __init__(self) -> None:
+        self.messages_in = [0, 0]
+        self.messages_out = [0, 0]
+        self.bytes_in = [0, 0]
+        self.bytes_out = [0, 0]
+
+
+class _MessageCollector(Collector):
+    def __init__(self, counts: MessageCounts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.counts
+        for name, doc, values in (
+            ("messages_received", "Messages received, by type", c.messages_in),
+            ("messages_sent", "Messages sent, by type", c.messages_out),
+            ("received_bytes", "Message payload bytes received, by type", c.bytes_in),
+            ("sent_bytes", "Message payload bytes sent, by type", c.bytes_out),
+        ):
+            family = CounterMetricFamily(f"{_NS}_{name}", doc, labels=["type"])
+            for index, kind in enumerate(_TYPES):
+                family.add_metric([kind], values[index])
+            yield family
 
 
 class Metrics:
@@ -45,27 +85,10 @@ class Metrics:
             buckets=(0.1, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
             registry=r,
         )
-        messages_in = Counter(
-            f"{_NS}_messages_received", "Messages received, by type", ["type"], registry=r
-        )
-        messages_out = Counter(
-            f"{_NS}_messages_sent", "Messages sent, by type", ["type"], registry=r
-        )
-        bytes_in = Counter(
-            f"{_NS}_received_bytes", "Message payload bytes received, by type", ["type"], registry=r
-        )
-        bytes_out = Counter(
-            f"{_NS}_sent_bytes", "Message payload bytes sent, by type", ["type"], registry=r
-        )
         self.errors = Counter(f"{_NS}_errors", "WebSocket errors, by kind", ["kind"], registry=r)
-        # Bound children for the per-message path, keyed by "is binary".
-        self.messages_in = {False: messages_in.labels("text"), True: messages_in.labels("binary")}
-        self.messages_out = {
-            False: messages_out.labels("text"),
-            True: messages_out.labels("binary"),
-        }
-        self.bytes_in = {False: bytes_in.labels("text"), True: bytes_in.labels("binary")}
-        self.bytes_out = {False: bytes_out.labels("text"), True: bytes_out.labels("binary")}
+        #: The per-message counters, bumped by the handlers.
+        self.messages = MessageCounts()
+        r.register(_MessageCollector(self.messages))
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

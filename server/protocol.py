@@ -151,6 +151,22 @@ class StrictProtocol(WebSocketProtocol13):
             pass
         self._abort()
 
+    # -- writing ------------------------------------------------------------
+
+    def send(self, payload: bytes, binary: bool) -> Future[None]:
+        """Write one data message now; the Future resolves once it is handed
+        to the kernel. Unlike ``write_message`` this starts no task per
+        message. Raises StreamClosedError when the connection is gone."""
+        flags = 0
+        if self._compressor is not None:
+            payload = self._compressor.compress(payload)
+            flags = self.RSV1
+        return self._write_frame(True, 0x2 if binary else 0x1, payload, flags=flags)
+
+    def write_backlog(self) -> int:
+        """Bytes written but not yet accepted by the kernel."""
+        return len(self.stream._write_buffer)
+
     # -- handler callbacks -------------------------------------------------
 
     def _run_callback(

@@ -304,7 +304,9 @@ class _BrokenEcho(EchoWebSocket):
     async def on_message(self, message: str | bytes) -> None:
         if message == "boom":
             raise RuntimeError("planted bug")
-        await super().on_message(message)
+        written = super().on_message(message)
+        if written is not None:
+            await written
 
 
 @pytest.mark.handler.with_args(_BrokenEcho)
@@ -329,10 +331,10 @@ class _DroppingEcho(EchoWebSocket):
     """The peer's connection breaks just before the echo is written (the
     stream is closed under the handler, as a reset would)."""
 
-    async def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> None:
         assert self.ws_connection is not None
         self.ws_connection.stream.close()
-        await super().on_message(message)
+        super().on_message(message)
 
 
 @pytest.mark.handler.with_args(_DroppingEcho)
@@ -349,3 +351,4 @@ async def test_failed_write_is_an_error_event(
     [failed] = [e for e in events(caplog, "error") if e["kind"] == "write_failed"]
     assert failed["peer"].startswith("127.0.0.1:")
     assert metrics.errors.labels("write_failed")._value.get() == 1
+    assert metrics.messages.messages_out == [0, 0]
