@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from server.config import ConfigError, Settings, load_settings, option_table
 
-from .conftest import ROOT
+from .conftest import ROOT, run_python
 
 
 def test_defaults_without_environment() -> None:
@@ -99,29 +96,15 @@ def test_bad_flag_names_the_flag() -> None:
 
 
 def test_process_exits_2_with_a_message_naming_the_variable() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "server"],
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "WS_PING_INTERVAL": "often"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    proc = run_python("-m", "server", env={"PATH": "/usr/bin:/bin", "WS_PING_INTERVAL": "often"})
     assert proc.returncode == 2
     assert "invalid WS_PING_INTERVAL='often'" in proc.stderr
     assert proc.stdout == ""
 
 
 def test_help_lists_every_variable() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "server", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    proc = run_python("-m", "server", "--help")
+    assert proc.returncode == 0
     for env, flag, _default, _help in option_table():
         assert flag in proc.stdout
         assert env in proc.stdout

@@ -3,9 +3,6 @@ when there is none."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from e2e.cluster import (
@@ -20,7 +17,7 @@ from e2e.cluster import (
 )
 from e2e.render import knative_service, routes
 
-from .conftest import ROOT
+from .conftest import run_python
 
 
 def _ksvc(generation: int, observed: int, *conds: tuple[str, str, str]) -> dict[str, object]:
@@ -131,28 +128,22 @@ def test_rendered_routes_carry_a_namespace_for_apply() -> None:
     assert service["metadata"]["namespace"] == "ws-e2e-x"
 
 
-def test_e2e_suite_skips_with_the_reason_when_no_cluster(tmp_path: object) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "e2e/test_knative.py",
-            "-q",
-            "-rs",
-            "-p",
-            "no:cacheprovider",
-        ],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "KUBECONFIG": "/nonexistent/kubeconfig",
-            "HOME": "/nonexistent",
-        },
-        capture_output=True,
-        text=True,
+def test_e2e_suite_skips_with_the_reason_when_no_cluster() -> None:
+    no_cluster = {
+        "PATH": "/usr/bin:/bin",
+        "KUBECONFIG": "/nonexistent/kubeconfig",
+        "HOME": "/nonexistent",
+    }
+    proc = run_python(
+        "-m",
+        "pytest",
+        "e2e/test_knative.py",
+        "-q",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        env=no_cluster,
         timeout=120,
-        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed" not in proc.stdout

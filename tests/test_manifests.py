@@ -4,8 +4,6 @@ checked as a cluster would check them - and against the server itself."""
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from e2e.validate import (
     restricted_errors,
 )
 
-from .conftest import ServerProcess
+from .conftest import ServerProcess, run_python
 
 ROUTES = routes()
 NAMES = sorted({r.name for r in ROUTES})
@@ -391,14 +389,7 @@ def test_kustomize_base_is_valid_alone() -> None:
 
 def test_chart_readme_values_table_is_current() -> None:
     """chart/README.md's table is generated from values.yaml's comments."""
-    proc = subprocess.run(
-        [sys.executable, "scripts/chart_values_table.py", "--check"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_python("scripts/chart_values_table.py", "--check")
     assert proc.returncode == 0, proc.stdout
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     readme = (CHART / "README.md").read_text()
@@ -430,14 +421,7 @@ def test_server_runs_with_exactly_the_rendered_settings(
         path = container[probe]["httpGet"]["path"]
         with urllib.request.urlopen(server.url + path, timeout=5) as response:
             assert response.status == 200, probe
-    result = subprocess.run(
-        [sys.executable, "-m", "server.probe", server.ws_url, "--count", "4"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python("-m", "server.probe", server.ws_url, "--count", "4")
     assert result.returncode == 0, result.stderr
     listening = server.wait_event("listening")
     assert listening["max_connections"] == int(env["WS_MAX_CONNECTIONS"])

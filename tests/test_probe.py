@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from typing import ClassVar
 
 import pytest
@@ -13,7 +11,7 @@ import tornado.websocket
 
 from server.probe import ProbeError, probe, probe_with_retries
 
-from .conftest import ROOT, ServerProcess, free_port
+from .conftest import ServerProcess, free_port, run_python
 
 
 async def test_probe_passes_against_the_server(ws_url: str) -> None:
@@ -94,40 +92,12 @@ async def test_probe_retries_until_the_deadline() -> None:
 def test_probe_cli_exit_codes(server_process: type[ServerProcess]) -> None:
     server = server_process()
     server.wait_ready()
-    ok = subprocess.run(
-        [sys.executable, "-m", "server.probe", server.ws_url, "--count", "4"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    ok = run_python("-m", "server.probe", server.ws_url, "--count", "4")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith(f"probe: OK {server.ws_url}: 4 echoes")
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server.probe",
-            f"ws://127.0.0.1:{free_port()}/ws",
-            "--timeout",
-            "1",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    bad = run_python("-m", "server.probe", f"ws://127.0.0.1:{free_port()}/ws", "--timeout", "1")
     assert bad.returncode == 1
     assert bad.stderr.startswith("probe: FAIL")
     assert len(bad.stderr.strip().splitlines()) == 1
-    usage = subprocess.run(
-        [sys.executable, "-m", "server.probe", "http://example.invalid/"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    usage = run_python("-m", "server.probe", "http://example.invalid/")
     assert usage.returncode == 2
