@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -149,7 +150,8 @@ async def hold(args: argparse.Namespace) -> dict[str, Any]:
 
     def wait_for_eof() -> None:  # a daemon thread: never holds up the exit
         sys.stdin.read()
-        loop.call_soon_threadsafe(lambda: stdin_closed.done() or stdin_closed.set_result(None))
+        with contextlib.suppress(RuntimeError):  # the loop may be gone already
+            loop.call_soon_threadsafe(lambda: stdin_closed.done() or stdin_closed.set_result(None))
 
     threading.Thread(target=wait_for_eof, daemon=True).start()
     all_closed = asyncio.gather(*(c.closed for c in clients))
