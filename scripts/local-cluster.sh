@@ -63,6 +63,15 @@ install_packages() {
 
 # -- building (cached) --------------------------------------------------------------
 
+debian_mirror() {
+  # The Debian mirror apt is configured with (comments aside), for deb-src
+  # and debootstrap: the only package source this machine reaches.
+  local uri
+  uri=$(awk '$1 == "URIs:" {print $2}' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -E '/debian/?$' | head -n1)
+  [ -n "$uri" ] || uri=$(awk '$1 == "deb" {print $2}' /etc/apt/sources.list 2>/dev/null | grep -E '/debian/?$' | head -n1)
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
 build_kubernetes() {
   if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubelet" ] && [ -x "$BIN/pause" ]; then
     log "Kubernetes $K8S_VERSION binaries cached in $BIN"
@@ -73,8 +82,7 @@ build_kubernetes() {
   mkdir -p "$work/apt/lists/partial" "$work/apt/archives/partial" "$work/src"
   # A private apt configuration with a deb-src line, leaving the system's alone.
   local mirror
-  mirror=$(grep -hoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -n1)
-  mirror=${mirror:-http://deb.debian.org/debian}
+  mirror=$(debian_mirror)
   echo "deb-src ${mirror%/} bookworm main" >"$work/apt/sources.list"
   cat >"$work/apt/apt.conf" <<EOF
 Dir::Etc::SourceList "$work/apt/sources.list";
@@ -114,9 +122,7 @@ base_rootfs_tar() {
     local root=$CACHE/images/rootfs.tmp
     rm -rf "$root"
     mkdir -p "$CACHE/images"
-    local mirror
-    mirror=$(grep -hoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -n1)
-    debootstrap --variant=minbase --include=python3,python3-venv bookworm "$root" "${mirror:-http://deb.debian.org/debian}" \
+    debootstrap --variant=minbase --include=python3,python3-venv bookworm "$root" "$(debian_mirror)" \
       >"$CACHE/images/debootstrap.log" 2>&1 || { tail -n 20 "$CACHE/images/debootstrap.log"; die "debootstrap failed"; }
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
     tar -C "$root" -cf "$tar.tmp" .
