@@ -6,6 +6,7 @@
 #   scripts/local-cluster.sh up       # build (once, cached) and start everything
 #   scripts/local-cluster.sh down     # stop everything, unmount, remove the bridge
 #   scripts/local-cluster.sh status   # what runs
+#   scripts/local-cluster.sh build    # only fill the cache (Kubernetes, base rootfs)
 #   scripts/local-cluster.sh docker ARGS...   # the cluster's docker client
 #
 # After `up`, KUBECONFIG=/run/kws/kubeconfig reaches the cluster (admin).
@@ -385,6 +386,6 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   docker) shift; kdocker "$@" ;;
-  build) need_root; install_packages; build_kubernetes ;;
+  build) need_root; install_packages; build_kubernetes; base_rootfs_tar >/dev/null ;;
   *) die "usage: $0 up|down|status|build|docker ARGS..." ;;
 esac
