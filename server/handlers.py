@@ -165,7 +165,8 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
 
     def open(self, *args: str, **kwargs: str) -> None:
         self.opened_at = time.monotonic()
-        self.lifecycle.connections.add(self)
+        s = self.settings_
+        self.lifecycle.register(self, s.ping_interval, s.ping_timeout)
         self.metrics.connections_opened.inc()
         self.metrics.open_connections.inc()
         self.set_nodelay(True)
@@ -251,7 +252,7 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
     def on_close(self) -> None:
         if not self.opened_at:
             return
-        self.lifecycle.connections.discard(self)
+        self.lifecycle.unregister(self)
         m = self.metrics
         m.open_connections.dec()
         duration = time.monotonic() - self.opened_at

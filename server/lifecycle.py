@@ -49,6 +49,37 @@ class Lifecycle:
     def __init__(self) -> None:
         self.connections: set[EchoWebSocket] = set()
         self.draining = False
+        self._keepalive: asyncio.Task[None] | None = None
+
+    def register(self, handler: EchoWebSocket, ping_interval: float, ping_timeout: float) -> None:
+        """Track an open connection; start the shared keepalive if needed."""
+        self.connections.add(handler)
+        if ping_interval > 0 and (self._keepalive is None or self._keepalive.done()):
+            self._keepalive = asyncio.ensure_future(self.keep_alive(ping_interval, ping_timeout))
+
+    def unregister(self, handler: EchoWebSocket) -> None:
+        self.connections.discard(handler)
+        if not self.connections and self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+
+    async def keep_alive(self, interval: float, timeout: float) -> None:
+        """Every ``interval`` s, ping every connection; ``timeout`` s later,
+        fail those that did not answer (1011). One timer for all of them."""
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time() + interval
+        while self.connections:
+            await asyncio.sleep(max(0.0, next_ping - loop.time()))
+            next_ping += interval
+            pinged = [
+                h.protocol
+                for h in list(self.connections)
+                if h.protocol and h.protocol.keepalive_ping()
+            ]
+            if timeout > 0 and pinged:
+                await asyncio.sleep(timeout)
+                for protocol in pinged:
+                    protocol.keepalive_check(timeout)
 
     async def drain(self, timeout: float) -> int:
         """Close every WebSocket with 1001; return how many had to be aborted."""
@@ -117,8 +148,6 @@ def make_app(
             (r"/metrics", MetricsHandler, {"metrics": metrics}),
             (r"/", ConsoleHandler),
         ],
-        websocket_ping_interval=settings.ping_interval or None,
-        websocket_ping_timeout=settings.ping_timeout,
         websocket_max_message_size=settings.max_message_bytes,
         log_function=_log_request,
     )

@@ -122,13 +122,13 @@ class StrictProtocol(WebSocketProtocol13):
         Only the reading loop may linger (it owns the stream's reads); other
         callers pass ``linger=False`` and the socket is dropped at once.
         """
+        if not linger:
+            self.fail_now(kind, code, reason)
+            return
         if self.failure is None:
             self.failure = Failure(kind, code, reason)
         stream = self.stream
         self.close(code, reason)
-        if not linger:
-            self._abort()
-            return
         # Stop the reading loop after this frame; it then tears down.
         self.client_terminated = True
         if self._waiting is not None:
@@ -197,6 +197,13 @@ class StrictProtocol(WebSocketProtocol13):
         if self.failure is None:
             self.failure = Failure("handler_exception", 1011, "internal server error", exc_info)
         self.close(1011, "internal server error")
+        self._abort()
+
+    def fail_now(self, kind: str, code: int, reason: str) -> None:
+        """Fail the connection without lingering: close frame, then drop."""
+        if self.failure is None:
+            self.failure = Failure(kind, code, reason)
+        self.close(code, reason)
         self._abort()
 
     # -- reading ----------------------------------------------------------
@@ -326,26 +333,25 @@ class StrictProtocol(WebSocketProtocol13):
         return asyncio.ensure_future(self.fail(kind, code, reason))
 
     # -- keepalive --------------------------------------------------------
+    #
+    # Pings are sent by one timer for all connections (Lifecycle.keep_alive):
+    # Tornado's own keepalive runs a task per connection, about 1.5 KiB each.
 
-    async def periodic_ping(self) -> None:
-        """Tornado's keepalive, failing a silent peer with 1011 so the cause
-        shows in the close code and the logs."""
-        interval = self.ping_interval
-        timeout = self.ping_timeout
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep(interval)
-        while True:
-            self._received_pong = False
-            ping_time = loop.time()
-            try:
-                self.write_ping(b"")
-            except StreamClosedError:
-                return
-            await asyncio.sleep(timeout)
-            if timeout > 0 and not self._received_pong:
-                self._ping_coroutine = None  # fail() -> close() must not cancel us mid-way
-                await self.fail("ping_timeout", 1011, f"no pong within {timeout:g} s", linger=False)
-                return
-            await asyncio.sleep(
-                self.ping_sleep_time(last_ping_time=ping_time, interval=interval, now=loop.time())
-            )
+    def start_pinging(self) -> None:
+        """No per-connection ping task; see :meth:`keepalive_ping`."""
+
+    def keepalive_ping(self) -> bool:
+        """Send a keepalive ping; False when the connection is closing."""
+        if self.is_closing():
+            return False
+        self._received_pong = False
+        try:
+            self.write_ping(b"")
+        except StreamClosedError:
+            return False
+        return True
+
+    def keepalive_check(self, timeout: float) -> None:
+        """After ``timeout``: fail a peer that has not answered with 1011."""
+        if not self._received_pong and not self.is_closing():
+            self.fail_now("ping_timeout", 1011, f"no pong within {timeout:g} s")

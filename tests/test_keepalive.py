@@ -97,3 +97,13 @@ async def test_peer_that_never_answers_pings_is_closed_with_1011(
     await until(lambda: bool(events(caplog, "close")))
     [error] = events(caplog, "error")
     assert error["kind"] == "ping_timeout"
+
+
+@pytest.mark.settings(ping_interval=0.2, ping_timeout=0.2)
+async def test_every_open_connection_is_pinged(port: int) -> None:
+    """One keepalive timer serves all connections: each of them gets pings."""
+    raws = [await RawWebSocket.connect(port) for _ in range(5)]
+    for raw in raws:
+        assert (await raw.recv(timeout=2)).opcode == 0x9
+    for raw in raws:
+        raw.close()
