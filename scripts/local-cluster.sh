@@ -44,7 +44,7 @@ POD_SUBNET=10.244.0.0/24
 APT_PACKAGES=(docker.io debootstrap etcd-server golang-go rsync jq make
   golang-github-modern-go-reflect2-dev containernetworking-plugins socat openssl)
 
-log() { printf '==> [local-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+log() { printf '==> [local-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'local-cluster: %s\n' "$*" >&2; exit 1; }
 kdocker() { docker -H "unix://$DOCKER_SOCK" "$@"; }
 
