@@ -42,7 +42,7 @@ BASE_IMAGE=${KWS_BASE_IMAGE:-kws.local/python:bookworm}
 BRIDGE=kws0
 POD_SUBNET=10.244.0.0/24
 APT_PACKAGES=(docker.io debootstrap etcd-server golang-go rsync jq make
-  golang-github-modern-go-reflect2-dev containernetworking-plugins socat openssl)
+  golang-github-modern-go-reflect2-dev containernetworking-plugins socat openssl curl gcc libc6-dev iproute2)
 
 log() { printf '==> [local-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'local-cluster: %s\n' "$*" >&2; exit 1; }
