@@ -194,10 +194,10 @@ class StrictProtocol(WebSocketProtocol13):
         return done
 
     def _callback_failed(self, exc_info: Any) -> None:
-        if self.failure is None:
-            self.failure = Failure("handler_exception", 1011, "internal server error", exc_info)
-        self.close(1011, "internal server error")
-        self._abort()
+        reason = "internal server error"
+        if self.failure is None:  # keep the traceback for the error event
+            self.failure = Failure("handler_exception", 1011, reason, exc_info)
+        self.fail_now("handler_exception", 1011, reason)
 
     def fail_now(self, kind: str, code: int, reason: str) -> None:
         """Fail the connection without lingering: close frame, then drop."""
