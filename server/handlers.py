@@ -95,13 +95,9 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
 
     def _refuse(self, status: int, reason: str, detail: str, body: str | None = None) -> None:
         self.metrics.handshakes_rejected.labels(reason).inc()
-        self.metrics.errors.labels(reason).inc()
-        fields: dict[str, Any] = {"kind": reason, "status": status, "detail": detail}
-        fields["peer"] = self.peer
         origin = self.request.headers.get("Origin")
-        if origin is not None:
-            fields["origin"] = origin
-        emit("error", logging.WARNING, **fields)
+        extra: dict[str, Any] = {"origin": origin} if origin is not None else {}
+        self._error(reason, detail, status=status, **extra)
         self.set_status(status)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         if status == 503:
@@ -230,14 +226,19 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
         return drained
 
     def _write_failed(self) -> None:
-        self.metrics.errors.labels("write_failed").inc()
-        emit(
-            "error",
-            logging.WARNING,
-            kind="write_failed",
-            peer=self.peer,
-            detail="connection closed before the echo was written",
-        )
+        self._error("write_failed", "connection closed before the echo was written")
+
+    def _error(
+        self,
+        kind: str,
+        detail: str,
+        level: int = logging.WARNING,
+        exc_info: Any = None,
+        **extra: Any,
+    ) -> None:
+        """Count an error of ``kind`` and log it as an ``error`` event, once."""
+        self.metrics.errors.labels(kind).inc()
+        emit("error", level, exc_info=exc_info, kind=kind, detail=detail, peer=self.peer, **extra)
 
     def go_away(self, force: bool) -> None:
         """Drain: close with 1001 once everything received has been echoed
@@ -262,16 +263,8 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
         failure = protocol.failure if protocol else None
         if failure is not None:
             code, reason = failure.code, failure.reason
-            m.errors.labels(failure.kind).inc()
-            emit(
-                "error",
-                logging.ERROR if failure.exc_info else logging.WARNING,
-                exc_info=failure.exc_info,
-                kind=failure.kind,
-                code=code,
-                detail=reason,
-                peer=self.peer,
-            )
+            level = logging.ERROR if failure.exc_info else logging.WARNING
+            self._error(failure.kind, reason, level=level, exc_info=failure.exc_info, code=code)
         elif protocol is not None and protocol.close_received:
             code = self.close_code if self.close_code is not None else CloseCode.NO_STATUS_RECEIVED
             reason = self.close_reason or ""
@@ -280,15 +273,7 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
             fields["clean"] = False  # we sent a close frame, the peer never answered
         else:
             code, reason = CloseCode.ABNORMAL_CLOSURE, ""
-            m.errors.labels("abnormal_closure").inc()
-            emit(
-                "error",
-                logging.WARNING,
-                kind="abnormal_closure",
-                code=code,
-                detail="connection dropped without a close frame",
-                peer=self.peer,
-            )
+            self._error("abnormal_closure", "connection dropped without a close frame", code=code)
         m.connections_closed.labels(str(code)).inc()
         fields.update(
             code=code,
