@@ -105,11 +105,6 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def _child_pid(proc: subprocess.Popen[bytes]) -> int:
-    """The server's own pid (taskset execs, so it is the same process)."""
-    return proc.pid
-
-
 def scenario_throughput(name: str, size: int, seconds: float) -> dict[str, float]:
     with running(name) as (_, port, _):
         return run_loadgen(
@@ -156,11 +151,11 @@ def _hold(port: int, conns: int) -> subprocess.Popen[str]:
 def scenario_idle(name: str, conns: int) -> float:
     with running(name) as (proc, port, _):
         time.sleep(0.3)
-        before = rss_kib(_child_pid(proc))
+        before = rss_kib(proc.pid)  # taskset execs: same pid
         gen = _hold(port, conns)
         assert gen.stdin is not None
         time.sleep(1.0)
-        after = rss_kib(_child_pid(proc))
+        after = rss_kib(proc.pid)  # taskset execs: same pid
         gen.stdin.close()
         gen.wait(60)
         return (after - before) / conns
