@@ -10,17 +10,31 @@ import asyncio  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-from .config import load_settings_or_exit  # noqa: E402
+from .config import Settings, load_settings_or_exit  # noqa: E402
 from .events import configure_logging  # noqa: E402
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the server until it is told to stop; exit with its status."""
-    settings = load_settings_or_exit(argv)
-    configure_logging(settings.log_level, settings.log_format)
+def run(settings: Settings, reuse_port: bool = False) -> int:
+    """One server process on the chosen event loop, until it is stopped."""
     from .lifecycle import serve
 
-    sys.exit(asyncio.run(serve(settings, started=_STARTED)))
+    main = serve(settings, started=_STARTED, reuse_port=reuse_port)
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the server (or its workers) until told to stop; exit with its status."""
+    settings = load_settings_or_exit(argv)
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.workers == 1:
+        sys.exit(run(settings))
+    from .workers import supervise
+
+    sys.exit(supervise(settings.workers, lambda: run(settings, reuse_port=True)))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     compression: bool = False
     drain_timeout: float = 20.0
+    event_loop: str = "uvloop"
+    workers: int = 1
 
 
 # -- value parsers: each takes the raw string and returns the value or raises
@@ -222,6 +224,20 @@ OPTIONS: tuple[_Option, ...] = (
         "--drain-timeout",
         _seconds(0, 3600),
         "seconds a SIGTERM drain may take before the process exits anyway",
+    ),
+    _Option(
+        "event_loop",
+        "WS_EVENT_LOOP",
+        "--event-loop",
+        _choice(("uvloop", "asyncio")),
+        "event loop: uvloop (libuv, faster) or asyncio (the standard library's)",
+    ),
+    _Option(
+        "workers",
+        "WS_WORKERS",
+        "--workers",
+        _int_range(1, 64),
+        "server processes sharing the port with SO_REUSEPORT; match the pod's CPUs",
     ),
 )
 

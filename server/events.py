@@ -22,36 +22,100 @@ import sys
 import time
 from typing import IO, Any
 
-__all__ = ["EVENT_LOGGER", "JsonFormatter", "TextFormatter", "configure_logging", "emit"]
+__all__ = [
+    "EVENT_LOGGER",
+    "EventSink",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure_logging",
+    "emit",
+    "emit_message",
+]
 
 #: The logger every WebSocket and lifecycle event is written to.
 EVENT_LOGGER = logging.getLogger("server.events")
 
 #: One encoder for every record: json.dumps with options builds a new one per call.
 _ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_LEVEL_NAMES = {n: logging.getLevelName(n).lower() for n in (10, 20, 30, 40, 50)}
+_ROOT = logging.getLogger()
+#: The sink configure_logging installed, for emit's direct path.
+_sink: EventSink | None = None
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 def emit(event: str, level: int = logging.INFO, exc_info: Any = None, **fields: Any) -> None:
     """Log one event; ``fields`` become top-level keys of the record.
 
-    The record is made with ``makeRecord`` and given to ``handle`` directly:
-    ``Logger.log`` would also find the caller's file and line by walking the
-    stack, which costs more than the rest of the record and says nothing
-    here (every event comes through this function).
+    When the server's own :class:`EventSink` is the only place records go
+    (as configured by :func:`configure_logging`), the event is written to it
+    directly: no ``LogRecord`` is built, which is most of what logging a
+    message would cost. As soon as anything else listens - a test's
+    ``caplog``, a handler an embedding application adds, a traceback to
+    format - the event takes the standard path through :mod:`logging`.
     """
-    if EVENT_LOGGER.isEnabledFor(level):
-        record = EVENT_LOGGER.makeRecord(
-            EVENT_LOGGER.name,
-            level,
-            __file__,
-            0,
-            event,
-            (),
-            exc_info,
-            extra={"event": event, "fields": fields},
+    if not EVENT_LOGGER.isEnabledFor(level):
+        return
+    sink = _sink
+    if (
+        sink is not None
+        and exc_info is None
+        and not EVENT_LOGGER.handlers
+        and len(_ROOT.handlers) == 1
+        and _ROOT.handlers[0] is sink
+    ):
+        sink.write_event(level, event, fields)
+        return
+    # makeRecord + handle, not Logger.log: that would also walk the stack
+    # for the caller's file and line, which says nothing here.
+    record = EVENT_LOGGER.makeRecord(
+        EVENT_LOGGER.name,
+        level,
+        __file__,
+        0,
+        event,
+        (),
+        exc_info,
+        extra={"event": event, "fields": fields},
+    )
+    EVENT_LOGGER.handle(record)
+
+
+def emit_message(peer: str, kind: str, size: int, content: str | None, truncated: bool) -> None:
+    """The ``message`` event, the one logged per message: the same record
+    as ``emit("message", ...)``, written as a JSON line with a template
+    when the direct path is open (see :func:`emit`)."""
+    sink = _sink
+    if (
+        sink is not None
+        and sink.json
+        and not EVENT_LOGGER.handlers
+        and len(_ROOT.handlers) == 1
+        and _ROOT.handlers[0] is sink
+    ):
+        if not EVENT_LOGGER.isEnabledFor(logging.INFO):
+            return
+        line = (
+            f'{{"time":"{_now()}","level":"info","event":"message",'
+            f'"peer":{_json_string(peer)},"type":"{kind}","size":{size}'
         )
-        EVENT_LOGGER.handle(record)
+        if content is not None:
+            line += f',"content":{_ENCODE(content)}'
+        if truncated:
+            line += ',"truncated":true'
+        sink.append(line + "}")
+        return
+    fields: dict[str, Any] = {"peer": peer, "type": kind, "size": size}
+    if content is not None:
+        fields["content"] = content
+    if truncated:
+        fields["truncated"] = True
+    emit("message", **fields)
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_string(text: str) -> str:
+    return _ENCODE(text)
 
 
 @functools.lru_cache(maxsize=4)
@@ -61,6 +125,20 @@ def _second(seconds: int) -> str:
 
 def _timestamp(record: logging.LogRecord) -> str:
     return f"{_second(int(record.created))}.{int(record.msecs):03d}Z"
+
+
+_last_ms = -1
+_last_stamp = ""
+
+
+def _now() -> str:
+    """The time as JSON lines carry it; computed once per millisecond."""
+    global _last_ms, _last_stamp
+    ms = int(time.time() * 1000)
+    if ms != _last_ms:
+        _last_ms = ms
+        _last_stamp = f"{_second(ms // 1000)}.{ms % 1000:03d}Z"
+    return _last_stamp
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -89,65 +167,102 @@ class JsonFormatter(logging.Formatter):
         return _ENCODE(doc)
 
 
+def _text_line(timestamp: str, levelname: str, head: str, fields: dict[str, Any]) -> str:
+    parts = [f"{timestamp} {levelname:<7} {head}"]
+    for key, value in fields.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        if isinstance(value, str) and (not text or any(c in text for c in ' "=\n')):
+            text = json.dumps(value, ensure_ascii=False)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
 class TextFormatter(logging.Formatter):
     """``time LEVEL event key=value ...`` for a person at a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        head = f"{_timestamp(record)} {record.levelname:<7} "
-        if hasattr(record, "event"):
-            head += record.event
-        else:
-            head += f"{record.name}: {record.getMessage()}"
-        parts = [head]
-        for key, value in _fields(record).items():
-            text = value if isinstance(value, str) else json.dumps(value, default=str)
-            if isinstance(value, str) and (not text or any(c in text for c in ' "=\n')):
-                text = json.dumps(value, ensure_ascii=False)
-            parts.append(f"{key}={text}")
-        line = " ".join(parts)
+        event = getattr(record, "event", None)
+        head = event or f"{record.name}: {record.getMessage()}"
+        line = _text_line(_timestamp(record), record.levelname, head, _fields(record))
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
-class LoopFlushingHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A StreamHandler that flushes once per event-loop iteration instead of
-    once per record: under load many events share one write to the pipe,
-    and each still reaches it before the loop waits for more I/O."""
+class EventSink(logging.Handler):
+    """Where the server's logs go: a stream (stdout), written once per
+    event-loop iteration instead of once per line, so that under load many
+    events share one write to the pipe, and each still reaches it before the
+    loop waits for more I/O. :func:`emit` hands it events directly
+    (:meth:`write_event`); records from other loggers come through
+    :meth:`emit` like any handler's."""
 
-    def __init__(self, stream: IO[str]) -> None:
-        super().__init__(stream)
+    def __init__(self, stream: IO[str], fmt: str) -> None:
+        super().__init__()
+        self.stream = stream
+        self.json = fmt == "json"
+        self.setFormatter(JsonFormatter() if self.json else TextFormatter())
+        self._lines: list[str] = []
         self._flush_scheduled = False
 
-    def flush(self) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.append(line)
+
+    def write_event(self, level: int, event: str, fields: dict[str, Any]) -> None:
+        """One event, formatted as the record of :func:`emit` would be."""
+        if self.json:
+            doc = {"time": _now(), "level": _LEVEL_NAMES[level], "event": event}
+            doc.update(fields)
+            self.append(_ENCODE(doc))
+        else:
+            self.append(_text_line(_now(), logging.getLevelName(level), event, fields))
+
+    def append(self, line: str) -> None:
+        """Queue one formatted line; it is written at the end of this loop iteration."""
+        self._lines.append(line)
+        if self._flush_scheduled:
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (start-up, shutdown): write through
-            super().flush()
+            self.flush()
             return
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush_now)
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
 
-    def _flush_now(self) -> None:
+    def flush(self) -> None:
         self._flush_scheduled = False
-        super().flush()
+        if not self._lines:
+            return
+        data = "\n".join(self._lines) + "\n"
+        self._lines.clear()
+        try:
+            self.stream.write(data)
+            self.stream.flush()
+        except (OSError, ValueError):  # stdout gone: nothing left to tell
+            pass
 
     def close(self) -> None:
-        super().flush()
+        self.flush()
         super().close()
 
 
 def configure_logging(level: str, fmt: str, stream: IO[str] | None = None) -> None:
     """Send all logs to ``stream`` (stdout) in the chosen format and level."""
-    handler = LoopFlushingHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger()
+    global _sink
+    handler = EventSink(stream or sys.stdout, fmt)
+    root = _ROOT
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Tornado's access log is replaced by our own request log (see app.py).
+    _sink = handler
+    # Tornado's access log is replaced by our own request log (see lifecycle.py).
     logging.getLogger("tornado.access").propagate = False
     # Nothing here reads these; skipping them makes every record cheaper.
     logging.logThreads = False

@@ -18,7 +18,7 @@ import tornado.websocket
 from tornado.iostream import StreamClosedError
 
 from .config import Settings
-from .events import EVENT_LOGGER, emit
+from .events import EVENT_LOGGER, emit, emit_message
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .protocol import CloseCode, StrictProtocol
 
@@ -192,16 +192,11 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
         counts.bytes_in[binary] += size
         s = self.settings_
         if s.log_messages and _EVENTS_ON():
-            fields: dict[str, Any] = {
-                "peer": self.peer,
-                "type": "binary" if binary else "text",
-                "size": size,
-            }
+            content: str | None = None
+            truncated = False
             if s.log_content:
-                fields["content"], truncated = _preview(message, s.log_preview_bytes)
-                if truncated:
-                    fields["truncated"] = True
-            emit("message", **fields)
+                content, truncated = _preview(message, s.log_preview_bytes)
+            emit_message(self.peer, "binary" if binary else "text", size, content, truncated)
         protocol = self.protocol
         if protocol is None or protocol.server_terminated:
             return None
@@ -213,7 +208,7 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
         self.messages_out += 1
         counts.messages_out[binary] += 1
         counts.bytes_out[binary] += size
-        if protocol.write_backlog() <= _WRITE_HIGH_WATER:
+        if written is None or protocol.write_backlog() <= _WRITE_HIGH_WATER:
             return None
         drained: Future[None] = Future()
 

@@ -160,13 +160,15 @@ def make_http_server(app: tornado.web.Application) -> tornado.httpserver.HTTPSer
     return tornado.httpserver.HTTPServer(app, idle_connection_timeout=75, max_header_size=16384)
 
 
-async def serve(settings: Settings, started: float | None = None) -> int:
-    """Serve until SIGTERM or SIGINT, drain, and return the exit status."""
+async def serve(settings: Settings, started: float | None = None, reuse_port: bool = False) -> int:
+    """Serve until SIGTERM or SIGINT, drain, and return the exit status.
+
+    ``reuse_port`` binds with ``SO_REUSEPORT``, for workers sharing a port."""
     metrics = Metrics()
     lifecycle = Lifecycle()
     app = make_app(settings, metrics, lifecycle)
     server = make_http_server(app)
-    sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+    sockets = tornado.netutil.bind_sockets(settings.port, settings.host, reuse_port=reuse_port)
     server.add_sockets(sockets)
 
     loop = asyncio.get_running_loop()
@@ -194,6 +196,7 @@ async def serve(settings: Settings, started: float | None = None) -> int:
         "ping_interval": settings.ping_interval,
         "max_connections": settings.max_connections,
         "compression": settings.compression,
+        "event_loop": settings.event_loop,
     }
     if started is not None:
         fields["startup_ms"] = round(1000 * (time.perf_counter() - started), 1)

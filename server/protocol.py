@@ -35,7 +35,12 @@ from tornado import gen
 from tornado.concurrent import future_add_done_callback, future_set_result_unless_cancelled
 from tornado.iostream import StreamClosedError
 from tornado.util import _websocket_mask
-from tornado.websocket import WebSocketProtocol13, _DecompressTooLargeError
+from tornado.websocket import (
+    _FRAME_YIELD_COST,
+    _YIELD_THRESHOLD,
+    WebSocketProtocol13,
+    _DecompressTooLargeError,
+)
 
 __all__ = ["CloseCode", "Failure", "StrictProtocol", "is_valid_close_code"]
 
@@ -55,6 +60,10 @@ class CloseCode:
 
 
 _KNOWN_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
+_HEADER_16 = struct.Struct("!BBH")
+_HEADER_64 = struct.Struct("!BBQ")
+#: Most bytes one read takes from the stream (Tornado's own read chunk).
+_READ_CHUNK = 65536
 #: How long a failed connection keeps reading (and discarding) before it drops.
 LINGER_SECONDS = 2.0
 
@@ -153,15 +162,38 @@ class StrictProtocol(WebSocketProtocol13):
 
     # -- writing ------------------------------------------------------------
 
-    def send(self, payload: bytes, binary: bool) -> Future[None]:
-        """Write one data message now; the Future resolves once it is handed
-        to the kernel. Unlike ``write_message`` this starts no task per
-        message. Raises StreamClosedError when the connection is gone."""
-        flags = 0
+    def send(self, payload: bytes, binary: bool) -> Future[None] | None:
+        """Write one data message now, without a task per message.
+
+        When nothing is queued before it, the frame goes straight to the
+        socket; only what the kernel does not take is queued on the stream.
+        Returns None when the kernel took the whole frame, else the stream's
+        Future for the rest. Raises StreamClosedError when the connection
+        is gone.
+        """
+        first = 0x82 if binary else 0x81
         if self._compressor is not None:
             payload = self._compressor.compress(payload)
-            flags = self.RSV1
-        return self._write_frame(True, 0x2 if binary else 0x1, payload, flags=flags)
+            first |= self.RSV1
+        size = len(payload)
+        if size < 126:
+            frame = bytes((first, size)) + payload
+        elif size <= 0xFFFF:
+            frame = _HEADER_16.pack(first, 126, size) + payload
+        else:
+            frame = _HEADER_64.pack(first, 127, size) + payload
+        stream = self.stream
+        sock = stream.socket
+        if not stream._write_buffer and sock is not None and not stream.closed():
+            try:
+                sent = sock.send(frame)
+            except OSError:  # full, or broken: the stream's write sorts it out
+                sent = 0
+            if sent == len(frame):
+                return None
+            if sent:
+                frame = frame[sent:]
+        return stream.write(frame)
 
     def write_backlog(self) -> int:
         """Bytes written but not yet accepted by the kernel."""
@@ -208,68 +240,132 @@ class StrictProtocol(WebSocketProtocol13):
 
     # -- reading ----------------------------------------------------------
 
-    async def _receive_frame(self) -> None:
-        self.between_frames = True
-        data = await self._read_bytes(2)
-        self.between_frames = False
-        header, mask_payloadlen = struct.unpack("BB", data)
-        is_final_frame = header & self.FIN
-        reserved_bits = header & self.RSV_MASK
-        opcode = header & self.OPCODE_MASK
-        opcode_is_control = opcode & 0x8
-        if self._decompressor is not None and opcode != 0:
-            self._frame_compressed = bool(reserved_bits & self.RSV1)
-            reserved_bits &= ~self.RSV1
-        if reserved_bits:
-            return await self.fail("protocol_error", 1002, "reserved bits set")
-        if opcode not in _KNOWN_OPCODES:
-            return await self.fail("protocol_error", 1002, f"unknown opcode {opcode:#x}")
-        if not mask_payloadlen & 0x80:
-            return await self.fail("protocol_error", 1002, "client frames must be masked")
-        payloadlen = mask_payloadlen & 0x7F
-        if opcode_is_control and payloadlen >= 126:
-            return await self.fail("protocol_error", 1002, "control frame too long")
-        if opcode_is_control and not is_final_frame:
-            return await self.fail("protocol_error", 1002, "fragmented control frame")
-        if payloadlen == 126:
-            payloadlen = struct.unpack("!H", await self._read_bytes(2))[0]
-        elif payloadlen == 127:
-            payloadlen = struct.unpack("!Q", await self._read_bytes(8))[0]
-        buffered = self._fragmented_message_buffer
-        if opcode == 0 and buffered is None:
-            return await self.fail(
-                "protocol_error", 1002, "continuation frame with nothing to continue"
-            )
-        if opcode in (0x1, 0x2) and buffered is not None:
-            return await self.fail("protocol_error", 1002, "new message inside a fragmented one")
-        size = payloadlen + (len(buffered) if buffered is not None and opcode == 0 else 0)
-        if size > self.params.max_message_size:
-            return await self.fail(
-                "message_too_big",
-                1009,
-                f"message too big: limit is {self.params.max_message_size} bytes",
-            )
+    async def _receive_frame_loop(self) -> None:
+        """Read what the socket has with one await, then handle every
+        complete frame in it without awaiting again.
 
-        mask = await self._read_bytes(4)
-        data = _websocket_mask(mask, await self._read_bytes(payloadlen))
+        Tornado's loop awaits the stream four times per frame (header,
+        length, mask, payload); each await is a Future and a trip through
+        the event loop, which is most of the cost of a small echo. Here a
+        frame costs an await only when it is not yet complete in what was
+        read, and then exactly one, for its missing bytes.
+        """
+        stream = self.stream
+        pending = b""
+        work = 0
+        try:
+            while not self.client_terminated:
+                self.between_frames = not pending
+                chunk = await stream.read_bytes(_READ_CHUNK, partial=True)
+                self.between_frames = False
+                self._wire_bytes_in += len(chunk)
+                pending, frames = await self._receive_frames(pending + chunk if pending else chunk)
+                # Like Tornado's loop: a peer that always has more to send
+                # must not keep the others waiting.
+                work += len(chunk) + frames * _FRAME_YIELD_COST
+                if work >= _YIELD_THRESHOLD:
+                    work = 0
+                    await asyncio.sleep(0)
+        except StreamClosedError:
+            self._abort()
+        finally:
+            self.between_frames = False
+            self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
-        if opcode == 0:
-            assert buffered is not None
-            buffered.extend(data)
-            if not is_final_frame:
-                return None
-            opcode = self._fragmented_message_opcode
-            data = bytes(buffered)
-            self._fragmented_message_buffer = None
-        elif not opcode_is_control and not is_final_frame:
-            self._fragmented_message_opcode = opcode
-            self._fragmented_message_buffer = bytearray(data)
-            return None
+    async def _receive_frames(self, data: bytes) -> tuple[bytes, int]:
+        """Handle the complete frames at the start of ``data``; return the
+        bytes of an incomplete frame that follow them, and how many frames
+        were handled."""
+        pos = 0
+        end = len(data)
+        frames = 0
+        max_size = self.params.max_message_size
+        while end - pos >= 2 and not self.client_terminated:
+            header = data[pos]
+            mask_payloadlen = data[pos + 1]
+            is_final_frame = header & 0x80
+            reserved_bits = header & 0x70
+            opcode = header & 0x0F
+            opcode_is_control = opcode & 0x8
+            if self._decompressor is not None and opcode != 0:
+                self._frame_compressed = bool(reserved_bits & self.RSV1)
+                reserved_bits &= ~self.RSV1
+            if reserved_bits:
+                await self.fail("protocol_error", 1002, "reserved bits set")
+                return b"", frames
+            if opcode not in _KNOWN_OPCODES:
+                await self.fail("protocol_error", 1002, f"unknown opcode {opcode:#x}")
+                return b"", frames
+            if not mask_payloadlen & 0x80:
+                await self.fail("protocol_error", 1002, "client frames must be masked")
+                return b"", frames
+            payloadlen = mask_payloadlen & 0x7F
+            if opcode_is_control and payloadlen >= 126:
+                await self.fail("protocol_error", 1002, "control frame too long")
+                return b"", frames
+            if opcode_is_control and not is_final_frame:
+                await self.fail("protocol_error", 1002, "fragmented control frame")
+                return b"", frames
+            header_len = 6
+            if payloadlen == 126:
+                header_len = 8
+                if end - pos < 4:
+                    break
+                payloadlen = int.from_bytes(data[pos + 2 : pos + 4], "big")
+            elif payloadlen == 127:
+                header_len = 14
+                if end - pos < 10:
+                    break
+                payloadlen = int.from_bytes(data[pos + 2 : pos + 10], "big")
+            buffered = self._fragmented_message_buffer
+            if opcode == 0 and buffered is None:
+                await self.fail(
+                    "protocol_error", 1002, "continuation frame with nothing to continue"
+                )
+                return b"", frames
+            if opcode in (0x1, 0x2) and buffered is not None:
+                await self.fail("protocol_error", 1002, "new message inside a fragmented one")
+                return b"", frames
+            size = payloadlen + (len(buffered) if buffered is not None and opcode == 0 else 0)
+            if size > max_size:
+                await self.fail(
+                    "message_too_big", 1009, f"message too big: limit is {max_size} bytes"
+                )
+                return b"", frames
+            frame_end = pos + header_len + payloadlen
+            if frame_end > end:
+                if end - pos < header_len:
+                    break
+                # The rest of this frame is still on its way: read exactly it.
+                self.between_frames = False
+                rest = await self.stream.read_bytes(frame_end - end)
+                self._wire_bytes_in += len(rest)
+                data = data[pos:] + rest
+                frame_end -= pos
+                pos = 0
+                end = len(data)
+            mask_at = pos + header_len - 4
+            payload = _websocket_mask(data[mask_at : mask_at + 4], data[mask_at + 4 : frame_end])
+            pos = frame_end
+            frames += 1
 
-        handled = self._handle_message(opcode, data)
-        if handled is not None:
-            await handled
-        return None
+            if opcode == 0:
+                assert buffered is not None
+                buffered.extend(payload)
+                if not is_final_frame:
+                    continue
+                opcode = self._fragmented_message_opcode  # type: ignore[assignment]
+                payload = bytes(buffered)
+                self._fragmented_message_buffer = None
+            elif not opcode_is_control and not is_final_frame:
+                self._fragmented_message_opcode = opcode  # type: ignore[assignment]
+                self._fragmented_message_buffer = bytearray(payload)
+                continue
+
+            handled = self._handle_message(opcode, payload)
+            if handled is not None:
+                await handled
+        return (data[pos:] if pos < end else b""), frames
 
     def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
         if self.client_terminated:

@@ -1,0 +1,106 @@
+"""Several server processes on one port, for pods with more than one CPU.
+
+A Tornado process uses one core. With ``WS_WORKERS=N`` the process started
+by the container becomes a small supervisor: it forks N workers, each a
+whole server (its own event loop, connections, ``/readyz`` and ``/metrics``)
+with its own listening socket bound with ``SO_REUSEPORT``, so the kernel
+spreads new connections across them. The supervisor only passes signals on
+and waits:
+
+- SIGTERM/SIGINT go to every worker, and each drains as a single server does
+  (readiness 503, 1001 to its clients, exit); a second signal makes them
+  exit at once. The supervisor exits with the worst status of its workers.
+- A worker that dies on its own is started again, unless it died within
+  its first second (a bad port, say): then the others are stopped and the
+  supervisor exits with that worker's status, rather than looping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+
+from .events import emit
+
+__all__ = ["supervise"]
+
+#: A worker that exits sooner than this after it was started is not restarted.
+_MIN_UPTIME = 1.0
+
+
+def _status(wait_status: int) -> int:
+    code = os.waitstatus_to_exitcode(wait_status)
+    return code if code >= 0 else 128 - code  # killed by signal n: 128 + n
+
+
+def supervise(count: int, run_worker: Callable[[], int]) -> int:
+    """Fork ``count`` workers that each call ``run_worker()`` and exit with
+    what it returns; supervise them until all have exited; return the status."""
+    workers: dict[int, float] = {}  # pid -> when it was started
+    stopping = False
+
+    def start() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            status = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                status = run_worker()
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        workers[pid] = time.monotonic()
+
+    def stop_all(signum: int) -> None:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):  # already gone
+                os.kill(pid, signum)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        emit("signal", signal=signal.Signals(signum).name, action="pass to workers")
+        stop_all(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    emit("workers", count=count, pid=os.getpid())
+    for _ in range(count):
+        start()
+
+    status = 0
+    while workers:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        started = workers.pop(pid, None)
+        if started is None:
+            continue
+        code = _status(wait_status)
+        status = max(status, code)
+        if stopping:
+            continue
+        uptime = time.monotonic() - started
+        emit(
+            "error",
+            logging.ERROR,
+            kind="worker_exited",
+            detail=f"worker {pid} exited with status {code} after {uptime:.1f} s",
+            pid=pid,
+            code=code,
+        )
+        if uptime < _MIN_UPTIME:
+            stopping = True
+            status = code or 1
+            stop_all(signal.SIGTERM)
+        else:
+            status = 0
+            start()
+    emit("exit", status=status)
+    return status
