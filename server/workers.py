@@ -18,9 +18,11 @@ and waits:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -30,11 +32,20 @@ __all__ = ["supervise"]
 
 #: A worker that exits sooner than this after it was started is not restarted.
 _MIN_UPTIME = 1.0
+_PR_SET_PDEATHSIG = 1
 
 
 def _status(wait_status: int) -> int:
     code = os.waitstatus_to_exitcode(wait_status)
     return code if code >= 0 else 128 - code  # killed by signal n: 128 + n
+
+
+def _drain_when_orphaned() -> None:
+    """Ask Linux to send this worker SIGTERM if the supervisor dies (killed
+    with SIGKILL, say), so a worker never outlives it unnoticed."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def supervise(count: int, run_worker: Callable[[], int]) -> int:
@@ -50,7 +61,16 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _drain_when_orphaned()
                 status = run_worker()
+            except BaseException as exc:
+                emit(
+                    "error",
+                    logging.ERROR,
+                    exc_info=sys.exc_info(),
+                    kind="worker_failed",
+                    detail=f"{type(exc).__name__}: {exc}",
+                )
             finally:
                 logging.shutdown()
                 os._exit(status)
@@ -74,6 +94,7 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
         start()
 
     status = 0
+    failed: int | None = None  # a worker's status when one failed at start-up
     while workers:
         try:
             pid, wait_status = os.wait()
@@ -97,10 +118,12 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
         )
         if uptime < _MIN_UPTIME:
             stopping = True
-            status = code or 1
+            failed = code or 1
             stop_all(signal.SIGTERM)
         else:
             status = 0
             start()
+    if failed is not None:
+        status = failed
     emit("exit", status=status)
     return status

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,11 @@ class ServerProcess:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+        with contextlib.suppress(ValueError, OSError):  # closed at teardown
+            self._read_lines(self.proc.stdout)
+
+    def _read_lines(self, stdout: Iterable[str]) -> None:
+        for line in stdout:
             try:
                 doc = json.loads(line)
             except ValueError:
