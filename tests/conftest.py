@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import warnings
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +38,27 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "settings(**kw): Settings overrides for the in-process server"
     )
     config.addinivalue_line("markers", "handler(cls): the /ws handler class to serve")
+
+
+@pytest.fixture(autouse=True)
+def _close_implicit_event_loop() -> Iterator[None]:
+    """Close the asyncio loop Tornado's IOLoop leaves current after a test.
+
+    pytest-tornasync's IOLoop asks ``asyncio.get_event_loop()`` for the loop
+    to restore when it closes; with none set, asyncio makes one, and that
+    loop stays current, unclosed, until a later ``asyncio.run()`` replaces
+    it and it is collected with a ResourceWarning (an error here)."""
+    yield
+    policy = asyncio.get_event_loop_policy()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            loop = policy.get_event_loop()
+    except RuntimeError:  # none set
+        return
+    if not loop.is_running() and not loop.is_closed():
+        loop.close()
+        policy.set_event_loop(None)
 
 
 @pytest.fixture
