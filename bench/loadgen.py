@@ -4,6 +4,7 @@
     python bench/loadgen.py throughput --url ws://127.0.0.1:8080/ws --conns 100 --size 32
     python bench/loadgen.py latency --url ... --conns 20 --rate 2000
     python bench/loadgen.py hold --url ... --conns 1000   # "ready", then holds until stdin closes
+    python bench/loadgen.py soak --url ... --conns 2000 --seconds 60   # every echo checked
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from typing import Any
 
 import uvloop
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 
 class Echoer(WSListener):
@@ -92,7 +93,7 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
         c.running = False
     for c in clients:
         assert c.transport is not None
-        c.transport.send_close()
+        c.transport.send_close(WSCloseCode.OK)
     await asyncio.wait([c.closed for c in clients], timeout=5)
     dt = t1 - t0
     return {"msgs_per_s": (n1 - n0) / dt, "mb_per_s": (b1 - b0) / dt / 1e6}
@@ -121,7 +122,7 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
     rtts = sorted(r for c in clients for r in (c.rtts or [])[skip:])
     for c in clients:
         assert c.transport is not None
-        c.transport.send_close()
+        c.transport.send_close(WSCloseCode.OK)
     await asyncio.wait([c.closed for c in clients], timeout=5)
 
     def pct(p: float) -> float:
@@ -163,14 +164,97 @@ async def hold(args: argparse.Namespace) -> dict[str, Any]:
         return {"last_closed_at": max(all_closed.result()), "close_codes": codes}
     for c in clients:
         assert c.transport is not None
-        c.transport.send_close()
+        c.transport.send_close(WSCloseCode.OK)
     await asyncio.wait([c.closed for c in clients], timeout=10)
     return {"held": len(clients)}
 
 
+class Checker(WSListener):
+    """One numbered message in flight; every echo must be the message sent."""
+
+    def __init__(self, size: int) -> None:
+        self.filler = os.urandom(max(0, size - 8))
+        self.sent = 0
+        self.echoed = 0
+        self.errors = 0
+        self.running = True
+        self.close_code: int | None = None
+        self.transport: WSTransport | None = None
+        self.closed = asyncio.get_event_loop().create_future()
+
+    def message(self, seq: int) -> bytes:
+        return seq.to_bytes(8, "big") + self.filler
+
+    def send_next(self) -> None:
+        assert self.transport is not None
+        self.transport.send(WSMsgType.BINARY, self.message(self.sent))
+        self.sent += 1
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
+            self.close_code = int(frame.get_close_code())
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        if frame.msg_type != WSMsgType.BINARY:
+            self.errors += 1
+            return
+        if frame.get_payload_as_bytes() != self.message(self.echoed):
+            self.errors += 1
+        self.echoed += 1
+        if self.running:
+            self.send_next()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.closed.done():
+            self.closed.set_result(time.time())
+
+
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    """N connections, each echoing numbered messages one at a time for
+    ``--seconds`` (then a normal close), or with ``--until-closed`` until the
+    server closes them (a drain). Prints a progress line every second."""
+    clients = await _connect(args.url, args.conns, lambda: Checker(args.size))
+    print(json.dumps({"connected": len(clients)}), flush=True)
+    for c in clients:
+        c.send_next()
+    loop = asyncio.get_running_loop()
+    all_closed = asyncio.gather(*(c.closed for c in clients))
+    deadline = loop.time() + args.seconds
+    while loop.time() < deadline and not all_closed.done():
+        await asyncio.wait([all_closed], timeout=min(1.0, deadline - loop.time()))
+        echoed = sum(c.echoed for c in clients)
+        print(json.dumps({"echoed": echoed, "open": sum(not c.closed.done() for c in clients)}))
+        sys.stdout.flush()
+    closed_early = sum(c.closed.done() for c in clients) if not args.until_closed else 0
+    for c in clients:
+        c.running = False
+        if not args.until_closed and not c.closed.done():
+            assert c.transport is not None
+            c.transport.send_close(WSCloseCode.OK)
+    await asyncio.wait([all_closed], timeout=10)
+    codes: dict[str, int] = {}
+    for c in clients:
+        codes[str(c.close_code)] = codes.get(str(c.close_code), 0) + 1
+    unanswered = [c.sent - c.echoed for c in clients]
+    return {
+        "conns": len(clients),
+        "sent": sum(c.sent for c in clients),
+        "echoed": sum(c.echoed for c in clients),
+        "errors": sum(c.errors for c in clients),
+        "closed_early": closed_early,
+        "still_open": sum(not c.closed.done() for c in clients),
+        "close_codes": codes,
+        "max_unanswered": max(unanswered),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("scenario", choices=["throughput", "latency", "hold"])
+    parser.add_argument("scenario", choices=["throughput", "latency", "hold", "soak"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--conns", type=int, default=100)
     parser.add_argument("--size", type=int, default=32)
@@ -178,8 +262,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--warmup", type=float, default=1)
+    parser.add_argument("--until-closed", action="store_true", help="soak: until the server closes")
     args = parser.parse_args()
-    scenario = {"throughput": throughput, "latency": latency, "hold": hold}[args.scenario]
+    scenario = {"throughput": throughput, "latency": latency, "hold": hold, "soak": soak}[
+        args.scenario
+    ]
     result = uvloop.run(scenario(args))
     print(json.dumps(result), flush=True)
 

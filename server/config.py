@@ -54,6 +54,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     compression: bool = False
     drain_timeout: float = 20.0
+    send_timeout: float = 30.0
     event_loop: str = "uvloop"
     workers: int = 1
 
@@ -224,6 +225,14 @@ OPTIONS: tuple[_Option, ...] = (
         "--drain-timeout",
         _seconds(0, 3600),
         "seconds a SIGTERM drain may take before the process exits anyway",
+    ),
+    _Option(
+        "send_timeout",
+        "WS_SEND_TIMEOUT",
+        "--send-timeout",
+        _seconds(0, 3600),
+        "seconds a client may leave over 1 MiB of echoes unread before it is closed "
+        "with 1008 (0: never); meanwhile its messages are not read",
     ),
     _Option(
         "event_loop",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
@@ -210,10 +211,31 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
         counts.bytes_out[binary] += size
         if written is None or protocol.write_backlog() <= _WRITE_HIGH_WATER:
             return None
+        return self._wait_for_reader(written, protocol)
+
+    def _wait_for_reader(self, written: Future[None], protocol: StrictProtocol) -> Future[None]:
+        """A Future that resolves when ``written`` is out: until then Tornado
+        reads nothing more from this client. A client that leaves it
+        unread for ``send_timeout`` seconds is closed with 1008."""
         drained: Future[None] = Future()
+        timeout = self.settings_.send_timeout
+        timer = None
+        if timeout:
+
+            def too_slow() -> None:
+                backlog = protocol.write_backlog()
+                protocol.fail_now(
+                    "slow_consumer",
+                    CloseCode.POLICY_VIOLATION,
+                    f"client left {backlog} bytes of echoes unread for {timeout:g} s",
+                )
+
+            timer = asyncio.get_running_loop().call_later(timeout, too_slow)
 
         def on_written(f: Future[None]) -> None:
-            if f.exception() is not None:
+            if timer is not None:
+                timer.cancel()
+            if f.exception() is not None and protocol.failure is None:
                 self._write_failed()
             drained.set_result(None)
 

@@ -14,9 +14,9 @@ import socket
 import subprocess
 import sys
 import threading
-import warnings
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any

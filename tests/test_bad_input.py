@@ -352,3 +352,27 @@ async def test_failed_write_is_an_error_event(
     assert failed["peer"].startswith("127.0.0.1:")
     assert metrics.errors.labels("write_failed")._value.get() == 1
     assert metrics.messages.messages_out == [0, 0]
+
+
+@pytest.mark.settings(send_timeout=0.5)
+async def test_client_that_never_reads_is_closed_with_1008(
+    port: int, caplog: pytest.LogCaptureFixture, metrics: Metrics, bystander: ClientConnection
+) -> None:
+    """A client that sends and never reads its echoes: once over 1 MiB of
+    echoes waits unsent, the server stops reading it, and after
+    ``send_timeout`` drops it with an error event that says why."""
+    raw = await RawWebSocket.connect(port)
+    message = frame(0x2, b"x" * 65536)
+    flood = asyncio.ensure_future(raw.send(message * 400))  # 25 MiB, never read back
+    error = await _only_error(caplog, "slow_consumer")
+    assert error["code"] == 1008
+    assert "unread for 0.5 s" in str(error["detail"])
+    [closed] = events(caplog, "close")
+    assert closed["code"] == 1008
+    assert closed["messages_in"] < 400  # it stopped reading long before the end
+    assert (
+        metrics.registry.get_sample_value("websocket_errors_total", {"kind": "slow_consumer"}) == 1
+    )
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(flood, 5)
+    raw.close()
