@@ -16,6 +16,7 @@ drains them itself:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
+from tornado.iostream import IOStream, UnsatisfiableReadError
 
 from .config import Settings
 from .events import emit
@@ -150,14 +152,58 @@ def make_app(
         ],
         websocket_max_message_size=settings.max_message_bytes,
         log_function=_log_request,
+        metrics=metrics,
     )
+
+
+class _HTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTP server, except that a request head over the size
+    limit gets ``431 Request Header Fields Too Large`` and an error event.
+
+    Tornado's stream closes itself the moment the head passes the limit
+    (an ``UnsatisfiableReadError``) and the client sees the connection
+    drop without a word; each stream's ``close`` is wrapped to answer
+    first, while the socket is still open."""
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        close = stream.close
+        limit = self.conn_params.max_header_size
+
+        def close_answering_431(exc_info: Any = False) -> None:
+            if isinstance(exc_info, UnsatisfiableReadError) and not stream.closed():
+                self._refuse_oversized_head(stream, address, limit)
+            close(exc_info)
+
+        stream.close = close_answering_431  # type: ignore[method-assign]
+        super().handle_stream(stream, address)
+
+    def _refuse_oversized_head(
+        self, stream: IOStream, address: tuple[Any, ...], limit: int | None
+    ) -> None:
+        metrics = getattr(self.request_callback, "settings", {}).get("metrics")
+        if isinstance(metrics, Metrics):
+            metrics.handshakes_rejected.labels("headers_too_large").inc()
+            metrics.errors.labels("headers_too_large").inc()
+        peer = f"{address[0]}:{address[1]}" if len(address) >= 2 else str(address)
+        detail = f"request head over {limit} bytes"
+        emit("error", logging.WARNING, kind="headers_too_large", detail=detail, peer=peer)
+        body = f"431 Request Header Fields Too Large: the limit is {limit} bytes\n".encode()
+        head = (
+            "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        # One small write to a socket that has not been written to: the
+        # kernel takes it whole; if not, the client gets what fits.
+        with contextlib.suppress(OSError):
+            stream.socket.send(head.encode() + body)
 
 
 def make_http_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
     """The HTTP server, with limits fit for a public endpoint: request heads
-    over 16 KiB are refused, idle keep-alive connections closed after 75 s
+    over 16 KiB get 431, idle keep-alive connections are closed after 75 s
     (longer than the usual load balancer's 60 s, so the balancer closes first)."""
-    return tornado.httpserver.HTTPServer(app, idle_connection_timeout=75, max_header_size=16384)
+    return _HTTPServer(app, idle_connection_timeout=75, max_header_size=16384)
 
 
 async def serve(settings: Settings, started: float | None = None, reuse_port: bool = False) -> int:

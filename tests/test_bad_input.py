@@ -103,15 +103,24 @@ async def test_bad_handshake_gets_specific_status(
     assert error["status"] == status
 
 
-async def test_oversized_headers_are_refused(port: int, bystander: ClientConnection) -> None:
+async def test_oversized_headers_get_431(
+    port: int, caplog: pytest.LogCaptureFixture, metrics: Metrics, bystander: ClientConnection
+) -> None:
     request = upgrade_request(X_Padding="a" * 20000)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 5)
+    status, headers, body, _, writer = await http_request(port, request)
     writer.close()
-    # Tornado drops the connection once the head passes 16 KiB: no upgrade.
-    assert data == b""
+    assert status == 431
+    assert headers["connection"] == "close"
+    assert b"the limit is 16384 bytes" in body
+    error = await _only_error(caplog, "headers_too_large")
+    assert error["detail"] == "request head over 16384 bytes"
+    assert str(error["peer"]).startswith("127.0.0.1:")
+    assert (
+        metrics.registry.get_sample_value(
+            "websocket_handshakes_rejected_total", {"reason": "headers_too_large"}
+        )
+        == 1
+    )
 
 
 async def test_cross_origin_browser_is_refused_with_403(
