@@ -249,7 +249,10 @@ def test_abuse_gets_specific_answers_while_others_keep_echoing(server: type[Serv
             writer.write(bytes([byte]))
             await asyncio.sleep(0.01)
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
-        writer.close()
+        slow = RawWebSocket(reader, writer)
+        await slow.send(frame(0x8, (1000).to_bytes(2, "big")))
+        assert (await slow.recv_close()).close_code == 1000
+        slow.close()
         # ...and 200 that stall half way hold nobody up.
         stalled = []
         for _ in range(200):

@@ -110,6 +110,10 @@ env:
     value: {{ .Values.server.compression | toString | quote }}
   - name: WS_DRAIN_TIMEOUT
     value: {{ .Values.server.drainTimeout | toString | quote }}
+  - name: WS_SEND_TIMEOUT
+    value: {{ .Values.server.sendTimeout | toString | quote }}
+  - name: WS_WORKERS
+    value: {{ .Values.server.workers | int64 | toString | quote }}
   {{- with .Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
