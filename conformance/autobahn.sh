@@ -56,16 +56,20 @@ trap 'kill "$server" 2>/dev/null || true' EXIT
 
 # -- the fuzzing client
 rm -rf "$state/reports"
-cat >"$state/fuzzingclient.json" <<JSON
-{
-  "outdir": "./reports",
-  "servers": [{"agent": "knative-websocket-server", "url": "ws://127.0.0.1:$port/ws"}],
-  "cases": ["${AUTOBAHN_CASES:-*}"],
-  "exclude-cases": [],
-  "exclude-agent-cases": {}
+.venv/bin/python - "$port" "$state/fuzzingclient.json" <<'PY'
+import json, os, sys
+port, path = sys.argv[1], sys.argv[2]
+spec = {
+    "outdir": "./reports",
+    "servers": [{"agent": "knative-websocket-server", "url": f"ws://127.0.0.1:{port}/ws"}],
+    "cases": os.environ.get("AUTOBAHN_CASES", "*").split(),
+    "exclude-cases": os.environ.get("AUTOBAHN_EXCLUDE", "").split(),
+    "exclude-agent-cases": {},
 }
-JSON
-log "fuzzing ws://127.0.0.1:$port/ws (cases: ${AUTOBAHN_CASES:-*})"
+with open(path, "w") as f:
+    json.dump(spec, f, indent=2)
+PY
+log "fuzzing ws://127.0.0.1:$port/ws (cases: ${AUTOBAHN_CASES:-*}; excluded: ${AUTOBAHN_EXCLUDE:-none})"
 started=$SECONDS
 (cd "$state" && py27/bin/wstest -m fuzzingclient -s fuzzingclient.json >wstest.log 2>&1) || {
   tail -n 30 "$state/wstest.log" >&2

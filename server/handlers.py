@@ -14,6 +14,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import tornado.httputil
 import tornado.web
 import tornado.websocket
 from tornado.iostream import StreamClosedError
@@ -34,6 +35,9 @@ __all__ = [
     "ReadyHandler",
 ]
 
+#: Stands in for the handshake's request and response headers once the
+#: connection is open; nothing writes to it.
+_NO_HEADERS = tornado.httputil.HTTPHeaders()
 #: Echo bytes that may wait in the write buffer before reading pauses.
 _WRITE_HIGH_WATER = 1024 * 1024
 _EVENTS_ON = functools.partial(EVENT_LOGGER.isEnabledFor, logging.INFO)
@@ -174,6 +178,10 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
         if protocol is not None and protocol._compressor is not None:
             fields["compression"] = "permessage-deflate"
         emit("open", **fields)
+        # Nothing reads the handshake's headers again (the peer is known):
+        # freeing them saves about 1.5 KiB for the life of the connection.
+        self.request.headers = _NO_HEADERS
+        self._headers = _NO_HEADERS
 
     def on_message(self, message: str | bytes) -> Future[None] | None:
         """Echo ``message`` with its type; log and count it.
