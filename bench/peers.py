@@ -76,9 +76,19 @@ async def aiohttp_echo(port: int) -> None:
 
 def main() -> None:
     name, port = sys.argv[1], int(sys.argv[2])
-    server = {"tornado": tornado_echo, "websockets": websockets_echo, "aiohttp": aiohttp_echo}[name]
+    servers = {
+        "tornado": tornado_echo,
+        "tornado-uvloop": tornado_echo,
+        "websockets": websockets_echo,
+        "aiohttp": aiohttp_echo,
+    }
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    asyncio.run(server(port))
+    if name.endswith("-uvloop"):
+        import uvloop
+
+        uvloop.run(servers[name](port))
+    else:
+        asyncio.run(servers[name](port))
 
 
 if __name__ == "__main__":

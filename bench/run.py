@@ -29,7 +29,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-SERVERS = ["ours", "tornado", "websockets", "aiohttp"]
+SERVERS = ["ours", "tornado", "tornado-uvloop", "websockets", "aiohttp"]
 SERVER_CPU, LOADGEN_CPU = "0", "1"
 
 
@@ -40,11 +40,16 @@ def free_port() -> int:
 
 
 def server_cmd(name: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """``ours`` is one process pinned to the server's CPU; ``ours-wN`` runs
+    N workers on every CPU (the scaling scenario)."""
     env = dict(os.environ)
-    if name == "ours":
+    if name.startswith("ours"):
         env.update(
             {"PORT": str(port), "WS_HOST": "127.0.0.1", "WS_MAX_MESSAGE_BYTES": str(64 << 20)}
         )
+        if name.startswith("ours-w"):
+            env["WS_WORKERS"] = name.removeprefix("ours-w")
+            return [PY, "-m", "server"], env
         return ["taskset", "-c", SERVER_CPU, PY, "-m", "server"], env
     return ["taskset", "-c", SERVER_CPU, PY, str(ROOT / "bench" / "peers.py"), name, str(port)], env
 
@@ -81,17 +86,17 @@ def running(name: str) -> Iterator[tuple[subprocess.Popen[bytes], int, float]]:
         proc.wait()
 
 
-def loadgen(*args: str, stdin: Any = None) -> subprocess.Popen[str]:
+def loadgen(*args: str, stdin: Any = None, cpus: str = LOADGEN_CPU) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        ["taskset", "-c", LOADGEN_CPU, PY, str(ROOT / "bench" / "loadgen.py"), *args],
+        ["taskset", "-c", cpus, PY, str(ROOT / "bench" / "loadgen.py"), *args],
         stdin=stdin,
         stdout=subprocess.PIPE,
         text=True,
     )
 
 
-def run_loadgen(*args: str) -> dict[str, Any]:
-    proc = loadgen(*args)
+def run_loadgen(*args: str, cpus: str = LOADGEN_CPU) -> dict[str, Any]:
+    proc = loadgen(*args, cpus=cpus)
     out, _ = proc.communicate(timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(f"loadgen {args} failed")
@@ -105,19 +110,37 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def scenario_throughput(name: str, size: int, seconds: float) -> dict[str, float]:
+def scenario_throughput(
+    name: str, size: int, seconds: float, conns: int = 100, cpus: str = LOADGEN_CPU
+) -> dict[str, float]:
     with running(name) as (_, port, _):
         return run_loadgen(
             "throughput",
             "--url",
             f"ws://127.0.0.1:{port}/ws",
             "--conns",
-            "100",
+            str(conns),
             "--size",
             str(size),
             "--seconds",
             str(seconds),
+            cpus=cpus,
         )
+
+
+def scenario_scaling(runs: int, seconds: float) -> dict[str, float]:
+    """32 B echo over 200 connections, our server with 1 and with 2
+    workers, nothing pinned: the load generator shares the CPUs (it needs
+    about a seventh of one at these rates)."""
+    every_cpu = ",".join(str(n) for n in range(os.cpu_count() or 1))
+    out = {}
+    for workers in (1, 2):
+        rates = [
+            scenario_throughput(f"ours-w{workers}", 32, seconds, 200, every_cpu)["msgs_per_s"]
+            for _ in range(runs)
+        ]
+        out[f"workers_{workers}_msgs_per_s"] = median(rates)
+    return out
 
 
 def scenario_latency(name: str, seconds: float) -> dict[str, float]:
@@ -195,6 +218,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="1 short run a scenario")
     parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--no-scaling", action="store_true", help="skip the WS_WORKERS scenario")
     args = parser.parse_args()
     runs, seconds = (1, 2.0) if args.quick else (3, 5.0)
     servers = args.servers.split(",")
@@ -223,6 +247,11 @@ def main() -> None:
         r["sigterm_1000_closed_ms"] = drain["all_closed_ms"]
         r["sigterm_close_codes"] = drain["close_codes"]
 
+    scaling: dict[str, float] = {}
+    if "ours" in servers and not args.no_scaling:
+        print("-- ours, WS_WORKERS=1 and 2, on every CPU", file=sys.stderr, flush=True)
+        scaling = scenario_scaling(runs, seconds)
+
     metrics = [k for k in results[servers[0]] if k != "sigterm_close_codes"]
     header = ["metric", *servers]
     rows = []
@@ -245,6 +274,14 @@ def main() -> None:
     for row in rows:
         print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
 
+    if scaling:
+        one, two = scaling["workers_1_msgs_per_s"], scaling["workers_2_msgs_per_s"]
+        print(f"\nWS_WORKERS scaling, 32 B echo, 200 connections, {os.cpu_count()} CPUs shared")
+        print(
+            f"with the load generator: 1 worker {one:,.0f} msgs/s, "
+            f"2 workers {two:,.0f} ({two / one:.2f}x)"
+        )
+
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     meta = {
@@ -255,7 +292,7 @@ def main() -> None:
         "seconds": seconds,
     }
     path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    path.write_text(json.dumps({"meta": meta, "results": results, "scaling": scaling}, indent=2))
     where = path.relative_to(ROOT)
     print(f"\n(ratios: against bare Tornado; medians of {runs} run(s); JSON: {where})")
 
