@@ -12,7 +12,8 @@
 # (sections 12 and 13), and message events off (millions of lines).
 # Autobahn runs on Python 2.7 only: this script builds a 2.7 virtualenv in
 # .autobahn/ from pyenv's 2.7.18 (or $PYTHON27) with the exact pins of
-# conformance/requirements-py27.txt. Reports: .autobahn/reports/index.html.
+# conformance/requirements-py27.txt, or runs it in the $AUTOBAHN_IMAGE
+# container (python:2.7 in GitHub Actions). Reports: .autobahn/reports/index.html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '==> [autobahn] %s\n' "$*" >&2; }
@@ -30,9 +31,13 @@ find_python27() {
   exit 1
 }
 
-# -- set up: a 2.7 virtualenv with the pinned suite (skipped when up to date)
+# -- set up: a 2.7 virtualenv with the pinned suite (skipped when up to date),
+#    or, with AUTOBAHN_IMAGE set (GitHub runners have no Python 2.7), a
+#    python:2.7 container that installs the same pins on each run.
 stamp=$state/py27/.requirements
-if ! cmp -s conformance/requirements-py27.txt "$stamp" 2>/dev/null; then
+if [ -n "${AUTOBAHN_IMAGE:-}" ]; then
+  cp conformance/requirements-py27.txt "$state/requirements-py27.txt"
+elif ! cmp -s conformance/requirements-py27.txt "$stamp" 2>/dev/null; then
   python27=$(find_python27)
   log "building $state/py27 from $("$python27" --version 2>&1) ($python27)"
   rm -rf "$state/tool" "$state/py27"
@@ -45,6 +50,16 @@ if ! cmp -s conformance/requirements-py27.txt "$stamp" 2>/dev/null; then
   "$state/py27/bin/wstest" --help >/dev/null
   cp conformance/requirements-py27.txt "$stamp"
 fi
+
+wstest() {
+  if [ -n "${AUTOBAHN_IMAGE:-}" ]; then
+    docker run --rm --network host -v "$PWD/$state:/autobahn" -w /autobahn "$AUTOBAHN_IMAGE" \
+      sh -c 'pip install -q --disable-pip-version-check -r requirements-py27.txt && wstest "$@"' \
+      wstest "$@"
+  else
+    (cd "$state" && py27/bin/wstest "$@")
+  fi
+}
 
 # -- the server under test
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -71,7 +86,7 @@ with open(path, "w") as f:
 PY
 log "fuzzing ws://127.0.0.1:$port/ws (cases: ${AUTOBAHN_CASES:-*}; excluded: ${AUTOBAHN_EXCLUDE:-none})"
 started=$SECONDS
-(cd "$state" && py27/bin/wstest -m fuzzingclient -s fuzzingclient.json >wstest.log 2>&1) || {
+wstest -m fuzzingclient -s fuzzingclient.json >"$state/wstest.log" 2>&1 || {
   tail -n 30 "$state/wstest.log" >&2
   exit 1
 }

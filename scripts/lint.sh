@@ -14,7 +14,7 @@ mypy
 log "yamllint"
 yamllint --strict .
 log "shellcheck"
-shellcheck -x .ci/run scripts/*.sh
+shellcheck -x .ci/run scripts/*.sh conformance/*.sh
 if [ -f Dockerfile ]; then
   log "hadolint"
   hadolint Dockerfile
