@@ -24,28 +24,18 @@ import uvloop
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 
-class Echoer(WSListener):
-    """Keeps ``inflight`` messages in flight and counts the echoes."""
+class Client(WSListener):
+    """A client connection: answers the server's close frame, records its
+    code, and resolves ``closed`` (with the time) when it is gone."""
 
-    def __init__(self, payload: bytes, inflight: int = 1) -> None:
-        self.payload = payload
-        self.inflight = inflight
-        self.count = 0
-        self.bytes = 0
+    def __init__(self) -> None:
         self.running = True
         self.transport: WSTransport | None = None
-        self.sent_at: list[float] = []
-        self.rtts: list[float] | None = None
         self.close_code: int | None = None
         self.closed = asyncio.get_event_loop().create_future()
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
-
-    def start(self) -> None:
-        assert self.transport is not None
-        for _ in range(self.inflight):
-            self.transport.send(WSMsgType.BINARY, self.payload)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type == WSMsgType.CLOSE:
@@ -53,6 +43,34 @@ class Echoer(WSListener):
             transport.send_close(frame.get_close_code())
             transport.disconnect()
             return
+        self.on_message(transport, frame)
+
+    def on_message(self, transport: WSTransport, frame: WSFrame) -> None:
+        """A frame other than close."""
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.closed.done():
+            self.closed.set_result(time.time())
+
+
+class Echoer(Client):
+    """Keeps ``inflight`` messages in flight and counts the echoes."""
+
+    def __init__(self, payload: bytes, inflight: int = 1) -> None:
+        super().__init__()
+        self.payload = payload
+        self.inflight = inflight
+        self.count = 0
+        self.bytes = 0
+        self.sent_at: list[float] = []
+        self.rtts: list[float] | None = None
+
+    def start(self) -> None:
+        assert self.transport is not None
+        for _ in range(self.inflight):
+            self.transport.send(WSMsgType.BINARY, self.payload)
+
+    def on_message(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type not in (WSMsgType.BINARY, WSMsgType.TEXT):
             return
         self.count += 1
@@ -62,12 +80,8 @@ class Echoer(WSListener):
         if self.running and self.rtts is None:
             transport.send(WSMsgType.BINARY, self.payload)
 
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        if not self.closed.done():
-            self.closed.set_result(time.time())
 
-
-async def _connect(url: str, n: int, factory: Any) -> list[Echoer]:
+async def _connect(url: str, n: int, factory: Any) -> list[Any]:
     clients: list[Echoer] = []
     for start in range(0, n, 200):  # in batches: a burst of SYNs overflows the backlog
         batch = await asyncio.gather(
@@ -169,18 +183,15 @@ async def hold(args: argparse.Namespace) -> dict[str, Any]:
     return {"held": len(clients)}
 
 
-class Checker(WSListener):
+class Checker(Client):
     """One numbered message in flight; every echo must be the message sent."""
 
     def __init__(self, size: int) -> None:
+        super().__init__()
         self.filler = os.urandom(max(0, size - 8))
         self.sent = 0
         self.echoed = 0
         self.errors = 0
-        self.running = True
-        self.close_code: int | None = None
-        self.transport: WSTransport | None = None
-        self.closed = asyncio.get_event_loop().create_future()
 
     def message(self, seq: int) -> bytes:
         return seq.to_bytes(8, "big") + self.filler
@@ -190,15 +201,7 @@ class Checker(WSListener):
         self.transport.send(WSMsgType.BINARY, self.message(self.sent))
         self.sent += 1
 
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if frame.msg_type == WSMsgType.CLOSE:
-            self.close_code = int(frame.get_close_code())
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
-            return
+    def on_message(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type != WSMsgType.BINARY:
             self.errors += 1
             return
@@ -207,10 +210,6 @@ class Checker(WSListener):
         self.echoed += 1
         if self.running:
             self.send_next()
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        if not self.closed.done():
-            self.closed.set_result(time.time())
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:

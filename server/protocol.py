@@ -65,8 +65,18 @@ _KNOWN_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
 _READERS: set[asyncio.Future[None]] = set()
 _HEADER_16 = struct.Struct("!BBH")
 _HEADER_64 = struct.Struct("!BBQ")
-#: Most bytes one read takes from the stream (Tornado's own read chunk).
-_READ_CHUNK = 65536
+#: Most bytes one read may return (the stream reads at most its
+#: ``read_chunk_size`` from the socket at a time anyway).
+_READ_CHUNK = 1 << 20
+#: The stream's read size to start with. Tornado allocates (and zeroes) a
+#: buffer of its read size for every read: 64 KiB by default, which is most
+#: of the cost of reading a small message. A connection that sends larger
+#: frames gets a read size that fits them (up to _LARGE_CHUNK).
+_SMALL_CHUNK = 16384
+_LARGE_CHUNK = 1 << 20
+#: Frames at least this big are sent with sendmsg (header and payload as
+#: two buffers) instead of being copied into one.
+_GATHER_SIZE = 4096
 #: How long a failed connection keeps reading (and discarding) before it drops.
 LINGER_SECONDS = 2.0
 
@@ -185,23 +195,26 @@ class StrictProtocol(WebSocketProtocol13):
             first |= self.RSV1
         size = len(payload)
         if size < 126:
-            frame = bytes((first, size)) + payload
+            head = bytes((first, size))
         elif size <= 0xFFFF:
-            frame = _HEADER_16.pack(first, 126, size) + payload
+            head = _HEADER_16.pack(first, 126, size)
         else:
-            frame = _HEADER_64.pack(first, 127, size) + payload
+            head = _HEADER_64.pack(first, 127, size)
         stream = self.stream
         sock = stream.socket
         if not stream._write_buffer and sock is not None and not stream.closed():
+            big = size >= _GATHER_SIZE
             try:
-                sent = sock.send(frame)
+                sent = sock.sendmsg((head, payload)) if big else sock.send(head + payload)
             except OSError:  # full, or broken: the stream's write sorts it out
                 sent = 0
-            if sent == len(frame):
+            total = len(head) + size
+            if sent == total:
                 return None
             if sent:
-                frame = frame[sent:]
-        return stream.write(frame)
+                rest = memoryview(head + payload)[sent:]
+                return stream.write(rest)
+        return stream.write(head + payload)
 
     def write_backlog(self) -> int:
         """Bytes written but not yet accepted by the kernel."""
@@ -276,6 +289,7 @@ class StrictProtocol(WebSocketProtocol13):
         read is always the wait between frames (see :meth:`quiescent`).
         """
         stream = self.stream
+        stream.read_chunk_size = _SMALL_CHUNK
         work = 0
         try:
             while not self.client_terminated:
@@ -294,8 +308,15 @@ class StrictProtocol(WebSocketProtocol13):
             self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
     async def _read_more(self, data: bytes, pos: int, count: int) -> bytes:
-        """``data`` from ``pos`` on, followed by exactly ``count`` more bytes."""
-        more = await self.stream.read_bytes(count)
+        """``data`` from ``pos`` on, followed by exactly ``count`` more bytes.
+
+        A frame that did not fit in one read raises the stream's read size
+        to the frame's size, so that the next such frame comes in one read."""
+        stream = self.stream
+        wanted = len(data) - pos + count
+        if stream.read_chunk_size < wanted:
+            stream.read_chunk_size = min(wanted, _LARGE_CHUNK)
+        more = await stream.read_bytes(count)
         self._wire_bytes_in += count
         return data[pos:] + more
 

@@ -124,6 +124,18 @@ def events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
     ]
 
 
+async def recv_until_closed(ws: Any) -> list[str | bytes]:
+    """Every message a websockets client receives until its connection closes."""
+    from websockets.exceptions import ConnectionClosed
+
+    received: list[str | bytes] = []
+    try:
+        while True:
+            received.append(await ws.recv())
+    except ConnectionClosed:
+        return received
+
+
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     """Wait for the server side to catch up (an on_close after the client's close)."""
     deadline = asyncio.get_running_loop().time() + timeout

@@ -11,22 +11,13 @@ import urllib.request
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from server.lifecycle import Lifecycle
 
-from .conftest import ServerProcess, events
+from .conftest import ServerProcess, events, recv_until_closed
 from .rawws import RawWebSocket, frame
-
-
-async def _echo_until_closed(ws: ClientConnection) -> list[str | bytes]:
-    received: list[str | bytes] = []
-    try:
-        while True:
-            received.append(await ws.recv())
-    except ConnectionClosed:
-        return received
 
 
 async def test_healthz_and_readyz(port: int) -> None:
@@ -57,7 +48,7 @@ async def test_drain_echoes_everything_then_closes_1001(
     with pytest.raises(InvalidStatus) as refused:
         await connect(ws_url)
     assert refused.value.response.status_code == 503
-    received = await asyncio.gather(*(_echo_until_closed(ws) for ws in clients))
+    received = await asyncio.gather(*(recv_until_closed(ws) for ws in clients))
     assert await drain == 0
     for ws, messages, got in zip(clients, sent, received, strict=True):
         assert got == messages
@@ -100,7 +91,7 @@ def test_sigterm_drains_with_zero_lost_messages(server_process: type[ServerProce
                 await ws.send(m)
             sent.append(messages)
         server.signal(signal.SIGTERM)
-        received = await asyncio.gather(*(_echo_until_closed(ws) for ws in clients))
+        received = await asyncio.gather(*(recv_until_closed(ws) for ws in clients))
         return [(ws.close_code, s, r) for ws, s, r in zip(clients, sent, received, strict=True)]
 
     results = asyncio.run(scenario())

@@ -12,10 +12,9 @@ import socket
 import time
 from pathlib import Path
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
 
-from .conftest import ServerProcess, run_python
+from .conftest import ServerProcess, recv_until_closed, run_python
 
 
 def _workers(pid: int) -> list[int]:
@@ -45,15 +44,6 @@ def _wait_for(predicate: object, timeout: float = 10.0) -> None:
 def _listening(server: ServerProcess, count: int) -> list[dict[str, object]]:
     _wait_for(lambda: len([d for d in server.log if d.get("event") == "listening"]) >= count)
     return [d for d in server.log if d.get("event") == "listening"]
-
-
-async def _until_closed(ws: ClientConnection) -> list[str | bytes]:
-    got: list[str | bytes] = []
-    try:
-        while True:
-            got.append(await ws.recv())
-    except ConnectionClosed:
-        return got
 
 
 def test_connections_are_spread_over_the_workers(server_process: type[ServerProcess]) -> None:
@@ -96,7 +86,7 @@ def test_sigterm_drains_every_worker(server_process: type[ServerProcess]) -> Non
             for m in messages:
                 await ws.send(m)
         server.signal(signal.SIGTERM)
-        received = await asyncio.gather(*(_until_closed(ws) for ws in clients))
+        received = await asyncio.gather(*(recv_until_closed(ws) for ws in clients))
         for ws, messages, got in zip(clients, sent, received, strict=True):
             assert got == messages
             assert ws.close_code == 1001
