@@ -291,6 +291,7 @@ class StrictProtocol(WebSocketProtocol13):
         stream = self.stream
         stream.read_chunk_size = _SMALL_CHUNK
         work = 0
+        destroyed = False
         try:
             while not self.client_terminated:
                 chunk = await stream.read_bytes(_READ_CHUNK, partial=True)
@@ -304,8 +305,14 @@ class StrictProtocol(WebSocketProtocol13):
                     await asyncio.sleep(0)
         except StreamClosedError:
             self._abort()
+        except GeneratorExit:
+            # Collected unfinished because its event loop is gone (a test's,
+            # or the interpreter's at exit): there is no one left to tell.
+            destroyed = True
+            raise
         finally:
-            self.handler.on_ws_connection_close(self.close_code, self.close_reason)
+            if not destroyed:
+                self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
     async def _read_more(self, data: bytes, pos: int, count: int) -> bytes:
         """``data`` from ``pos`` on, followed by exactly ``count`` more bytes.
