@@ -22,6 +22,7 @@ This reaches into Tornado internals (``_receive_frame``, ``_handle_message``,
 from __future__ import annotations
 
 import asyncio
+import codecs
 import dataclasses
 import socket
 import struct
@@ -61,6 +62,7 @@ class CloseCode:
 
 
 _KNOWN_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
+_UTF8_DECODER = codecs.getincrementaldecoder("utf-8")
 #: The reading tasks of open connections (see _receive_frame_loop).
 _READERS: set[asyncio.Future[None]] = set()
 _HEADER_16 = struct.Struct("!BBH")
@@ -113,6 +115,8 @@ class StrictProtocol(WebSocketProtocol13):
     close_received = False
     #: The code of the close frame we sent, if we sent one.
     close_sent: int | None = None
+    #: Checks a fragmented, uncompressed text message fragment by fragment.
+    _text_decoder: codecs.IncrementalDecoder | None = None
 
     # -- state the drain logic reads ---------------------------------------
 
@@ -400,20 +404,42 @@ class StrictProtocol(WebSocketProtocol13):
             if opcode == 0:
                 assert buffered is not None
                 buffered.extend(payload)
+                if self._text_decoder is not None and not await self._check_text(
+                    payload, bool(is_final_frame)
+                ):
+                    return frames
                 if not is_final_frame:
                     continue
                 opcode = self._fragmented_message_opcode  # type: ignore[assignment]
                 payload = bytes(buffered)
                 self._fragmented_message_buffer = None
+                self._text_decoder = None
             elif not opcode_is_control and not is_final_frame:
                 self._fragmented_message_opcode = opcode  # type: ignore[assignment]
                 self._fragmented_message_buffer = bytearray(payload)
+                if opcode == 0x1 and not self._frame_compressed:
+                    self._text_decoder = _UTF8_DECODER()
+                    if not await self._check_text(payload, False):
+                        return frames
                 continue
 
             handled = self._handle_message(opcode, payload)
             if handled is not None:
                 await handled
         return frames
+
+    async def _check_text(self, fragment: bytes, final: bool) -> bool:
+        """Validate a fragment of a text message as it arrives (RFC 6455
+        8.1: fail as soon as the UTF-8 is invalid, not at the message's
+        end); on invalid UTF-8 fail the connection with 1007 and say False."""
+        assert self._text_decoder is not None
+        try:
+            self._text_decoder.decode(fragment, final)
+        except UnicodeDecodeError:
+            self._text_decoder = None
+            await self.fail("invalid_payload", 1007, "text message is not valid UTF-8")
+            return False
+        return True
 
     def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
         if self.client_terminated:

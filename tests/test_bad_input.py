@@ -229,6 +229,40 @@ async def test_invalid_utf8_closes_with_1007(
 
 
 @pytest.mark.parametrize(
+    "fragments",
+    [
+        [frame(0x1, b"valid start ", fin=False), frame(0x0, b"\xff\xfe", fin=False)],
+        # A character cut between fragments, then not continued.
+        [frame(0x1, "caf\u00e9".encode()[:-1], fin=False), frame(0x0, b"x", fin=False)],
+    ],
+)
+async def test_invalid_utf8_in_a_fragment_fails_before_the_message_ends(
+    port: int, caplog: pytest.LogCaptureFixture, fragments: list[bytes]
+) -> None:
+    """RFC 6455 8.1: a text message is failed as soon as its UTF-8 turns
+    invalid, without waiting for the final fragment (which never comes)."""
+    raw = await RawWebSocket.connect(port)
+    for f in fragments:
+        await raw.send(f)
+    close = await raw.recv_close()
+    assert close.close_code == 1007
+    error = await _only_error(caplog, "invalid_payload")
+    assert error["code"] == 1007
+    raw.close()
+
+
+async def test_character_split_across_fragments_is_echoed_whole(port: int) -> None:
+    raw = await RawWebSocket.connect(port)
+    text = "caf\u00e9 \u2603".encode()
+    await raw.send(frame(0x1, text[:4], fin=False))  # ends inside the 2-byte "e acute"
+    await raw.send(frame(0x0, text[4:9], fin=False))  # ends inside the snowman
+    await raw.send(frame(0x0, text[9:]))
+    echo = await raw.recv()
+    assert (echo.opcode, echo.payload) == (0x1, text)
+    raw.close()
+
+
+@pytest.mark.parametrize(
     ("data", "detail"),
     [
         (frame(0x1, b"unmasked", masked=False), "masked"),
