@@ -44,6 +44,19 @@ _sink: EventSink | None = None
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
+def _direct_sink() -> EventSink | None:
+    """The server's sink, when it is the only place events go."""
+    sink = _sink
+    if (
+        sink is not None
+        and not EVENT_LOGGER.handlers
+        and len(_ROOT.handlers) == 1
+        and _ROOT.handlers[0] is sink
+    ):
+        return sink
+    return None
+
+
 def emit(event: str, level: int = logging.INFO, exc_info: Any = None, **fields: Any) -> None:
     """Log one event; ``fields`` become top-level keys of the record.
 
@@ -56,14 +69,8 @@ def emit(event: str, level: int = logging.INFO, exc_info: Any = None, **fields: 
     """
     if not EVENT_LOGGER.isEnabledFor(level):
         return
-    sink = _sink
-    if (
-        sink is not None
-        and exc_info is None
-        and not EVENT_LOGGER.handlers
-        and len(_ROOT.handlers) == 1
-        and _ROOT.handlers[0] is sink
-    ):
+    sink = _direct_sink()
+    if sink is not None and exc_info is None:
         sink.write_event(level, event, fields)
         return
     # makeRecord + handle, not Logger.log: that would also walk the stack
@@ -85,16 +92,10 @@ def emit_message(peer: str, kind: str, size: int, content: str | None, truncated
     """The ``message`` event, the one logged per message: the same record
     as ``emit("message", ...)``, written as a JSON line with a template
     when the direct path is open (see :func:`emit`)."""
-    sink = _sink
-    if (
-        sink is not None
-        and sink.json
-        and not EVENT_LOGGER.handlers
-        and len(_ROOT.handlers) == 1
-        and _ROOT.handlers[0] is sink
-    ):
-        if not EVENT_LOGGER.isEnabledFor(logging.INFO):
-            return
+    if not EVENT_LOGGER.isEnabledFor(logging.INFO):
+        return
+    sink = _direct_sink()
+    if sink is not None and sink.json:
         line = (
             f'{{"time":"{_now()}","level":"info","event":"message",'
             f'"peer":{_json_string(peer)},"type":"{kind}","size":{size}'
