@@ -73,7 +73,8 @@ _READ_CHUNK = 1 << 20
 #: The stream's read size to start with. Tornado allocates (and zeroes) a
 #: buffer of its read size for every read: 64 KiB by default, which is most
 #: of the cost of reading a small message. A connection that sends larger
-#: frames gets a read size that fits them (up to _LARGE_CHUNK).
+#: frames gets a read size that fits them (up to _LARGE_CHUNK), and gets
+#: the small one back once its reads are much smaller than that.
 _SMALL_CHUNK = 16384
 _LARGE_CHUNK = 1 << 20
 #: Frames at least this big are sent with sendmsg (header and payload as
@@ -300,6 +301,8 @@ class StrictProtocol(WebSocketProtocol13):
             while not self.client_terminated:
                 chunk = await stream.read_bytes(_READ_CHUNK, partial=True)
                 self._wire_bytes_in += len(chunk)
+                if len(chunk) < stream.read_chunk_size >> 2:
+                    stream.read_chunk_size = _SMALL_CHUNK  # large frames stopped
                 frames = await self._receive_frames(chunk)
                 # Like Tornado's loop: a peer that always has more to send
                 # must not keep the others waiting.
