@@ -15,8 +15,9 @@ stack does not throw our close frame away on a reset), then drops the socket.
 Why it failed is kept in :attr:`StrictProtocol.failure` for the handler to
 log and count.
 
-This reaches into Tornado internals (``_receive_frame``, ``_handle_message``,
-``_abort``); ``pyproject.toml`` holds Tornado to the minors tested here.
+This reaches into Tornado internals (``_receive_frame_loop``,
+``_handle_message``, ``_abort``, and the stream's read and write state);
+``pyproject.toml`` holds Tornado to the minors tested here.
 """
 
 from __future__ import annotations

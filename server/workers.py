@@ -104,8 +104,8 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
         if started is None:
             continue
         code = _status(wait_status)
-        status = max(status, code)
         if stopping:
+            status = max(status, code)
             continue
         uptime = time.monotonic() - started
         emit(
@@ -121,7 +121,6 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
             failed = code or 1
             stop_all(signal.SIGTERM)
         else:
-            status = 0
             start()
     if failed is not None:
         status = failed
