@@ -203,7 +203,7 @@ Event = Message | Ping | Pong | Close | Failed
 
 def is_valid_close_code(code: int) -> bool:
     """Whether a peer may send ``code`` in a close frame (RFC 6455 7.4)."""
-    return 1000 <= code <= 1014 and code not in (1004, 1005, 1006) or 3000 <= code <= 4999
+    return (1000 <= code <= 1014 and code not in (1004, 1005, 1006)) or 3000 <= code <= 4999
 
 
 def accept_key(key: str) -> str:
@@ -214,17 +214,20 @@ def accept_key(key: str) -> str:
 
 # -- permessage-deflate (RFC 7692) ---------------------------------------
 
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # noqa: S105 - RFC 7230 token, no secret
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
 _PARAM = re.compile(rf"\s*({_TOKEN})\s*(?:=\s*({_TOKEN}|{_QUOTED}))?\s*")
 _WINDOW_BITS = re.compile(r"[1-9][0-9]?")
 _TAIL = b"\x00\x00\xff\xff"
 
 
-def parse_extensions(values: Iterable[str]) -> list[tuple[str, list[tuple[str, str | None]]]] | None:
+Offer = tuple[str, list[tuple[str, str | None]]]
+
+
+def parse_extensions(values: Iterable[str]) -> list[Offer] | None:
     """``Sec-WebSocket-Extensions`` values as (name, [(param, value)]) offers,
     in order; None if the header does not follow RFC 6455 section 9.1."""
-    offers: list[tuple[str, list[tuple[str, str | None]]]] = []
+    offers: list[Offer] = []
     for value in values:
         # Split on commas and semicolons outside quoted strings.
         for element in _split(value, ","):
@@ -541,12 +544,7 @@ class Connection:
                 raise MessageTooBig(f"message too big: limit is {limit} bytes")
             mask = data[pos + head - 4 : pos + head]
             start = pos + head
-            if (
-                fin
-                and opcode
-                and not compressed
-                and start + size <= end
-            ):
+            if fin and opcode and not compressed and start + size <= end:
                 # The common case: a whole, unfragmented, uncompressed message.
                 payload = apply_mask(mask, data[start : start + size])
                 pos = start + size
