@@ -16,7 +16,7 @@ from .events import configure_logging  # noqa: E402
 
 def run(settings: Settings, reuse_port: bool = False) -> int:
     """One server process on the chosen event loop, until it is stopped."""
-    from .lifecycle import serve
+    from .app import serve
 
     main = serve(settings, started=_STARTED, reuse_port=reuse_port)
     if settings.event_loop == "uvloop":

@@ -108,6 +108,7 @@ class ErrorKind(enum.StrEnum):
     HEADERS_TOO_LARGE = "headers_too_large"
     # The process.
     WORKER_FAILED = "worker_failed"
+    WORKER_EXITED = "worker_exited"
 
 
 class Opcode(enum.IntEnum):
@@ -447,6 +448,11 @@ class Connection:
         """The client will send nothing more (its FIN)."""
         self.eof_received = True
         self._buf = b""
+
+    @property
+    def idle(self) -> bool:
+        """No frame or message is partly received."""
+        return not self._buf and not self._frame_left and not self._msg_op
 
     def events_received(self) -> list[Event]:
         """The events the bytes received so far completed, in order."""

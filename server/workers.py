@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 
 from .events import emit
+from .telemetry import record_error
+from .wire import ErrorKind
 
 __all__ = ["supervise"]
 
@@ -64,12 +66,12 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
                 _drain_when_orphaned()
                 status = run_worker()
             except BaseException as exc:
-                emit(
-                    "error",
-                    logging.ERROR,
+                record_error(
+                    None,
+                    ErrorKind.WORKER_FAILED,
+                    f"{type(exc).__name__}: {exc}",
+                    level=logging.ERROR,
                     exc_info=sys.exc_info(),
-                    kind="worker_failed",
-                    detail=f"{type(exc).__name__}: {exc}",
                 )
             finally:
                 logging.shutdown()
@@ -108,11 +110,11 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
             status = max(status, code)
             continue
         uptime = time.monotonic() - started
-        emit(
-            "error",
-            logging.ERROR,
-            kind="worker_exited",
-            detail=f"worker {pid} exited with status {code} after {uptime:.1f} s",
+        record_error(
+            None,
+            ErrorKind.WORKER_EXITED,
+            f"worker {pid} exited with status {code} after {uptime:.1f} s",
+            level=logging.ERROR,
             pid=pid,
             code=code,
         )

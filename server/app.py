@@ -1,0 +1,220 @@
+"""The composition root: settings become components, components an app.
+
+:func:`build_service` splits the validated :class:`~server.config.Settings`
+into each component's typed parameters (handshake policy, send limits, the
+message log, keepalive, the drain) and builds the connection registry and
+metrics once. :func:`make_app` routes ``/ws`` to a handler class (the echo
+by default) and the plain HTTP endpoints; :func:`make_http_server` is
+Tornado's HTTP server with the limits of a public endpoint; :func:`serve`
+runs it with signals until SIGTERM, then drains.
+
+Only ``__main__`` and tests import this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+from tornado.iostream import IOStream, UnsatisfiableReadError
+
+from .base import HandshakePolicy, KnativeWebSocketHandler, MessageLog, Service
+from .config import Settings
+from .connections import DrainPolicy, Keepalive, Registry
+from .echo import EchoWebSocket
+from .events import emit
+from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler
+from .metrics import Metrics
+from .telemetry import record_error
+from .transport import SendLimits
+from .wire import ErrorKind
+
+__all__ = ["build_service", "make_app", "make_http_server", "serve"]
+
+#: Request heads over this many bytes get 431.
+MAX_HEADER_BYTES = 16384
+#: Idle keep-alive HTTP connections are closed after this many seconds
+#: (longer than the usual load balancer's 60 s, so the balancer closes first).
+IDLE_CONNECTION_TIMEOUT = 75.0
+
+
+def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:
+    """Each component's parameters, from the one validated settings object."""
+    return Service(
+        metrics=metrics or Metrics(),
+        registry=Registry(
+            Keepalive(settings.ping_interval, settings.ping_timeout),
+            DrainPolicy(settings.drain_timeout),
+        ),
+        policy=HandshakePolicy(
+            allowed_origins=settings.allowed_origins,
+            max_connections=settings.max_connections,
+            compression=settings.compression,
+            max_message_bytes=settings.max_message_bytes,
+        ),
+        limits=SendLimits(send_timeout=settings.send_timeout),
+        message_log=MessageLog(
+            enabled=settings.log_messages,
+            content=settings.log_content,
+            preview_bytes=settings.log_preview_bytes,
+        ),
+    )
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    """Request log: probes and scrapes at debug, WebSocket traffic is logged
+    by its own events, everything else at info."""
+    status = handler.get_status()
+    request = handler.request
+    if isinstance(handler, KnativeWebSocketHandler) and status < 500:
+        return  # refusals are error events already
+    level = logging.DEBUG if request.path in ("/healthz", "/readyz", "/metrics") else logging.INFO
+    if status >= 500:
+        level = logging.ERROR
+    emit(
+        "request",
+        level,
+        method=request.method,
+        path=request.path,
+        status=status,
+        ms=round(1000.0 * request.request_time(), 2),
+        peer=request.remote_ip,
+    )
+
+
+def make_app(
+    service: Service, handler: type[KnativeWebSocketHandler] = EchoWebSocket
+) -> tornado.web.Application:
+    """The Tornado application: ``handler`` at /ws, and the HTTP endpoints."""
+    return tornado.web.Application(
+        [
+            (r"/ws", handler, {"service": service}),
+            (r"/healthz", HealthHandler),
+            (r"/readyz", ReadyHandler, {"registry": service.registry}),
+            (r"/metrics", MetricsHandler, {"metrics": service.metrics}),
+            (r"/", ConsoleHandler),
+        ],
+        log_function=_log_request,
+    )
+
+
+class _HTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTP server, except that a request head over the size
+    limit gets ``431 Request Header Fields Too Large`` and an error event.
+
+    Tornado's stream closes itself the moment the head passes the limit
+    (an ``UnsatisfiableReadError``), and offers no hook before the socket
+    is gone: the client would see the connection drop without a word. So
+    each new stream's ``close`` is wrapped (``handle_stream`` is the
+    documented extension point) to answer first, while the socket is open.
+    """
+
+    metrics: Metrics | None = None
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        close = stream.close
+
+        def close_answering_431(exc_info: Any = False) -> None:
+            if isinstance(exc_info, UnsatisfiableReadError) and not stream.closed():
+                self._refuse_oversized_head(stream, address)
+            close(exc_info)
+
+        stream.close = close_answering_431  # type: ignore[method-assign]
+        super().handle_stream(stream, address)
+
+    def _refuse_oversized_head(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        peer = f"{address[0]}:{address[1]}" if len(address) >= 2 else str(address)
+        detail = f"request head over {MAX_HEADER_BYTES} bytes"
+        record_error(self.metrics, ErrorKind.HEADERS_TOO_LARGE, detail, refused=True, peer=peer)
+        body = f"431 Request Header Fields Too Large: the limit is {MAX_HEADER_BYTES} bytes\n"
+        head = (
+            "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        # One small write to a socket that has not been written to: the
+        # kernel takes it whole; if not, the client gets what fits.
+        with contextlib.suppress(OSError):
+            stream.socket.send((head + body).encode())
+
+
+def make_http_server(
+    app: tornado.web.Application, metrics: Metrics | None = None
+) -> tornado.httpserver.HTTPServer:
+    """The HTTP server, with limits fit for a public endpoint."""
+    server = _HTTPServer(
+        app, idle_connection_timeout=IDLE_CONNECTION_TIMEOUT, max_header_size=MAX_HEADER_BYTES
+    )
+    server.metrics = metrics
+    return server
+
+
+async def serve(
+    settings: Settings,
+    started: float | None = None,
+    reuse_port: bool = False,
+    handler: type[KnativeWebSocketHandler] = EchoWebSocket,
+) -> int:
+    """Serve until SIGTERM or SIGINT, drain, and return the exit status.
+
+    ``reuse_port`` binds with ``SO_REUSEPORT``, for workers sharing a port."""
+    service = build_service(settings)
+    app = make_app(service, handler)
+    server = make_http_server(app, service.metrics)
+    sockets = tornado.netutil.bind_sockets(settings.port, settings.host, reuse_port=reuse_port)
+    server.add_sockets(sockets)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        name = signal.Signals(signum).name
+        if len(received) == 1:
+            emit("signal", signal=name, action="drain")
+            stop.set()
+        else:
+            emit("signal", logging.WARNING, signal=name, action="exit now")
+            logging.shutdown()
+            os._exit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    fields: dict[str, Any] = {
+        "address": f"{settings.host}:{settings.port}",
+        "pid": os.getpid(),
+        "max_message_bytes": settings.max_message_bytes,
+        "ping_interval": settings.ping_interval,
+        "max_connections": settings.max_connections,
+        "compression": settings.compression,
+        "event_loop": settings.event_loop,
+    }
+    if started is not None:
+        fields["startup_ms"] = round(1000 * (time.perf_counter() - started), 1)
+    emit("listening", **fields)
+
+    await stop.wait()
+    registry = service.registry
+    drain_start = loop.time()
+    emit("drain", open=len(registry), timeout=settings.drain_timeout)
+    aborted = await registry.drain()
+    emit(
+        "drained",
+        logging.WARNING if aborted else logging.INFO,
+        seconds=round(loop.time() - drain_start, 3),
+        aborted=aborted,
+    )
+    server.stop()
+    await server.close_all_connections()
+    emit("exit", status=0)
+    return 0

@@ -1,0 +1,430 @@
+"""A reusable base for WebSocket services on Knative.
+
+:class:`KnativeWebSocketHandler` is a Tornado ``WebSocketHandler`` with the
+API users know - ``open``, ``on_message``, ``on_close``, ``write_message``,
+``close``, ``ping``, ``check_origin``, ``select_subprotocol``,
+``get_compression_options`` - plus one hook from the Knative sample,
+``on_error``. Subclass it, write those callbacks, and the service gets what
+makes the echo server fit for Knative:
+
+- handshake policy: every refusal (not an upgrade, a bad key or version,
+  HTTP/1.0, a foreign origin, draining, over capacity) gets a specific
+  status and body, one ``error`` event and a count;
+- permessage-deflate negotiated by the wire core (an invalid offer is
+  declined, never a 500);
+- limits: the message size (1009), backpressure with a send timeout (1008);
+- ``open``/``message``/``close``/``error`` events with the peer, and metrics;
+- keepalive and the SIGTERM drain (the connection registry).
+
+The protocol itself is :mod:`server.wire`; the socket, :mod:`server.transport`.
+Settings come in one :class:`Service` object, through the route's
+``initialize`` arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Awaitable
+from typing import Any
+from urllib.parse import urlsplit
+
+import tornado.escape
+import tornado.httputil
+import tornado.websocket
+from tornado.iostream import StreamClosedError
+
+from . import wire
+from .connections import Registry
+from .events import EVENT_LOGGER, emit, emit_message
+from .metrics import Metrics
+from .telemetry import record_error
+from .transport import Outcome, SendLimits, WebSocketTransport, take_over
+from .wire import CloseCode, ErrorKind
+
+__all__ = ["HandshakePolicy", "KnativeWebSocketHandler", "MessageLog", "Service"]
+
+#: Stands in for the handshake's request headers once the connection is
+#: open; nothing writes to it.
+_NO_HEADERS = tornado.httputil.HTTPHeaders()
+
+_NOT_A_WEBSOCKET = (
+    "400 Bad Request: /ws is a WebSocket endpoint. Connect with a WebSocket client "
+    "(a GET with 'Upgrade: websocket' and 'Connection: Upgrade'), e.g. "
+    "wscat -c ws://HOST/ws\n"
+)
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    426: "Upgrade Required",
+    503: "Service Unavailable",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class HandshakePolicy:
+    """Which upgrades are accepted, and what a connection may send."""
+
+    #: Extra browser origins allowed ("*": any); same-origin pages always are.
+    allowed_origins: tuple[str, ...] = ()
+    #: Open connections allowed at once (0: no cap).
+    max_connections: int = 10_000
+    #: Negotiate permessage-deflate with clients that offer it.
+    compression: bool = False
+    #: The largest message accepted, before and after inflation.
+    max_message_bytes: int = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageLog:
+    """The per-message ``message`` event."""
+
+    enabled: bool = True
+    content: bool = True
+    preview_bytes: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """Everything a handler needs, built once by :mod:`server.app`."""
+
+    metrics: Metrics
+    registry: Registry
+    policy: HandshakePolicy = dataclasses.field(default_factory=HandshakePolicy)
+    limits: SendLimits = dataclasses.field(default_factory=SendLimits)
+    message_log: MessageLog = dataclasses.field(default_factory=MessageLog)
+
+
+def _client_address(request: tornado.httputil.HTTPServerRequest) -> tuple[str, str]:
+    """(peer, socket address): the client as the first proxy saw it, and the
+    TCP peer."""
+    context = getattr(request.connection, "context", None)
+    addr = getattr(context, "address", None)
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        sock = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    else:
+        sock = request.remote_ip or "unknown"
+    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+    forwarded = forwarded or request.headers.get("X-Real-Ip", "").strip()
+    return (forwarded or sock), sock
+
+
+def _preview(message: str | bytes, limit: int) -> tuple[str, bool]:
+    """The first ``limit`` characters of text, or bytes as hex."""
+    if isinstance(message, bytes):
+        return message[:limit].hex(), len(message) > limit
+    return message[:limit], len(message) > limit
+
+
+def _events_on() -> bool:
+    return EVENT_LOGGER.isEnabledFor(logging.INFO)
+
+
+class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
+    """Tornado's handler API on the project's wire core and transport.
+
+    Override ``open``, ``on_message``, ``on_close`` and ``on_error``;
+    ``on_message`` may return an awaitable, and no further message is read
+    until it is done.
+    """
+
+    service: Service
+    #: The connection's transport, once open.
+    ws: WebSocketTransport | None = None
+
+    def initialize(self, service: Service) -> None:
+        self.service = service
+        self.metrics = service.metrics
+        self.counts = service.metrics.messages
+        self.peer, self.socket_peer = _client_address(self.request)
+        self.opened_at = 0.0
+        self.messages_in = 0
+        self.messages_out = 0
+        self._subprotocol: str | None = None
+        self._written: asyncio.Future[None] | None = None
+
+    # -- the handshake -------------------------------------------------------
+
+    def _refuse(self, status: int, kind: ErrorKind, detail: str, body: str | None = None) -> None:
+        origin = self.request.headers.get("Origin")
+        extra: dict[str, Any] = {"origin": origin} if origin is not None else {}
+        record_error(self.metrics, kind, detail, refused=True, peer=self.peer, **extra)
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if status == 503:
+            self.set_header("Retry-After", "1")
+        self.finish(body if body is not None else f"{status} {_REASONS[status]}: {detail}\n")
+
+    def _check_handshake(self) -> bool:
+        """Refuse the upgrade with a specific answer; True if it may proceed."""
+        request = self.request
+        headers = request.headers
+        bad = ErrorKind.BAD_HANDSHAKE
+        if headers.get("Upgrade", "").lower() != "websocket":
+            self._refuse(400, bad, "not a WebSocket upgrade", _NOT_A_WEBSOCKET)
+            return False
+        if request.version != "HTTP/1.1":
+            self._refuse(400, bad, f"WebSocket upgrades need HTTP/1.1, not {request.version}")
+            return False
+        if "upgrade" not in (t.strip().lower() for t in headers.get("Connection", "").split(",")):
+            self._refuse(400, bad, "the Connection header must include Upgrade")
+            return False
+        try:
+            key_ok = len(base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True))
+        except (binascii.Error, ValueError):
+            key_ok = 0
+        if key_ok != 16:
+            self._refuse(400, bad, "Sec-WebSocket-Key must be 16 bytes in base64")
+            return False
+        if headers.get("Sec-WebSocket-Version") != "13":
+            self.set_header("Sec-WebSocket-Version", "13")
+            self._refuse(426, bad, "unsupported Sec-WebSocket-Version (this server speaks 13)")
+            return False
+        origin = headers.get("Origin")
+        if origin is not None and not self.check_origin(origin):
+            self._refuse(403, ErrorKind.ORIGIN_REJECTED, f"origin {origin!r} is not allowed")
+            return False
+        registry = self.service.registry
+        if registry.draining:
+            self._refuse(503, ErrorKind.DRAINING, "server is shutting down; reconnect")
+            return False
+        limit = self.service.policy.max_connections
+        if limit and len(registry) >= limit:
+            detail = f"connection limit of {limit} reached; try again later"
+            self._refuse(503, ErrorKind.OVER_CAPACITY, detail)
+            return False
+        return True
+
+    def _response(self, deflate: wire.Deflate | None) -> bytes:
+        key = self.request.headers["Sec-WebSocket-Key"]
+        lines = [
+            "HTTP/1.1 101 Switching Protocols",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Accept: {wire.accept_key(key)}",
+        ]
+        if self._subprotocol is not None:
+            lines.append(f"Sec-WebSocket-Protocol: {self._subprotocol}")
+        if deflate is not None:
+            lines.append(f"Sec-WebSocket-Extensions: {deflate.response()}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        if not self._check_handshake():
+            return
+        headers = self.request.headers
+        offered = [
+            p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+        ]
+        if offered:
+            selected = self.select_subprotocol(offered)
+            if selected is not None and selected in offered:
+                self._subprotocol = selected
+        deflate = None
+        if self.get_compression_options() is not None:
+            deflate = wire.negotiate_deflate(headers.get_list("Sec-WebSocket-Extensions"))
+        response = self._response(deflate)
+        policy = self.service.policy
+        conn = wire.Connection(policy.max_message_bytes, deflate)
+        sock, leftover = take_over(self.detach())
+        loop = asyncio.get_running_loop()
+        try:
+            _, ws = await loop.connect_accepted_socket(
+                lambda: WebSocketTransport(conn, self, self.service.limits, response, leftover),
+                sock,
+            )
+        except OSError:
+            sock.close()
+            return
+        self.ws = ws
+        self._opened(deflate)
+        try:
+            result = self.open(*args, **kwargs)
+            if result is not None:
+                await result
+        except Exception:
+            ws.handler_failed(sys.exc_info())
+            return
+        ws.start()
+
+    def _opened(self, deflate: wire.Deflate | None) -> None:
+        assert self.ws is not None
+        self.opened_at = time.monotonic()
+        self._written = asyncio.get_running_loop().create_future()
+        self._written.set_result(None)
+        self.service.registry.add(self.ws)
+        m = self.metrics
+        m.connections_opened.inc()
+        m.open_connections.inc()
+        fields: dict[str, Any] = {"peer": self.peer, "path": self.request.path}
+        if self.socket_peer != self.peer:
+            fields["via"] = self.socket_peer
+        if deflate is not None:
+            fields["compression"] = deflate.response()
+        if self._subprotocol is not None:
+            fields["subprotocol"] = self._subprotocol
+        emit("open", **fields)
+        # Nothing reads the handshake's headers again (the peer is known):
+        # freeing them saves memory for the life of the connection.
+        self.request.headers = _NO_HEADERS
+
+    def check_origin(self, origin: str) -> bool:
+        """Same-origin pages always; other origins only when configured."""
+        allowed = self.service.policy.allowed_origins
+        if "*" in allowed:
+            return True
+        origin = origin.lower().rstrip("/")
+        if origin in allowed:
+            return True
+        return urlsplit(origin).netloc == self.request.headers.get("Host", "").lower()
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        """``{}`` to negotiate permessage-deflate, None not to (Tornado's hook)."""
+        return {} if self.service.policy.compression else None
+
+    # -- the API a service uses ----------------------------------------------
+
+    def write_message(
+        self, message: bytes | str | dict[str, Any], binary: bool = False
+    ) -> asyncio.Future[None]:
+        """Send a message (a dict is sent as JSON text). Returns a Future
+        that resolves once the event loop's write buffer takes more; raises
+        ``WebSocketClosedError`` once the connection is closing."""
+        ws = self.ws
+        if ws is None or ws.conn.close_sent is not None or ws.conn.failure is not None:
+            raise tornado.websocket.WebSocketClosedError()
+        if isinstance(message, dict):
+            message = tornado.escape.json_encode(message)
+        payload = message.encode("utf-8") if isinstance(message, str) else message
+        try:
+            ws.send(ws.conn.send_message(payload, binary))
+        except StreamClosedError:
+            record_error(
+                self.metrics,
+                ErrorKind.WRITE_FAILED,
+                "connection closed before the message was written",
+                peer=self.peer,
+            )
+            raise tornado.websocket.WebSocketClosedError() from None
+        self.messages_out += 1
+        counts = self.counts
+        counts.messages_out[binary] += 1
+        counts.bytes_out[binary] += len(payload)
+        written = self._written
+        if written is None or ws.backlog():
+            return ws.drained()
+        return written
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Start the closing handshake with ``code`` (1000 if a reason is given)."""
+        if self.ws is not None:
+            if code is None and reason:
+                code = CloseCode.NORMAL_CLOSURE
+            self.ws.close(code, reason or "")
+
+    def ping(self, data: str | bytes = b"") -> None:
+        """Send a ping (at most 125 bytes)."""
+        ws = self.ws
+        if ws is None or ws.conn.close_sent is not None:
+            raise tornado.websocket.WebSocketClosedError()
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        ws.send_control(ws.conn.send_ping(payload))
+
+    @property
+    def selected_subprotocol(self) -> str | None:
+        return self._subprotocol
+
+    def set_nodelay(self, value: bool) -> None:
+        """Kept for the API: every connection already runs with TCP_NODELAY."""
+
+    def on_error(self, kind: ErrorKind, detail: str) -> None:
+        """The connection failed or dropped (the sample's ``OnError``);
+        ``on_close`` follows."""
+
+    # -- what the transport calls --------------------------------------------
+
+    def ws_message(self, data: str | bytes) -> Awaitable[None] | None:
+        binary = type(data) is bytes
+        size = len(data)
+        self.messages_in += 1
+        counts = self.counts
+        counts.messages_in[binary] += 1
+        counts.bytes_in[binary] += size
+        log = self.service.message_log
+        if log.enabled and _events_on():
+            content: str | None = None
+            truncated = False
+            if log.content:
+                content, truncated = _preview(data, log.preview_bytes)
+            emit_message(self.peer, "binary" if binary else "text", size, content, truncated)
+        return self.on_message(data)
+
+    def ws_ping(self, data: bytes) -> None:
+        self.on_ping(data)
+
+    def ws_pong(self, data: bytes) -> None:
+        self.on_pong(data)
+
+    def ws_closed(self, outcome: Outcome) -> None:
+        ws = self.ws
+        if ws is not None:
+            self.service.registry.discard(ws)
+        if not self.opened_at:
+            return
+        m = self.metrics
+        m.open_connections.dec()
+        duration = time.monotonic() - self.opened_at
+        m.connection_duration.observe(duration)
+        fields: dict[str, Any] = {"peer": self.peer}
+        failure = outcome.failure
+        code = outcome.code
+        if failure is not None:
+            level = logging.ERROR if outcome.exc_info else logging.WARNING
+            record_error(
+                m,
+                failure.kind,
+                failure.reason,
+                level=level,
+                exc_info=outcome.exc_info,
+                peer=self.peer,
+                code=int(code),
+            )
+            self._call_on_error(failure.kind, failure.reason)
+        elif outcome.close_received is None and code == CloseCode.ABNORMAL_CLOSURE:
+            detail = "connection dropped without a close frame"
+            record_error(m, ErrorKind.ABNORMAL_CLOSURE, detail, peer=self.peer, code=int(code))
+            self._call_on_error(ErrorKind.ABNORMAL_CLOSURE, detail)
+        elif not outcome.clean:
+            fields["clean"] = False  # we sent a close frame, the peer never answered
+        m.connections_closed.labels(str(int(code))).inc()
+        fields.update(
+            code=int(code),
+            reason=outcome.reason,
+            duration=round(duration, 3),
+            messages_in=self.messages_in,
+            messages_out=self.messages_out,
+        )
+        emit("close", **fields)
+        self.close_code = int(code)
+        self.close_reason = outcome.reason
+        self.on_connection_close()  # Tornado's: calls on_close() once
+
+    def _call_on_error(self, kind: ErrorKind, detail: str) -> None:
+        try:
+            self.on_error(kind, detail)
+        except Exception:
+            detail = "on_error raised"
+            record_error(
+                None,
+                ErrorKind.HANDLER_EXCEPTION,
+                detail,
+                level=logging.ERROR,
+                exc_info=sys.exc_info(),
+                peer=self.peer,
+            )

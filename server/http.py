@@ -1,0 +1,74 @@
+"""The plain HTTP endpoints: ``/healthz``, ``/readyz``, ``/metrics`` and ``/``."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import tornado.web
+
+from .connections import Registry
+from .metrics import CONTENT_TYPE_LATEST, Metrics
+
+__all__ = ["ConsoleHandler", "HealthHandler", "MetricsHandler", "ReadyHandler"]
+
+
+class _JsonHandler(tornado.web.RequestHandler):
+    def write_json(self, status: int, doc: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(doc) + "\n")
+
+
+class HealthHandler(_JsonHandler):
+    """Liveness: the event loop answers."""
+
+    def get(self) -> None:
+        self.write_json(200, {"status": "ok"})
+
+    head = get
+
+
+class ReadyHandler(_JsonHandler):
+    """Readiness: 503 from the moment a drain starts, so no new traffic comes."""
+
+    def initialize(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def get(self) -> None:
+        open_now = len(self.registry)
+        if self.registry.draining:
+            self.write_json(503, {"status": "draining", "connections": open_now})
+        else:
+            self.write_json(200, {"status": "ready", "connections": open_now})
+
+    head = get
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    """Prometheus text exposition."""
+
+    def initialize(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(self.metrics.render())
+
+
+CONSOLE_HTML = resources.files("server").joinpath("static/console.html").read_bytes()
+
+
+class ConsoleHandler(tornado.web.RequestHandler):
+    """The echo console: one self-contained page, no external assets."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header(
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "connect-src 'self'",
+        )
+        self.finish(CONSOLE_HTML)

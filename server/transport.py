@@ -1,0 +1,565 @@
+"""Moves bytes between a client's socket and its :class:`wire.Connection`.
+
+Tornado parses the HTTP upgrade request; :func:`take_over` then takes the
+socket from Tornado (public API only: ``RequestHandler.detach()``, then the
+stream's ``read_bytes(partial=True)`` for bytes it had already read past
+the request head, ``fileno()`` and ``close()``) and hands a duplicate of it
+to the event loop as an :class:`asyncio.Protocol` (:class:`WebSocketTransport`).
+From there on no Tornado code runs for the connection: no Future per read,
+no copy into and out of a stream buffer, writes through the event loop's
+transport (uvloop's, by default).
+
+This is the only module that touches a client's socket. Its jobs:
+
+- feed what arrives to the wire core and hand the events, in order, to the
+  handler (the :class:`Endpoint`); a handler's awaitable result pauses
+  reading until it is done, as Tornado's ``on_message`` does;
+- write frames, with backpressure: past ``high_water`` bytes of backlog
+  reading pauses, and a client that leaves it unread for ``send_timeout``
+  seconds fails with 1008; control frames jump the queue of frames waiting
+  for the socket (never inside a frame);
+- the closing handshake and the lingering close: after our close frame it
+  shuts down its sending side and reads and discards until the client's FIN
+  or ``LINGER_SECONDS``, so that the client's TCP stack does not receive a
+  reset that would destroy our last frames;
+- what keepalive and drain need (:mod:`server.connections` drives it through
+  its ``ping``, ``check_pong``, ``go_away`` and ``abort``).
+
+The Tornado names relied on are listed in :data:`TORNADO_NAMES` and checked
+by ``tests/test_tornado_contract.py``; none of them is private.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import fcntl
+import os
+import socket
+import sys
+import termios
+from collections.abc import Awaitable
+from typing import Any, Protocol, cast
+
+from tornado.iostream import IOStream, StreamClosedError
+
+from . import wire
+from .wire import CloseCode, ErrorKind
+
+__all__ = [
+    "LINGER_SECONDS",
+    "TORNADO_NAMES",
+    "Endpoint",
+    "Outcome",
+    "SendLimits",
+    "WebSocketTransport",
+    "take_over",
+]
+
+#: Every Tornado name this module uses, all public; tests/test_tornado_contract.py
+#: fails with the missing name when a Tornado release lacks one.
+TORNADO_NAMES = (
+    "tornado.web.RequestHandler.detach",
+    "tornado.iostream.IOStream.read_bytes",
+    "tornado.iostream.IOStream.fileno",
+    "tornado.iostream.IOStream.close",
+    "tornado.iostream.StreamClosedError",
+)
+
+#: How long a closing connection keeps reading (and discarding) before it drops.
+LINGER_SECONDS = 2.0
+#: How long we wait for the client's close frame after sending ours.
+CLOSE_TIMEOUT = 5.0
+#: The event loop's own write buffer; past it frames wait in our queue,
+#: where control frames can jump ahead of them.
+_TRANSPORT_HIGH_WATER = 64 * 1024
+#: The most bytes one buffered read takes from the socket at a time.
+_READ_SIZE = 256 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class SendLimits:
+    """Backpressure: reading pauses past ``high_water`` bytes of unsent
+    echoes; ``send_timeout`` seconds later (0: never) the client fails with 1008."""
+
+    high_water: int = 1024 * 1024
+    send_timeout: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How a connection ended."""
+
+    #: The close code: the client's (1005 if its close frame had none), the
+    #: one we failed it with, the one we sent unanswered, or 1006.
+    code: int
+    reason: str
+    #: Why the server failed the connection, if it did.
+    failure: wire.Failed | None = None
+    #: The traceback of the handler's exception (a 1011 failure).
+    exc_info: Any = None
+    #: False when our close frame went unanswered or no close frame was seen.
+    clean: bool = True
+    #: The client's close frame, if one was read.
+    close_received: wire.Close | None = None
+
+
+class Endpoint(Protocol):
+    """What a transport hands events to: the handler."""
+
+    def ws_message(self, data: str | bytes) -> Awaitable[None] | None: ...
+
+    def ws_ping(self, data: bytes) -> None: ...
+
+    def ws_pong(self, data: bytes) -> None: ...
+
+    def ws_closed(self, outcome: Outcome) -> None: ...
+
+
+def take_over(stream: IOStream) -> tuple[socket.socket, bytes]:
+    """The socket under a detached Tornado stream, and the bytes the stream
+    had already read past the request head (a client may send frames right
+    behind its upgrade request). The stream is closed; the returned socket
+    is a duplicate that the caller owns."""
+    pending = asyncio.ensure_future(stream.read_bytes(_READ_SIZE, partial=True))
+    leftover = b""
+    if pending.done():
+        with contextlib.suppress(StreamClosedError):
+            leftover = pending.result()
+    else:
+        # Nothing buffered and nothing in the kernel yet: the read is
+        # cancelled by closing the stream below, before the loop runs again.
+        pending.add_done_callback(lambda f: f.exception())
+    fd = stream.fileno()  # IOStream: the socket itself
+    sock = socket.socket(fileno=os.dup(fd if isinstance(fd, int) else fd.fileno()))
+    stream.close()
+    sock.setblocking(False)
+    return sock, leftover
+
+
+def _unread_bytes(sock: Any) -> int:
+    """Bytes waiting in the kernel's receive queue of ``sock`` (SIOCINQ)."""
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+    except (OSError, ValueError):
+        return -1
+    return buf[0]
+
+
+class WebSocketTransport(asyncio.Protocol):
+    """One connection's I/O: an asyncio protocol over the client's socket."""
+
+    def __init__(
+        self,
+        conn: wire.Connection,
+        endpoint: Endpoint,
+        limits: SendLimits,
+        handshake_response: bytes,
+        leftover: bytes,
+    ) -> None:
+        self.conn = conn
+        self.endpoint = endpoint
+        self.limits = limits
+        self._response = handshake_response
+        self._leftover = leftover
+        self.transport: asyncio.Transport | None = None
+        self._queue: collections.deque[list[bytes]] = collections.deque()
+        self._queued = 0
+        self._writing_paused = False
+        self._reading_paused = False
+        # Paused for backpressure (not for a handler's awaitable).
+        self._backpressure = False
+        self._handler_busy = False
+        self._pending: collections.deque[wire.Event] = collections.deque()
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._pong = True
+        self._paused_since_ping = False
+        self._exc_info: Any = None
+        self._lingering = False
+        self._lost = False
+        self._drained: list[asyncio.Future[None]] = []
+        self._started = False
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport = transport
+        transport.set_write_buffer_limits(high=_TRANSPORT_HIGH_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.write(self._response)
+        self._response = b""
+        # Nothing is read until the handler's open() is done (see start()).
+        transport.pause_reading()
+        self._reading_paused = True
+
+    def start(self) -> None:
+        """The handler is open: handle what came with the upgrade, then read."""
+        self._started = True
+        leftover, self._leftover = self._leftover, b""
+        if leftover:
+            self.data_received(leftover)
+        self._maybe_resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._started:  # before the handler is open: keep it for start()
+            self._leftover += data
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
+        conn = self.conn
+        conn.receive_data(data)
+        events = conn.events_received()
+        if not events:
+            return
+        if self._handler_busy or self._pending:
+            self._pending.extend(events)
+            return
+        self._dispatch(events)
+
+    def eof_received(self) -> bool:
+        self.conn.receive_eof()
+        if self._handler_busy or self._pending:
+            return True  # the handler's awaitable finishes first; see _resume_dispatch
+        self._finish_after_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        for timer in (self._send_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._queue.clear()
+        for waiter in self._drained:
+            if not waiter.done():
+                waiter.set_exception(StreamClosedError())
+        self._drained.clear()
+        self.endpoint.ws_closed(self._outcome())
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        transport = self.transport
+        queue = self._queue
+        while queue and not self._writing_paused and transport is not None:
+            parts = queue.popleft()
+            self._queued -= sum(map(len, parts))
+            transport.writelines(parts)
+        if not self._writing_paused:
+            for waiter in self._drained:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._drained.clear()
+        if self._backpressure and self.backlog() <= self.limits.high_water // 2:
+            self._backpressure = False
+            if self._send_timer is not None:
+                self._send_timer.cancel()
+                self._send_timer = None
+            self._maybe_resume_reading()
+
+    # -- events -------------------------------------------------------------
+
+    def _dispatch(self, events: list[wire.Event]) -> None:
+        endpoint = self.endpoint
+        message_type = wire.Message
+        for index, event in enumerate(events):
+            if type(event) is message_type:
+                if self.conn.close_sent is not None:
+                    continue  # no data after our close frame (RFC 6455 5.5.1)
+                try:
+                    result = endpoint.ws_message(event.data)
+                except Exception:
+                    self.handler_failed(sys.exc_info())
+                    return
+                if result is not None:
+                    self._wait_for_handler(result, events[index + 1 :])
+                    return
+            else:
+                self._control_event(event)
+
+    def _control_event(self, event: wire.Event) -> None:
+        conn = self.conn
+        if isinstance(event, wire.Ping):
+            if conn.close_sent is None:
+                self.send_control(conn.send_pong(event.data))
+            self.endpoint.ws_ping(event.data)
+        elif isinstance(event, wire.Pong):
+            self._pong = True
+            self.endpoint.ws_pong(event.data)
+        elif isinstance(event, wire.Close):
+            if conn.close_sent is None:
+                # Echo the client's code (RFC 6455 5.5.1), after every echo
+                # of what came before its close frame.
+                code = None if event.code == CloseCode.NO_STATUS_RCVD else event.code
+                self._write_close(conn.send_close(code))
+            self._linger()
+        elif isinstance(event, wire.Failed):
+            self._fail_now(event)
+
+    def _wait_for_handler(self, result: Awaitable[None], rest: list[wire.Event]) -> None:
+        """The handler returned an awaitable: read nothing more until it is done."""
+        self._handler_busy = True
+        self._pending.extendleft(reversed(rest))
+        self._pause_reading()
+        future = asyncio.ensure_future(result)
+        future.add_done_callback(self._handler_done)
+
+    def _handler_done(self, future: asyncio.Future[None]) -> None:
+        self._handler_busy = False
+        if not future.cancelled() and future.exception() is not None:
+            exc = future.exception()
+            assert exc is not None
+            self.handler_failed((type(exc), exc, exc.__traceback__))
+            return
+        pending = list(self._pending)
+        self._pending.clear()
+        if pending:
+            self._dispatch(pending)
+        if self._handler_busy:
+            return
+        if self.conn.eof_received:
+            self._finish_after_eof()
+        else:
+            self._maybe_resume_reading()
+
+    def handler_failed(self, exc_info: Any) -> None:
+        """The handler raised: fail with 1011, keeping the traceback for the log."""
+        if self._exc_info is None:
+            self._exc_info = exc_info
+        self.fail(ErrorKind.HANDLER_EXCEPTION, CloseCode.INTERNAL_ERROR, "internal server error")
+
+    def _finish_after_eof(self) -> None:
+        """The client sent its FIN: whatever it had sent has been handled
+        (echoes written, a failure's close frame sent); close our side once
+        the writes are out."""
+        if self.transport is not None and not self._lost:
+            self._flush_queue_for_close()
+            self.transport.close()
+
+    # -- writing ------------------------------------------------------------
+
+    def send(self, parts: list[bytes]) -> None:
+        """Write one data frame (as built by the wire core), or queue it."""
+        transport = self.transport
+        if transport is None or self._lost or transport.is_closing():
+            raise StreamClosedError()
+        if self._writing_paused:
+            self._queue.append(parts)
+            self._queued += sum(map(len, parts))
+        elif len(parts) == 1:
+            transport.write(parts[0])
+        else:
+            transport.writelines(parts)
+        if (
+            self._writing_paused
+            and not self._backpressure
+            and (self.backlog() > self.limits.high_water)
+        ):
+            self._start_backpressure()
+
+    def send_control(self, frame: bytes) -> None:
+        """Write a control frame ahead of the data frames still queued."""
+        transport = self.transport
+        if transport is None or self._lost or transport.is_closing():
+            return
+        if self._writing_paused and self._queue:
+            self._queue.appendleft([frame])
+            self._queued += len(frame)
+        else:
+            transport.write(frame)
+
+    def backlog(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        transport = self.transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return buffered + self._queued
+
+    def drained(self) -> asyncio.Future[None]:
+        """A Future that resolves once the event loop's buffer takes writes again."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._writing_paused:
+            future.set_result(None)
+        else:
+            self._drained.append(future)
+        return future
+
+    def _start_backpressure(self) -> None:
+        self._backpressure = True
+        self._paused_since_ping = True
+        self._pause_reading()
+        timeout = self.limits.send_timeout
+        if timeout:
+            loop = asyncio.get_running_loop()
+            self._send_timer = loop.call_later(timeout, self._too_slow, timeout)
+
+    def _too_slow(self, timeout: float) -> None:
+        self._send_timer = None
+        self.fail(
+            ErrorKind.SLOW_CONSUMER,
+            CloseCode.POLICY_VIOLATION,
+            f"client left {self.backlog()} bytes of echoes unread for {timeout:g} s",
+        )
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        if (
+            self._reading_paused
+            and self._started
+            and not self._backpressure
+            and not self._handler_busy
+            and self.transport is not None
+            and not self._lost
+        ):
+            self._reading_paused = False
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
+
+    # -- closing ------------------------------------------------------------
+
+    def close(self, code: int | None, reason: str = "") -> None:
+        """Start the closing handshake: our close frame, then wait (at most
+        ``CLOSE_TIMEOUT``) for the client's."""
+        if self.conn.close_sent is not None or self._lost:
+            return
+        self._write_close(self.conn.send_close(code, reason))
+        if self.conn.close_received is not None:
+            self._linger()
+            return
+        loop = asyncio.get_running_loop()
+        self._close_timer = loop.call_later(CLOSE_TIMEOUT, self.abort)
+        # The client's close frame must be read even while paused.
+        self._backpressure = False
+        self._handler_busy = False
+        self._maybe_resume_reading()
+
+    def fail(self, kind: ErrorKind, code: CloseCode, reason: str) -> None:
+        """Fail the connection from outside the parser: close frame with
+        ``code``, discard what follows, linger, drop."""
+        self.conn.fail(kind, code, reason)
+        failure = self.conn.failure
+        assert failure is not None
+        self._fail_now(failure)
+
+    def _fail_now(self, failure: wire.Failed) -> None:
+        self._pending.clear()
+        self._queue.clear()
+        self._queued = 0
+        if self.conn.close_sent is None:
+            self._write_close(self.conn.send_close(failure.code, failure.reason))
+        self._linger()
+
+    def _write_close(self, frame: bytes) -> None:
+        transport = self.transport
+        if transport is None or self._lost or transport.is_closing():
+            return
+        self._flush_queue_for_close()
+        transport.write(frame)
+
+    def _flush_queue_for_close(self) -> None:
+        """Hand every queued frame to the event loop (it writes them before closing)."""
+        transport = self.transport
+        if transport is None:
+            return
+        while self._queue:
+            transport.writelines(self._queue.popleft())
+        self._queued = 0
+
+    def _linger(self) -> None:
+        """Both close frames are out (or the connection failed): stop
+        sending, read and discard until the client's FIN, then drop."""
+        transport = self.transport
+        if transport is None or self._lost or self._lingering:
+            return
+        self._lingering = True
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._close_timer = loop.call_later(LINGER_SECONDS, self.abort)
+        self._backpressure = False
+        self._handler_busy = False
+        self._started = True
+        self._maybe_resume_reading()
+        if self.conn.eof_received:
+            transport.close()
+        elif transport.can_write_eof():
+            with contextlib.suppress(OSError, RuntimeError):
+                transport.write_eof()
+
+    def abort(self) -> None:
+        """Drop the connection at once."""
+        if self.transport is not None and not self._lost:
+            self.transport.abort()
+
+    # -- keepalive and drain (server.connections drives these) -----------------
+
+    def ping(self) -> bool:
+        """Send a keepalive ping; False when the connection is closing."""
+        if self.conn.state is not wire.State.OPEN or self._lost:
+            return False
+        self._pong = False
+        self._paused_since_ping = self._reading_paused
+        self.send_control(self.conn.send_ping())
+        return True
+
+    def check_pong(self, timeout: float) -> None:
+        """``timeout`` s after a ping: fail a client that did not answer with
+        1011. A connection whose reading was paused for backpressure
+        meanwhile could not have been read: the send timeout judges it."""
+        if self._pong or self._lost or self.conn.state is not wire.State.OPEN:
+            return
+        if self._paused_since_ping or self._backpressure:
+            return
+        self.fail(ErrorKind.PING_TIMEOUT, CloseCode.INTERNAL_ERROR, f"no pong within {timeout:g} s")
+
+    def quiescent(self) -> bool:
+        """Nothing received is left unhandled: no partial frame or message,
+        no handler at work, no bytes waiting in the kernel. Closing now
+        loses no message that reached us."""
+        if self._lost or self._handler_busy or self._pending or not self.conn.idle:
+            return False
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        return sock is not None and _unread_bytes(sock) == 0
+
+    def go_away(self, force: bool) -> bool:
+        """Drain: close with 1001 once everything received has been handled
+        (or at once with ``force``); True once the close frame is sent."""
+        if self.conn.close_sent is not None or self._lost:
+            return True
+        if not (force or self.quiescent()):
+            return False
+        self.close(CloseCode.GOING_AWAY, "server shutting down")
+        return True
+
+    # -- the outcome -------------------------------------------------------
+
+    def _outcome(self) -> Outcome:
+        conn = self.conn
+        failure = conn.failure
+        received = conn.close_received
+        if failure is not None:
+            return Outcome(
+                failure.code, failure.reason, failure, self._exc_info, close_received=received
+            )
+        if received is not None:
+            return Outcome(received.code, received.reason, close_received=received)
+        if conn.close_sent is not None:
+            return Outcome(conn.close_sent, "", clean=False)
+        return Outcome(CloseCode.ABNORMAL_CLOSURE, "", clean=False)
