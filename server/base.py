@@ -154,7 +154,9 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     def _refuse(self, status: int, kind: ErrorKind, detail: str, body: str | None = None) -> None:
         origin = self.request.headers.get("Origin")
         extra: dict[str, Any] = {"origin": origin} if origin is not None else {}
-        record_error(self.metrics, kind, detail, refused=True, peer=self.peer, **extra)
+        record_error(
+            self.metrics, kind, detail, refused=True, status=status, peer=self.peer, **extra
+        )
         self.set_status(status)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         if status == 503:
@@ -351,7 +353,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def ws_message(self, data: str | bytes) -> Awaitable[None] | None:
         binary = type(data) is bytes
-        size = len(data)
+        # Payload bytes: str.isascii() is O(1) (CPython keeps the flag).
+        size = len(data) if binary or data.isascii() else len(data.encode())  # type: ignore[union-attr]
         self.messages_in += 1
         counts = self.counts
         counts.messages_in[binary] += 1
@@ -363,7 +366,13 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             if log.content:
                 content, truncated = _preview(data, log.preview_bytes)
             emit_message(self.peer, "binary" if binary else "text", size, content, truncated)
-        return self.on_message(data)
+        try:
+            return self.on_message(data)
+        except tornado.websocket.WebSocketClosedError:
+            ws = self.ws
+            if ws is not None and ws.closing():
+                return None  # the connection went away under the handler: not a bug
+            raise
 
     def ws_ping(self, data: bytes) -> None:
         self.on_ping(data)

@@ -380,6 +380,17 @@ class WebSocketTransport(asyncio.Protocol):
         else:
             transport.write(frame)
 
+    def closing(self) -> bool:
+        """The connection is closing or gone: nothing more can be sent."""
+        transport = self.transport
+        return (
+            self._lost
+            or transport is None
+            or transport.is_closing()
+            or self.conn.close_sent is not None
+            or self.conn.failure is not None
+        )
+
     def backlog(self) -> int:
         """Bytes written but not yet taken by the kernel."""
         transport = self.transport
@@ -410,6 +421,7 @@ class WebSocketTransport(asyncio.Protocol):
             ErrorKind.SLOW_CONSUMER,
             CloseCode.POLICY_VIOLATION,
             f"client left {self.backlog()} bytes of echoes unread for {timeout:g} s",
+            linger=False,
         )
 
     def _pause_reading(self) -> None:
@@ -449,13 +461,30 @@ class WebSocketTransport(asyncio.Protocol):
         self._handler_busy = False
         self._maybe_resume_reading()
 
-    def fail(self, kind: ErrorKind, code: CloseCode, reason: str) -> None:
+    def fail(self, kind: ErrorKind, code: CloseCode, reason: str, linger: bool = True) -> None:
         """Fail the connection from outside the parser: close frame with
-        ``code``, discard what follows, linger, drop."""
+        ``code``, discard what follows, linger, drop. Without ``linger``
+        (a client that reads nothing, or answers nothing) the connection is
+        closed without reading once the close frame is out, or dropped
+        after ``LINGER_SECONDS``."""
         self.conn.fail(kind, code, reason)
         failure = self.conn.failure
         assert failure is not None
-        self._fail_now(failure)
+        if linger:
+            self._fail_now(failure)
+            return
+        self._pending.clear()
+        self._queue.clear()
+        self._queued = 0
+        if self.conn.close_sent is None:
+            self._write_close(self.conn.send_close(failure.code, failure.reason))
+        transport = self.transport
+        if transport is not None and not self._lost:
+            # Close once the kernel takes what is buffered (the close frame
+            # last), reading nothing more; drop it if that takes too long.
+            transport.close()
+            loop = asyncio.get_running_loop()
+            self._close_timer = loop.call_later(LINGER_SECONDS, self.abort)
 
     def _fail_now(self, failure: wire.Failed) -> None:
         self._pending.clear()
@@ -526,7 +555,8 @@ class WebSocketTransport(asyncio.Protocol):
             return
         if self._paused_since_ping or self._backpressure:
             return
-        self.fail(ErrorKind.PING_TIMEOUT, CloseCode.INTERNAL_ERROR, f"no pong within {timeout:g} s")
+        detail = f"no pong within {timeout:g} s"
+        self.fail(ErrorKind.PING_TIMEOUT, CloseCode.INTERNAL_ERROR, detail, linger=False)
 
     def quiescent(self) -> bool:
         """Nothing received is left unhandled: no partial frame or message,

@@ -26,8 +26,10 @@ import tornado.httpserver
 import tornado.web
 from tornado.ioloop import IOLoop
 
+from server.app import build_service, make_app, make_http_server
+from server.base import Service
 from server.config import Settings
-from server.lifecycle import Lifecycle, make_app, make_http_server
+from server.connections import Registry
 from server.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,27 +78,33 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-def lifecycle() -> Lifecycle:
-    return Lifecycle()
+def service(settings: Settings, metrics: Metrics) -> Service:
+    return build_service(settings, metrics)
 
 
 @pytest.fixture
-def app(
-    request: pytest.FixtureRequest, settings: Settings, metrics: Metrics, lifecycle: Lifecycle
-) -> tornado.web.Application:
+def registry(service: Service) -> Registry:
+    return service.registry
+
+
+@pytest.fixture
+def app(request: pytest.FixtureRequest, service: Service) -> tornado.web.Application:
     """The app under test; ``@pytest.mark.handler(cls)`` swaps the /ws handler."""
     marker = request.node.get_closest_marker("handler")
     if marker:
-        return make_app(settings, metrics, lifecycle, handler=marker.args[0])
-    return make_app(settings, metrics, lifecycle)
+        return make_app(service, handler=marker.args[0])
+    return make_app(service)
 
 
 @pytest.fixture
 def http_server(
-    app: tornado.web.Application, io_loop: IOLoop, http_server_port: tuple[socket.socket, int]
+    app: tornado.web.Application,
+    service: Service,
+    io_loop: IOLoop,
+    http_server_port: tuple[socket.socket, int],
 ) -> Iterator[tornado.httpserver.HTTPServer]:
     """pytest-tornasync's fixture, but with the production server's options."""
-    server = make_http_server(app)
+    server = make_http_server(app, service.metrics)
     server.add_socket(http_server_port[0])
     yield server
     server.stop()

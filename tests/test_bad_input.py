@@ -13,7 +13,7 @@ from tornado.ioloop import IOLoop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
-from server.handlers import EchoWebSocket
+from server.echo import EchoWebSocket
 from server.metrics import Metrics
 
 from .conftest import events, until
@@ -375,8 +375,9 @@ class _DroppingEcho(EchoWebSocket):
     stream is closed under the handler, as a reset would)."""
 
     def on_message(self, message: str | bytes) -> None:
-        assert self.ws_connection is not None
-        self.ws_connection.stream.close()
+        assert self.ws is not None
+        assert self.ws.transport is not None
+        self.ws.transport.abort()
         super().on_message(message)
 
 

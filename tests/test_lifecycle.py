@@ -14,7 +14,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from server.lifecycle import Lifecycle
+from server.connections import Registry
 
 from .conftest import ServerProcess, events, recv_until_closed
 from .rawws import RawWebSocket, frame
@@ -30,7 +30,7 @@ async def test_healthz_and_readyz(port: int) -> None:
 
 
 async def test_drain_echoes_everything_then_closes_1001(
-    ws_url: str, port: int, lifecycle: Lifecycle, caplog: pytest.LogCaptureFixture
+    ws_url: str, port: int, registry: Registry, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Messages already sent when the drain starts all come back before 1001;
     readiness and new upgrades answer 503 meanwhile."""
@@ -39,7 +39,7 @@ async def test_drain_echoes_everything_then_closes_1001(
     for ws, messages in zip(clients, sent, strict=True):
         for m in messages:
             await ws.send(m)
-    drain = asyncio.ensure_future(lifecycle.drain(5.0))
+    drain = asyncio.ensure_future(registry.drain(5.0))
     await asyncio.sleep(0)
     client = AsyncHTTPClient()
     with pytest.raises(HTTPClientError) as ready:
@@ -58,11 +58,11 @@ async def test_drain_echoes_everything_then_closes_1001(
 
 
 async def test_drain_aborts_a_peer_that_never_answers_at_the_timeout(
-    port: int, lifecycle: Lifecycle
+    port: int, registry: Registry
 ) -> None:
     raw = await RawWebSocket.connect(port)  # never answers our close frame
     started = time.monotonic()
-    aborted = await lifecycle.drain(0.5)
+    aborted = await registry.drain(0.5)
     assert aborted == 1
     assert time.monotonic() - started < 2
     close = await raw.recv_close()
