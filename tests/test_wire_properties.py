@@ -96,15 +96,20 @@ def deflate_config(draw: st.DrawFn) -> Deflate | None:
 
 
 @st.composite
-def client_stream(draw: st.DrawFn, deflate: Deflate | None) -> tuple[bytes, list]:
+def client_stream(
+    draw: st.DrawFn, deflate: Deflate | None, window_bits: int | None = None
+) -> tuple[bytes, list]:
     """(the bytes a client sends, the events they must give), for a
-    session of messages with control frames between fragments."""
+    session of messages with control frames between fragments; a
+    compressing client uses ``window_bits`` (drawn when None)."""
     deflater = None
     if deflate is not None:
         # A client that may reset its context although not asked to (that is
         # always allowed); one asked to must (RFC 7692 7.1.1.2).
         reset = deflate.client_no_context_takeover or draw(st.booleans())
-        deflater = ClientDeflater(no_context_takeover=reset, window_bits=draw(st.integers(9, 15)))
+        if window_bits is None:
+            window_bits = draw(st.integers(9, 15))
+        deflater = ClientDeflater(no_context_takeover=reset, window_bits=window_bits)
     data = []
     expected: list = []
     for _ in range(draw(st.integers(0, 6))):
