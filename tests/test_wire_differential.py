@@ -84,6 +84,7 @@ from tests.test_wire import (
     CONT,
     MASK,
     PING,
+    PONG,
     RSV1,
     TEXT,
     ClientDeflater,
@@ -244,8 +245,17 @@ def malformed_frame(draw: st.DrawFn) -> bytes:
     """A whole frame, with random FIN, RSV bits, opcode and mask bit: the
     payload's length always matches its header (both sides see the whole
     frame). Control opcodes use the minimal length form (difference 4)."""
-    opcode = draw(st.integers(0, 15))
     kind = draw(st.sampled_from(["binary", "text", "compressed", "close"]))
+    # Mostly the opcode the payload suits, else any of the 16.
+    suits = {
+        "binary": [BINARY, CONT, PING, PONG],
+        "text": [TEXT, CONT],
+        "compressed": [TEXT, BINARY],
+    }
+    if draw(st.integers(0, 3)):
+        opcode = draw(st.sampled_from(suits.get(kind, [CLOSE])))
+    else:
+        opcode = draw(st.integers(0, 15))
     if kind == "binary":
         payload = draw(st.binary(max_size=200))
     elif kind == "text":
@@ -268,7 +278,7 @@ def malformed_frame(draw: st.DrawFn) -> bytes:
         if draw(st.integers(0, 9)) == 0:
             payload = payload[:1]
     fin = draw(st.integers(0, 3)) > 0
-    rsv = draw(st.sampled_from([0, 0, 0, 0, RSV1, RSV1, 0x20, 0x10]))
+    rsv = draw(st.sampled_from([0] * 6 + [RSV1, RSV1, 0x20, 0x10]))
     masked = draw(st.integers(0, 19)) > 0
     mask = draw(st.binary(min_size=4, max_size=4))
     form = None
