@@ -299,7 +299,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         that resolves once the event loop's write buffer takes more; raises
         ``WebSocketClosedError`` once the connection is closing."""
         ws = self.ws
-        if ws is None or ws.conn.close_sent is not None or ws.conn.failure is not None:
+        if ws is None or ws.conn.close_sent is not None:
             raise tornado.websocket.WebSocketClosedError()
         if isinstance(message, dict):
             message = tornado.escape.json_encode(message)

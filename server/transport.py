@@ -388,7 +388,6 @@ class WebSocketTransport(asyncio.Protocol):
             or transport is None
             or transport.is_closing()
             or self.conn.close_sent is not None
-            or self.conn.failure is not None
         )
 
     def backlog(self) -> int:

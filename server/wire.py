@@ -279,6 +279,9 @@ class Deflate:
     client_no_context_takeover: bool = False
     #: Our LZ77 window (the client may cap it).
     server_max_window_bits: int = 15
+    #: The offer named server_max_window_bits: accepting it means echoing it
+    #: (RFC 7692 7.1.2.1), even at 15.
+    server_max_window_bits_offered: bool = False
 
     def response(self) -> str:
         """The ``Sec-WebSocket-Extensions`` value that accepts the offer."""
@@ -287,7 +290,7 @@ class Deflate:
             parts.append("server_no_context_takeover")
         if self.client_no_context_takeover:
             parts.append("client_no_context_takeover")
-        if self.server_max_window_bits != 15:
+        if self.server_max_window_bits_offered or self.server_max_window_bits != 15:
             parts.append(f"server_max_window_bits={self.server_max_window_bits}")
         return "; ".join(parts)
 
@@ -298,6 +301,7 @@ def _deflate_offer(params: list[tuple[str, str | None]]) -> Deflate | None:
     seen: set[str] = set()
     server_nct = client_nct = False
     server_bits = 15
+    bits_offered = False
     for name, value in params:
         if name in seen:
             return None  # 7.1: a parameter at most once
@@ -323,11 +327,12 @@ def _deflate_offer(params: list[tuple[str, str | None]]) -> Deflate | None:
                 if int(value) == 8:
                     return None
                 server_bits = int(value)
+                bits_offered = True
             # client_max_window_bits=N: the client compresses with at most
             # N bits; our inflater's 15-bit window reads any of them.
         else:
             return None  # an unknown parameter
-    return Deflate(server_nct, client_nct, server_bits)
+    return Deflate(server_nct, client_nct, server_bits, bits_offered)
 
 
 def negotiate_deflate(values: Iterable[str]) -> Deflate | None:
@@ -603,6 +608,10 @@ class Connection:
             assert self._decompressor is not None
             room = limit - self._msg_size
             decompressor = self._decompressor
+            if decompressor.eof:
+                # The client ended a message with a final block (RFC 7692
+                # 7.2.3.3): what follows starts a new deflate stream.
+                decompressor = self._decompressor = zlib.decompressobj(-15)
             try:
                 out = decompressor.decompress(chunk, room + 1)
                 if len(out) <= room and not decompressor.unconsumed_tail and fin:
@@ -619,6 +628,11 @@ class Connection:
                 text = decoder.decode(chunk, fin)
             except UnicodeDecodeError:
                 raise InvalidPayload("text message is not valid UTF-8") from None
+            pending = decoder.getstate()[0]
+            if len(pending) > 1 and pending[0] == 0xED and pending[1] >= 0xA0:
+                # A UTF-16 surrogate (U+D800-U+DFFF): Python's decoder only
+                # says so at the third byte; RFC 3629 makes the second invalid.
+                raise InvalidPayload("text message is not valid UTF-8")
             if text:
                 self._msg_parts.append(text)  # type: ignore[arg-type]
         elif chunk:
@@ -635,7 +649,14 @@ class Connection:
         self._msg_parts = []
         self._msg_size = 0
         self._decoder = None
-        if self._msg_compressed and self.deflate and self.deflate.client_no_context_takeover:
+        if (
+            self._msg_compressed
+            and self._decompressor is not None
+            and (
+                self._decompressor.eof
+                or (self.deflate is not None and self.deflate.client_no_context_takeover)
+            )
+        ):
             self._decompressor = zlib.decompressobj(-15)
         self._msg_compressed = False
         self._events.append(Message(message))
@@ -694,7 +715,8 @@ class Connection:
         return bytes((0x89, len(data))) + data
 
     def send_pong(self, data: bytes = b"") -> bytes:
-        return bytes((0x8A, len(data))) + data[:_CONTROL_MAX]
+        data = data[:_CONTROL_MAX]
+        return bytes((0x8A, len(data))) + data
 
     def send_close(self, code: int | None = None, reason: str = "") -> bytes:
         """Our close frame; ``code`` None sends one without a status. The

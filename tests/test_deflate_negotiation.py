@@ -78,7 +78,7 @@ def test_server_max_window_bits(value: str | None, bits: int | None) -> None:
     if bits is None:
         assert agreed is None
         return
-    assert agreed == D(server_max_window_bits=bits)
+    assert agreed == D(server_max_window_bits=bits, server_max_window_bits_offered=True)
     # 7.1.2.1: "A server accepts an extension negotiation offer with this
     # parameter by including the server_max_window_bits extension parameter
     # in the extension negotiation response ... with the same or smaller value".
@@ -153,7 +153,7 @@ def test_every_combination_of_valid_parameters() -> None:
             if sbits == "8":
                 assert agreed is None, offer
                 continue
-            assert agreed == D(snct, cnct, int(sbits) if sbits else 15), offer
+            assert agreed == D(snct, cnct, int(sbits) if sbits else 15, bool(sbits)), offer
             response = dict(parse_extensions([agreed.response()])[0][1])
             assert ("server_no_context_takeover" in response) == snct
             assert ("client_no_context_takeover" in response) == cnct
