@@ -28,6 +28,7 @@ import tornado.netutil
 import tornado.web
 from tornado.iostream import IOStream, UnsatisfiableReadError
 
+from .accept import AcceptErrors, GuardedHTTPServer
 from .config import Settings
 from .events import emit
 from .metrics import Metrics
@@ -156,7 +157,7 @@ def make_app(
     )
 
 
-class _HTTPServer(tornado.httpserver.HTTPServer):
+class _HTTPServer(GuardedHTTPServer):  # issue 11: accept backoff, head timeout (accept.py)
     """Tornado's HTTP server, except that a request head over the size
     limit gets ``431 Request Header Fields Too Large`` and an error event.
 
@@ -199,11 +200,29 @@ class _HTTPServer(tornado.httpserver.HTTPServer):
             stream.socket.send(head.encode() + body)
 
 
-def make_http_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
+def make_http_server(
+    app: tornado.web.Application, head_timeout: float = 5.0, idle_timeout: float = 75.0
+) -> tornado.httpserver.HTTPServer:
     """The HTTP server, with limits fit for a public endpoint: request heads
-    over 16 KiB get 431, idle keep-alive connections are closed after 75 s
-    (longer than the usual load balancer's 60 s, so the balancer closes first)."""
-    return _HTTPServer(app, idle_connection_timeout=75, max_header_size=16384)
+    over 16 KiB get 431, a first request head not complete within
+    ``head_timeout`` s gets 408, idle keep-alive connections are closed after
+    ``idle_timeout`` s (75: longer than the usual load balancer's 60 s, so the
+    balancer closes first), request bodies (no route takes one) are capped at
+    64 KiB, and the listener pauses when descriptors run out (accept.py)."""
+    # issue 11: the accept errors counted into the app's metrics.
+    metrics = app.settings.get("metrics")
+    count = metrics.accept_errors.labels if isinstance(metrics, Metrics) else None
+    return _HTTPServer(
+        app,
+        idle_connection_timeout=idle_timeout or None,
+        max_header_size=16384,
+        body_timeout=head_timeout or None,
+        max_body_size=65536,
+        head_timeout=head_timeout or None,
+        accept_errors=AcceptErrors(
+            count=(lambda name: count(name).inc()) if count is not None else None
+        ),
+    )
 
 
 async def serve(settings: Settings, started: float | None = None, reuse_port: bool = False) -> int:
@@ -213,7 +232,7 @@ async def serve(settings: Settings, started: float | None = None, reuse_port: bo
     metrics = Metrics()
     lifecycle = Lifecycle()
     app = make_app(settings, metrics, lifecycle)
-    server = make_http_server(app)
+    server = make_http_server(app, settings.request_head_timeout, settings.idle_timeout)
     sockets = tornado.netutil.bind_sockets(settings.port, settings.host, reuse_port=reuse_port)
     server.add_sockets(sockets)
 
