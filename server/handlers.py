@@ -20,7 +20,8 @@ import tornado.websocket
 from tornado.iostream import StreamClosedError
 
 from .config import Settings
-from .events import EVENT_LOGGER, emit, emit_message
+from .events import EVENT_LOGGER, MessageLogBudget, emit, emit_message
+from .forwarded import resolve_peer
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .protocol import CloseCode, StrictProtocol
 
@@ -49,20 +50,17 @@ _NOT_A_WEBSOCKET = (
 )
 
 
-def _client_address(request: tornado.httputil.HTTPServerRequest) -> tuple[str, str]:
-    """(peer, socket address): the client as the first proxy saw it, and the
-    TCP peer. Behind Knative's queue-proxy the TCP peer is always the proxy,
-    so ``X-Forwarded-For``'s first entry is the address worth logging."""
-    address = getattr(request.connection, "context", None)
-    addr = getattr(address, "address", None)
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host, port = addr[0], addr[1]
-        sock = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    else:
-        sock = request.remote_ip or "unknown"
-    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-    forwarded = forwarded or request.headers.get("X-Real-Ip", "").strip()
-    return (forwarded or sock), sock
+def _client_address(
+    request: tornado.httputil.HTTPServerRequest, settings: Settings
+) -> tuple[str, str]:
+    """(peer, socket address): the client as the trusted proxies name it
+    (server/forwarded.py: the right-most address no trusted proxy added),
+    and the TCP peer. Behind Knative's queue-proxy the TCP peer is always
+    the proxy, on loopback."""
+    address = getattr(getattr(request.connection, "context", None), "address", None)
+    header = settings.forwarded_header
+    values = request.headers.get_list(header) if header != "none" else []
+    return resolve_peer(address, request.remote_ip, values, settings.trusted_proxies, header)
 
 
 def _preview(message: str | bytes, limit: int) -> tuple[str, bool]:
@@ -89,7 +87,10 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
         self.metrics = metrics
         self.counts = metrics.messages
         self.lifecycle = lifecycle
-        self.peer, self.socket_peer = _client_address(self.request)
+        self.peer, self.socket_peer = _client_address(self.request, settings)
+        # issue 11: the socket peer on every event; message events bounded.
+        self.via = self.socket_peer if self.socket_peer != self.peer else None
+        self.log_budget = MessageLogBudget(settings.log_message_rate, settings.log_message_burst)
         self.opened_at = 0.0
         self.messages_in = 0
         self.messages_out = 0
@@ -200,12 +201,13 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
         counts.messages_in[binary] += 1
         counts.bytes_in[binary] += size
         s = self.settings_
-        if s.log_messages and _EVENTS_ON():
+        if s.log_messages and _EVENTS_ON() and self.log_budget.allow(size):
             content: str | None = None
             truncated = False
             if s.log_content:
                 content, truncated = _preview(message, s.log_preview_bytes)
-            emit_message(self.peer, "binary" if binary else "text", size, content, truncated)
+            kind = "binary" if binary else "text"
+            emit_message(self.peer, kind, size, content, truncated, self.via)
         protocol = self.protocol
         if protocol is None or protocol.server_terminated:
             return None
@@ -263,6 +265,8 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
     ) -> None:
         """Count an error of ``kind`` and log it as an ``error`` event, once."""
         self.metrics.errors.labels(kind).inc()
+        if self.via is not None:  # issue 11
+            extra["via"] = self.via
         emit("error", level, exc_info=exc_info, kind=kind, detail=detail, peer=self.peer, **extra)
 
     def go_away(self, force: bool) -> None:
@@ -285,6 +289,8 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
         m.connection_duration.observe(duration)
         protocol = self.protocol
         fields: dict[str, Any] = {"peer": self.peer}
+        if self.via is not None:  # issue 11
+            fields["via"] = self.via
         failure = protocol.failure if protocol else None
         if failure is not None:
             code, reason = failure.code, failure.reason
@@ -307,6 +313,7 @@ class EchoWebSocket(tornado.websocket.WebSocketHandler):
             messages_in=self.messages_in,
             messages_out=self.messages_out,
         )
+        fields.update(self.log_budget.summary())  # issue 11: messages not logged
         emit("close", **fields)
 
 
@@ -365,6 +372,10 @@ class ConsoleHandler(tornado.web.RequestHandler):
         self.set_header(
             "Content-Security-Policy",
             "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-            "connect-src 'self'",
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
         )
+        # issue 11: what a security scanner expects on an HTML page.
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("X-Frame-Options", "DENY")
         self.finish(CONSOLE_HTML)
