@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 __all__ = [
     "FORWARDED_HEADERS",
@@ -152,40 +152,39 @@ def _entries(value: str, split: str = ",") -> list[str] | None:
     return value.rsplit(split, MAX_ENTRIES)[-MAX_ENTRIES:]
 
 
-def parse_x_forwarded_for(value: str) -> list[Address] | None:
-    """The addresses of an ``X-Forwarded-For`` value, left to right; None
-    when it is oversized or any entry read is not an address."""
+def _forwarded_for(element: str) -> Address | None:
+    """The ``for=`` address of one ``Forwarded`` element, or None."""
+    for pair in element.split(";"):
+        name, sep, val = pair.partition("=")
+        if sep and name.strip().lower() == "for":
+            return _address(val)
+    return None
+
+
+def _parse_all(value: str, parse: Callable[[str], Address | None]) -> list[Address] | None:
     entries = _entries(value)
     if entries is None:
         return None
     out: list[Address] = []
     for entry in entries:
-        address = _address(entry)
+        address = parse(entry)
         if address is None:
             return None
         out.append(address)
     return out
 
 
+def parse_x_forwarded_for(value: str) -> list[Address] | None:
+    """The addresses of an ``X-Forwarded-For`` value, left to right (the last
+    MAX_ENTRIES); None when it is oversized or any entry is not an address."""
+    return _parse_all(value, _address)
+
+
 def parse_forwarded(value: str) -> list[Address] | None:
     """The ``for=`` addresses of an RFC 7239 ``Forwarded`` value, left to
     right; None when oversized, or an element has no usable ``for=`` (an
     obfuscated identifier or ``unknown`` included)."""
-    entries = _entries(value)
-    if entries is None:
-        return None
-    out: list[Address] = []
-    for element in entries:
-        found: Address | None = None
-        for pair in element.split(";"):
-            name, sep, val = pair.partition("=")
-            if sep and name.strip().lower() == "for":
-                found = _address(val)
-                break
-        if found is None:
-            return None
-        out.append(found)
-    return out
+    return _parse_all(value, _forwarded_for)
 
 
 def format_peer(host: str, port: int | None = None) -> str:
@@ -217,14 +216,20 @@ def client_address(
             return None
         single = _address(header_values[0]) if "," not in header_values[0] else None
         return str(single) if single is not None else None
-    joined = ",".join(header_values)
-    chain = parse_forwarded(joined) if header == "forwarded" else parse_x_forwarded_for(joined)
-    if not chain:
+    entries = _entries(",".join(header_values))
+    if not entries:
         return None
-    for address in reversed(chain):
+    parse = _forwarded_for if header == "forwarded" else _address
+    # Right to left; only the entries the walk reaches are parsed, so what a
+    # client wrote to the left of its own address cannot change the answer.
+    address: Address | None = None
+    for entry in reversed(entries):
+        address = parse(entry)
+        if address is None:
+            return None  # malformed where it matters: use the socket peer
         if address not in trusted:
             return _show(address)
-    return _show(chain[0])
+    return _show(address) if address is not None else None
 
 
 def _show(address: Address) -> str:
