@@ -26,7 +26,8 @@ import tornado.netutil
 import tornado.web
 from tornado.iostream import IOStream, UnsatisfiableReadError
 
-from .base import HandshakePolicy, KnativeWebSocketHandler, MessageLog, Service
+from .accept import GuardedHTTPServer
+from .base import Forwarding, HandshakePolicy, KnativeWebSocketHandler, MessageLog, Service
 from .config import Settings
 from .connections import DrainPolicy, Keepalive, Registry
 from .echo import EchoWebSocket
@@ -41,8 +42,8 @@ __all__ = ["build_service", "make_app", "make_http_server", "serve"]
 
 #: Request heads over this many bytes get 431.
 MAX_HEADER_BYTES = 16384
-#: Idle keep-alive HTTP connections are closed after this many seconds
-#: (longer than the usual load balancer's 60 s, so the balancer closes first).
+#: Idle keep-alive HTTP connections are closed after this many seconds by
+#: default (longer than the usual load balancer's 60 s, so the balancer closes first).
 IDLE_CONNECTION_TIMEOUT = 75.0
 
 
@@ -65,7 +66,10 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
             enabled=settings.log_messages,
             content=settings.log_content,
             preview_bytes=settings.log_preview_bytes,
+            rate=settings.log_message_rate,
+            burst=settings.log_message_burst,
         ),
+        forwarding=Forwarding(settings.trusted_proxies, settings.forwarded_header),
     )
 
 
@@ -106,9 +110,10 @@ def make_app(
     )
 
 
-class _HTTPServer(tornado.httpserver.HTTPServer):
-    """Tornado's HTTP server, except that a request head over the size
-    limit gets ``431 Request Header Fields Too Large`` and an error event.
+class _HTTPServer(GuardedHTTPServer):
+    """Tornado's HTTP server with the guards of :mod:`server.accept`, and a
+    request head over the size limit gets ``431 Request Header Fields Too
+    Large`` and an error event.
 
     Tornado's stream closes itself the moment the head passes the limit
     (an ``UnsatisfiableReadError``), and offers no hook before the socket
@@ -116,8 +121,6 @@ class _HTTPServer(tornado.httpserver.HTTPServer):
     each new stream's ``close`` is wrapped (``handle_stream`` is the
     documented extension point) to answer first, while the socket is open.
     """
-
-    metrics: Metrics | None = None
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
         close = stream.close
@@ -147,14 +150,26 @@ class _HTTPServer(tornado.httpserver.HTTPServer):
 
 
 def make_http_server(
-    app: tornado.web.Application, metrics: Metrics | None = None
+    app: tornado.web.Application,
+    metrics: Metrics | None = None,
+    head_timeout: float = 5.0,
+    idle_timeout: float = IDLE_CONNECTION_TIMEOUT,
 ) -> tornado.httpserver.HTTPServer:
-    """The HTTP server, with limits fit for a public endpoint."""
-    server = _HTTPServer(
-        app, idle_connection_timeout=IDLE_CONNECTION_TIMEOUT, max_header_size=MAX_HEADER_BYTES
+    """The HTTP server, with limits fit for a public endpoint: request heads
+    over 16 KiB get 431, a first request head not complete within
+    ``head_timeout`` s gets 408, idle keep-alive connections are closed after
+    ``idle_timeout`` s (75: longer than the usual load balancer's 60 s, so
+    the balancer closes first), request bodies (no route takes one) are
+    capped at 64 KiB, and the listener pauses when descriptors run out."""
+    return _HTTPServer(
+        app,
+        idle_connection_timeout=idle_timeout or None,
+        max_header_size=MAX_HEADER_BYTES,
+        body_timeout=head_timeout or None,
+        max_body_size=65536,
+        head_timeout=head_timeout or None,
+        metrics=metrics,
     )
-    server.metrics = metrics
-    return server
 
 
 async def serve(
@@ -168,7 +183,9 @@ async def serve(
     ``reuse_port`` binds with ``SO_REUSEPORT``, for workers sharing a port."""
     service = build_service(settings)
     app = make_app(service, handler)
-    server = make_http_server(app, service.metrics)
+    server = make_http_server(
+        app, service.metrics, settings.request_head_timeout, settings.idle_timeout
+    )
     sockets = tornado.netutil.bind_sockets(settings.port, settings.host, reuse_port=reuse_port)
     server.add_sockets(sockets)
 

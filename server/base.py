@@ -41,7 +41,8 @@ from tornado.iostream import StreamClosedError
 
 from . import wire
 from .connections import Registry
-from .events import EVENT_LOGGER, emit, emit_message
+from .events import EVENT_LOGGER, MessageLogBudget, emit, emit_message
+from .forwarded import resolve_peer
 from .metrics import Metrics
 from .telemetry import record_error
 from .transport import Outcome, SendLimits, WebSocketTransport, take_over
@@ -87,6 +88,18 @@ class MessageLog:
     enabled: bool = True
     content: bool = True
     preview_bytes: int = 64
+    #: Events a connection may log per second after its first ``burst``
+    #: (0: every message); the rest are counted on its ``close`` event.
+    rate: float = 10.0
+    burst: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Forwarding:
+    """Whose forwarded headers name the client (see :mod:`server.forwarded`)."""
+
+    trusted_proxies: tuple[str, ...] = ("private",)
+    header: str = "x-forwarded-for"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,21 +111,18 @@ class Service:
     policy: HandshakePolicy = dataclasses.field(default_factory=HandshakePolicy)
     limits: SendLimits = dataclasses.field(default_factory=SendLimits)
     message_log: MessageLog = dataclasses.field(default_factory=MessageLog)
+    forwarding: Forwarding = dataclasses.field(default_factory=Forwarding)
 
 
-def _client_address(request: tornado.httputil.HTTPServerRequest) -> tuple[str, str]:
-    """(peer, socket address): the client as the first proxy saw it, and the
-    TCP peer."""
-    context = getattr(request.connection, "context", None)
-    addr = getattr(context, "address", None)
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host, port = addr[0], addr[1]
-        sock = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    else:
-        sock = request.remote_ip or "unknown"
-    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-    forwarded = forwarded or request.headers.get("X-Real-Ip", "").strip()
-    return (forwarded or sock), sock
+def _client_address(
+    request: tornado.httputil.HTTPServerRequest, forwarding: Forwarding
+) -> tuple[str, str]:
+    """(peer, socket address): the client as the trusted proxies name it
+    (the right-most address no trusted proxy added), and the TCP peer."""
+    address = getattr(getattr(request.connection, "context", None), "address", None)
+    header = forwarding.header
+    values = request.headers.get_list(header) if header != "none" else []
+    return resolve_peer(address, request.remote_ip, values, forwarding.trusted_proxies, header)
 
 
 def _preview(message: str | bytes, limit: int) -> tuple[str, bool]:
@@ -142,7 +152,11 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         self.service = service
         self.metrics = service.metrics
         self.counts = service.metrics.messages
-        self.peer, self.socket_peer = _client_address(self.request)
+        self.peer, self.socket_peer = _client_address(self.request, service.forwarding)
+        #: The socket peer, on every event, when the client came through a proxy.
+        self.via = self.socket_peer if self.socket_peer != self.peer else None
+        log = service.message_log
+        self.log_budget = MessageLogBudget(log.rate, log.burst)
         self.opened_at = 0.0
         self.messages_in = 0
         self.messages_out = 0
@@ -154,6 +168,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     def _refuse(self, status: int, kind: ErrorKind, detail: str, body: str | None = None) -> None:
         origin = self.request.headers.get("Origin")
         extra: dict[str, Any] = {"origin": origin} if origin is not None else {}
+        if self.via is not None:
+            extra["via"] = self.via
         record_error(
             self.metrics, kind, detail, refused=True, status=status, peer=self.peer, **extra
         )
@@ -265,8 +281,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         m.connections_opened.inc()
         m.open_connections.inc()
         fields: dict[str, Any] = {"peer": self.peer, "path": self.request.path}
-        if self.socket_peer != self.peer:
-            fields["via"] = self.socket_peer
+        if self.via is not None:
+            fields["via"] = self.via
         if deflate is not None:
             fields["compression"] = deflate.response()
         if self._subprotocol is not None:
@@ -311,7 +327,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
                 self.metrics,
                 ErrorKind.WRITE_FAILED,
                 "connection closed before the message was written",
-                peer=self.peer,
+                **self._who(),
             )
             raise tornado.websocket.WebSocketClosedError() from None
         self.messages_out += 1
@@ -360,12 +376,13 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         counts.messages_in[binary] += 1
         counts.bytes_in[binary] += size
         log = self.service.message_log
-        if log.enabled and _events_on():
+        if log.enabled and _events_on() and self.log_budget.allow(size):
             content: str | None = None
             truncated = False
             if log.content:
                 content, truncated = _preview(data, log.preview_bytes)
-            emit_message(self.peer, "binary" if binary else "text", size, content, truncated)
+            kind = "binary" if binary else "text"
+            emit_message(self.peer, kind, size, content, truncated, self.via)
         try:
             return self.on_message(data)
         except tornado.websocket.WebSocketClosedError:
@@ -391,6 +408,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         duration = time.monotonic() - self.opened_at
         m.connection_duration.observe(duration)
         fields: dict[str, Any] = {"peer": self.peer}
+        if self.via is not None:
+            fields["via"] = self.via
         failure = outcome.failure
         code = outcome.code
         if failure is not None:
@@ -401,13 +420,13 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
                 failure.reason,
                 level=level,
                 exc_info=outcome.exc_info,
-                peer=self.peer,
                 code=int(code),
+                **self._who(),
             )
             self._call_on_error(failure.kind, failure.reason)
         elif outcome.close_received is None and code == CloseCode.ABNORMAL_CLOSURE:
             detail = "connection dropped without a close frame"
-            record_error(m, ErrorKind.ABNORMAL_CLOSURE, detail, peer=self.peer, code=int(code))
+            record_error(m, ErrorKind.ABNORMAL_CLOSURE, detail, code=int(code), **self._who())
             self._call_on_error(ErrorKind.ABNORMAL_CLOSURE, detail)
         elif not outcome.clean:
             fields["clean"] = False  # we sent a close frame, the peer never answered
@@ -419,10 +438,17 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             messages_in=self.messages_in,
             messages_out=self.messages_out,
         )
+        fields.update(self.log_budget.summary())  # message events left out
         emit("close", **fields)
         self.close_code = int(code)
         self.close_reason = outcome.reason
         self.on_connection_close()  # Tornado's: calls on_close() once
+
+    def _who(self) -> dict[str, Any]:
+        """The peer fields of an error event."""
+        if self.via is None:
+            return {"peer": self.peer}
+        return {"peer": self.peer, "via": self.via}
 
     def _call_on_error(self, kind: ErrorKind, detail: str) -> None:
         try:
@@ -435,5 +461,5 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
                 detail,
                 level=logging.ERROR,
                 exc_info=sys.exc_info(),
-                peer=self.peer,
+                **self._who(),
             )

@@ -57,6 +57,12 @@ class Settings:
     send_timeout: float = 30.0
     event_loop: str = "uvloop"
     workers: int = 1
+    trusted_proxies: tuple[str, ...] = ("private",)
+    forwarded_header: str = "x-forwarded-for"
+    log_message_rate: float = 10.0
+    log_message_burst: int = 100
+    request_head_timeout: float = 5.0
+    idle_timeout: float = 75.0
 
 
 # -- value parsers: each takes the raw string and returns the value or raises
@@ -129,6 +135,23 @@ def _origins(raw: str) -> tuple[str, ...]:
                 "like https://example.com,http://localhost:3000"
             )
     return items
+
+
+def _trusted(raw: str) -> tuple[str, ...]:
+    from .forwarded import parse_trusted
+
+    parse_trusted(raw)  # raises ValueError naming the bad item
+    return tuple(item.strip().lower() for item in raw.split(",") if item.strip()) or ("none",)
+
+
+def _rate(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number of events per second from 0 to 100000") from None
+    if not 0 <= value <= 100_000:
+        raise ValueError("expected a number of events per second from 0 to 100000")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +270,54 @@ OPTIONS: tuple[_Option, ...] = (
         "--workers",
         _int_range(1, 64),
         "server processes sharing the port with SO_REUSEPORT; match the pod's CPUs",
+    ),
+    _Option(
+        "trusted_proxies",
+        "WS_TRUSTED_PROXIES",
+        "--trusted-proxies",
+        _trusted,
+        "proxies whose forwarded headers are believed: 'private' (loopback and private "
+        "ranges: Knative's queue-proxy, activator and gateway), 'none', '*', or addresses "
+        "and CIDR ranges, comma-separated",
+    ),
+    _Option(
+        "forwarded_header",
+        "WS_FORWARDED_HEADER",
+        "--forwarded-header",
+        _choice(("x-forwarded-for", "forwarded", "x-real-ip", "none")),
+        "the header trusted proxies name the client in: x-forwarded-for (what Knative's "
+        "proxies append to), forwarded (RFC 7239), x-real-ip, or none",
+    ),
+    _Option(
+        "log_message_rate",
+        "WS_LOG_MESSAGE_RATE",
+        "--log-message-rate",
+        _rate,
+        "message events a connection may log per second after its first "
+        "WS_LOG_MESSAGE_BURST (0: every message); the rest are counted on close",
+    ),
+    _Option(
+        "log_message_burst",
+        "WS_LOG_MESSAGE_BURST",
+        "--log-message-burst",
+        _int_range(1, 1_000_000),
+        "message events a connection may log at once before WS_LOG_MESSAGE_RATE applies",
+    ),
+    _Option(
+        "request_head_timeout",
+        "WS_REQUEST_HEAD_TIMEOUT",
+        "--request-head-timeout",
+        _seconds(0, 3600),
+        "seconds a new connection has to send a complete request head before it gets "
+        "408 and is closed (0: only WS_IDLE_TIMEOUT)",
+    ),
+    _Option(
+        "idle_timeout",
+        "WS_IDLE_TIMEOUT",
+        "--idle-timeout",
+        _seconds(0, 86400),
+        "seconds a kept-alive plain HTTP connection may wait for its next request "
+        "(0: Tornado's default, 3600)",
     ),
 )
 

@@ -10,26 +10,51 @@ Records go through the standard :mod:`logging` machinery, so anything that
 configures logging (a test's ``caplog``, an embedding application) sees them.
 The formatters write JSON lines (for log collectors) or ``key=value`` text
 (for people).
+
+Much of what is logged comes from clients, so every record is bounded and
+cannot be forged:
+
+- every string field is cut to :data:`FIELD_CHARS` characters (the content
+  preview has its own limit, ``WS_LOG_PREVIEW_BYTES``);
+- control and separator characters (C0, DEL, C1 with U+0085, U+2028,
+  U+2029, and the bidirectional overrides) are written as escapes in both
+  formats, so no field can start a line, move the cursor or reorder text;
+- :class:`MessageLogBudget` bounds the ``message`` events of a connection
+  (``WS_LOG_MESSAGE_RATE``, ``WS_LOG_MESSAGE_BURST``); what it leaves out
+  is summed up on ``close``;
+- the sink holds at most :data:`BUFFER_BYTES` of lines that stdout has not
+  taken; past that it drops them and counts them
+  (``websocket_log_events_dropped_total``). A thread of its own writes to
+  stdout, so a slow reader of the pod's log never stalls the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import json
 import logging
+import os
+import re
 import sys
+import threading
 import time
 from typing import IO, Any
 
 __all__ = [
+    "BUFFER_BYTES",
     "EVENT_LOGGER",
+    "FIELD_CHARS",
     "EventSink",
     "JsonFormatter",
+    "MessageLogBudget",
     "TextFormatter",
     "configure_logging",
     "emit",
     "emit_message",
+    "escape_text",
+    "log_events_dropped",
 ]
 
 #: The logger every WebSocket and lifecycle event is written to.
@@ -42,6 +67,105 @@ _ROOT = logging.getLogger()
 #: The sink configure_logging installed, for emit's direct path.
 _sink: EventSink | None = None
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+#: Longest string field in a record, in characters (a longer one is cut and
+#: ends with "..."). Client-controlled fields - peer, path, origin, close
+#: reason, error details - are all strings.
+FIELD_CHARS = 256
+#: Fields with bounds of their own: the preview (WS_LOG_PREVIEW_BYTES) and
+#: a traceback (written by the server, not the client).
+_UNCAPPED = frozenset({"content", "exception"})
+#: Most bytes of formatted lines the sink holds for stdout; past it lines
+#: are dropped and counted.
+BUFFER_BYTES = 1 << 20
+#: Seconds between two ``log_events_dropped`` notes while lines are dropped.
+_DROP_NOTE_INTERVAL = 10.0
+
+#: Characters never written raw: C0, DEL, C1 (U+0085 among them), the line
+#: and paragraph separators, and the bidirectional overrides and isolates.
+_CONTROL = [
+    *range(0x20),
+    0x7F,
+    *range(0x80, 0xA0),
+    0x2028,
+    0x2029,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+]
+#: json.dumps(ensure_ascii=False) escapes C0 itself; these it writes raw.
+_JSON_EXTRA = {c: f"\\u{c:04x}" for c in _CONTROL if c >= 0x7F}
+_JSON_EXTRA_RE = re.compile("[" + "".join(re.escape(chr(c)) for c in _JSON_EXTRA) + "]")
+_TEXT_ESCAPES = {c: f"\\u{c:04x}" for c in _CONTROL}
+_TEXT_ESCAPES.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x22: '\\"', 0x5C: "\\\\"})
+#: A text value is quoted (and escaped) when it has any of these.
+_TEXT_QUOTE_RE = re.compile('[ "=\\\\' + "".join(re.escape(chr(c)) for c in _CONTROL) + "]")
+
+
+def escape_text(value: str) -> str:
+    """``value`` for the text format: as is when it is one plain word, else
+    in double quotes with every control or separator character escaped."""
+    if value and not _TEXT_QUOTE_RE.search(value):
+        return value
+    return '"' + value.translate(_TEXT_ESCAPES) + '"'
+
+
+def _safe_json(line: str) -> str:
+    """A JSON line with DEL, C1, U+2028/U+2029 and bidi controls escaped too."""
+    if _JSON_EXTRA_RE.search(line) is None:
+        return line
+    return line.translate(_JSON_EXTRA)
+
+
+def _cap(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > FIELD_CHARS:
+        return value[: FIELD_CHARS - 3] + "..."
+    return value
+
+
+def _capped(fields: dict[str, Any]) -> dict[str, Any]:
+    for key, value in fields.items():
+        if isinstance(value, str) and len(value) > FIELD_CHARS and key not in _UNCAPPED:
+            return {k: v if k in _UNCAPPED else _cap(v) for k, v in fields.items()}
+    return fields
+
+
+class MessageLogBudget:
+    """How many ``message`` events one connection may log: ``burst`` at
+    once, then ``rate`` a second (a token bucket; ``rate`` 0: all of them).
+    The handler holds one per connection and asks :meth:`allow` before it
+    logs a message; what was left out goes into the ``close`` event
+    (:meth:`summary`)."""
+
+    __slots__ = ("burst", "rate", "skipped", "skipped_bytes", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(max(burst, 1))
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+        self.skipped = 0
+        self.skipped_bytes = 0
+
+    def allow(self, size: int) -> bool:
+        """Whether to log a message of ``size`` bytes; counts it if not."""
+        if not self.rate:
+            return True
+        now = time.monotonic()
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        self.stamp = now
+        if tokens >= 1.0:
+            self.tokens = min(tokens, self.burst) - 1.0
+            return True
+        self.tokens = tokens
+        self.skipped += 1
+        self.skipped_bytes += size
+        return False
+
+    def summary(self) -> dict[str, int]:
+        """Fields for the ``close`` event: messages not logged and their bytes."""
+        if not self.skipped:
+            return {}
+        return {"messages_unlogged": self.skipped, "bytes_unlogged": self.skipped_bytes}
 
 
 def _direct_sink() -> EventSink | None:
@@ -69,6 +193,7 @@ def emit(event: str, level: int = logging.INFO, exc_info: Any = None, **fields: 
     """
     if not EVENT_LOGGER.isEnabledFor(level):
         return
+    fields = _capped(fields)
     sink = _direct_sink()
     if sink is not None and exc_info is None:
         sink.write_event(level, event, fields)
@@ -88,10 +213,18 @@ def emit(event: str, level: int = logging.INFO, exc_info: Any = None, **fields: 
     EVENT_LOGGER.handle(record)
 
 
-def emit_message(peer: str, kind: str, size: int, content: str | None, truncated: bool) -> None:
+def emit_message(
+    peer: str,
+    kind: str,
+    size: int,
+    content: str | None,
+    truncated: bool,
+    via: str | None = None,
+) -> None:
     """The ``message`` event, the one logged per message: the same record
     as ``emit("message", ...)``, written as a JSON line with a template
-    when the direct path is open (see :func:`emit`)."""
+    when the direct path is open (see :func:`emit`). ``via``: the socket
+    peer, when the client came through a proxy."""
     if not EVENT_LOGGER.isEnabledFor(logging.INFO):
         return
     sink = _direct_sink()
@@ -100,13 +233,17 @@ def emit_message(peer: str, kind: str, size: int, content: str | None, truncated
             f'{{"time":"{_now()}","level":"info","event":"message",'
             f'"peer":{_json_string(peer)},"type":"{kind}","size":{size}'
         )
+        if via is not None:
+            line += f',"via":{_json_string(via)}'
         if content is not None:
             line += f',"content":{_ENCODE(content)}'
         if truncated:
             line += ',"truncated":true'
-        sink.append(line + "}")
+        sink.append(_safe_json(line + "}"))
         return
-    fields: dict[str, Any] = {"peer": peer, "type": kind, "size": size}
+    fields: dict[str, Any] = {"peer": _cap(peer), "type": kind, "size": size}
+    if via is not None:
+        fields["via"] = _cap(via)
     if content is not None:
         fields["content"] = content
     if truncated:
@@ -114,8 +251,16 @@ def emit_message(peer: str, kind: str, size: int, content: str | None, truncated
     emit("message", **fields)
 
 
-@functools.lru_cache(maxsize=4096)
 def _json_string(text: str) -> str:
+    """A peer as a JSON string; short ones (any address) from a cache, so
+    the cache holds at most 4,096 entries of at most 64 characters."""
+    if len(text) > 64:
+        return _ENCODE(_cap(text))
+    return _cached_json_string(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_json_string(text: str) -> str:
     return _ENCODE(text)
 
 
@@ -161,20 +306,21 @@ class JsonFormatter(logging.Formatter):
         }
         if not hasattr(record, "event"):
             doc["logger"] = record.name
-            doc["msg"] = record.getMessage()
-        doc.update(_fields(record))
+            doc["msg"] = _cap(record.getMessage())
+        doc.update(_capped(_fields(record)))
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return _ENCODE(doc)
+        return _safe_json(_ENCODE(doc))
 
 
 def _text_line(timestamp: str, levelname: str, head: str, fields: dict[str, Any]) -> str:
+    if _TEXT_QUOTE_RE.search(head):
+        head = head.translate(_TEXT_ESCAPES)
     parts = [f"{timestamp} {levelname:<7} {head}"]
     for key, value in fields.items():
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
-        if isinstance(value, str) and (not text or any(c in text for c in ' "=\n')):
-            text = json.dumps(value, ensure_ascii=False)
-        parts.append(f"{key}={text}")
+        # Not a string: ASCII-only JSON, every control character escaped.
+        text = escape_text(value) if isinstance(value, str) else json.dumps(value, default=str)
+        parts.append(f"{escape_text(str(key))}={text}")
     return " ".join(parts)
 
 
@@ -183,28 +329,115 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         event = getattr(record, "event", None)
-        head = event or f"{record.name}: {record.getMessage()}"
-        line = _text_line(_timestamp(record), record.levelname, head, _fields(record))
+        head = event or f"{record.name}: {_cap(record.getMessage())}"
+        line = _text_line(_timestamp(record), record.levelname, head, _capped(_fields(record)))
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
+class _FdWriter:
+    """Writes bytes to a file descriptor from a thread of its own, holding at
+    most ``limit`` bytes that the descriptor has not taken yet.
+
+    The event loop only appends under a lock; a blocked ``write(2)`` (a
+    full pipe, a slow log collector) blocks this thread, never the loop.
+    When the backlog is full, :meth:`put` refuses and the caller drops."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        self.fd = fd
+        self.limit = limit
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        # A fork copies neither the thread nor (safely) its lock: start afresh.
+        self._cond = threading.Condition(threading.RLock())
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self.pending = 0
+        self._thread: threading.Thread | None = None
+        self._broken = False
+
+    def room(self) -> int:
+        return self.limit - self.pending
+
+    def put(self, data: bytes) -> bool:
+        with self._cond:
+            if self._broken:
+                return True  # stdout is gone: nothing to count as dropped
+            if self.pending + len(data) > self.limit:
+                return False
+            self._chunks.append(data)
+            self.pending += len(data)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._chunks:
+                    self._cond.wait()
+                data = b"".join(self._chunks)
+                self._chunks.clear()
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self.fd, view) :]
+            except OSError:  # stdout gone: nothing left to tell
+                with self._cond:
+                    self._broken = True
+                    self._chunks.clear()
+                    self.pending = 0
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self.pending -= len(data)
+                self._cond.notify_all()
+
+    def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for everything put to be written."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.pending <= 0 or self._broken, timeout)
+
+
+def _fileno(stream: IO[str]) -> int | None:
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return fd if isinstance(fd, int) and fd >= 0 else None
+
+
 class EventSink(logging.Handler):
     """Where the server's logs go: a stream (stdout), written once per
     event-loop iteration instead of once per line, so that under load many
-    events share one write to the pipe, and each still reaches it before the
-    loop waits for more I/O. :func:`emit` hands it events directly
+    events share one write to the pipe. :func:`emit` hands it events directly
     (:meth:`write_event`); records from other loggers come through
-    :meth:`emit` like any handler's."""
+    :meth:`emit` like any handler's.
 
-    def __init__(self, stream: IO[str], fmt: str) -> None:
+    With a real file descriptor (stdout), a writer thread does the writing
+    and at most ``buffer_bytes`` wait for it: lines past that are dropped
+    and counted in :attr:`dropped` (a note says how many, at most once
+    every 10 s). Other streams (a test's StringIO) are written directly."""
+
+    def __init__(self, stream: IO[str], fmt: str, buffer_bytes: int = BUFFER_BYTES) -> None:
         super().__init__()
         self.stream = stream
         self.json = fmt == "json"
         self.setFormatter(JsonFormatter() if self.json else TextFormatter())
+        self.buffer_bytes = buffer_bytes
         self._lines: list[str] = []
+        self._chars = 0
         self._flush_scheduled = False
+        #: Lines dropped because stdout did not keep up, since start.
+        self.dropped = 0
+        self._unnoted = 0
+        self._noted_at = 0.0
+        fd = _fileno(stream)
+        self._writer = _FdWriter(fd, buffer_bytes) if fd is not None else None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -219,13 +452,21 @@ class EventSink(logging.Handler):
         if self.json:
             doc = {"time": _now(), "level": _LEVEL_NAMES[level], "event": event}
             doc.update(fields)
-            self.append(_ENCODE(doc))
+            self.append(_safe_json(_ENCODE(doc)))
         else:
             self.append(_text_line(_now(), logging.getLevelName(level), event, fields))
 
+    def _drop(self, lines: int) -> None:
+        self.dropped += lines
+        self._unnoted += lines
+
     def append(self, line: str) -> None:
         """Queue one formatted line; it is written at the end of this loop iteration."""
-        self._lines.append(line)
+        if self._chars + len(line) > self.buffer_bytes:
+            self._drop(1)  # one loop iteration logged more than the whole buffer
+        else:
+            self._lines.append(line)
+            self._chars += len(line) + 1
         if self._flush_scheduled:
             return
         try:
@@ -236,21 +477,73 @@ class EventSink(logging.Handler):
         self._flush_scheduled = True
         loop.call_soon(self.flush)
 
+    def _drop_note(self) -> str | None:
+        now = time.monotonic()
+        if not self._unnoted or now - self._noted_at < _DROP_NOTE_INTERVAL:
+            return None
+        fields: dict[str, Any] = {"dropped": self._unnoted, "total": self.dropped}
+        self._unnoted = 0
+        self._noted_at = now
+        if self.json:
+            doc: dict[str, Any] = {
+                "time": _now(),
+                "level": "warning",
+                "event": "log_events_dropped",
+            }
+            doc.update(fields)
+            return _ENCODE(doc)
+        return _text_line(_now(), "WARNING", "log_events_dropped", fields)
+
     def flush(self) -> None:
         self._flush_scheduled = False
-        if not self._lines:
+        lines = self._lines
+        if not lines and not self._unnoted:
             return
-        data = "\n".join(self._lines) + "\n"
-        self._lines.clear()
-        try:
-            self.stream.write(data)
-            self.stream.flush()
-        except (OSError, ValueError):  # stdout gone: nothing left to tell
+        self._lines = []
+        self._chars = 0
+        writer = self._writer
+        if writer is None:
+            data = "\n".join(lines) + "\n" if lines else ""
+            try:
+                self.stream.write(data)
+                self.stream.flush()
+            except (OSError, ValueError):  # stdout gone: nothing left to tell
+                pass
+            return
+        if writer.room() < self.buffer_bytes // 2:
+            # stdout is behind: keep the note for when it catches up
             pass
+        elif (note := self._drop_note()) is not None:
+            lines.insert(0, note)
+        if not lines:
+            return
+        encoded = ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
+        if writer.put(encoded):
+            return
+        # Not all of it fits: as many whole lines as do, the rest dropped.
+        room = writer.room()
+        kept: list[bytes] = []
+        for index, line in enumerate(lines):
+            one = line.encode("utf-8", "backslashreplace") + b"\n"
+            if len(one) > room:
+                self._drop(len(lines) - index)
+                break
+            kept.append(one)
+            room -= len(one)
+        if kept and not writer.put(b"".join(kept)):
+            self._drop(len(kept))
 
     def close(self) -> None:
         self.flush()
+        if self._writer is not None:
+            self._writer.drain(1.0)
         super().close()
+
+
+def log_events_dropped() -> int:
+    """Lines the server's sink dropped because stdout did not keep up."""
+    sink = _sink
+    return sink.dropped if sink is not None else 0
 
 
 def configure_logging(level: str, fmt: str, stream: IO[str] | None = None) -> None:

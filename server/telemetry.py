@@ -26,12 +26,16 @@ def record_error(
     level: int = logging.WARNING,
     exc_info: Any = None,
     refused: bool = False,
+    log: bool = True,
     **fields: Any,
 ) -> None:
     """Count an error of ``kind`` (and a refused handshake, with ``refused``)
-    and log it as one ``error`` event with ``fields``."""
+    and log it as one ``error`` event with ``fields`` (unless ``log`` is
+    false: a caller that logs a repeated error once per interval)."""
     if metrics is not None:
         metrics.errors.labels(kind.value).inc()
         if refused:
             metrics.handshakes_rejected.labels(kind.value).inc()
+    if not log:
+        return
     emit("error", level, exc_info=exc_info, kind=kind.value, detail=detail, **fields)

@@ -179,6 +179,8 @@ class WebSocketTransport(asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self._pong = True
         self._paused_since_ping = False
+        # Bytes ahead of the last ping (ours and the kernel's), when it was sent.
+        self._ahead_at_ping = 0
         self._exc_info: Any = None
         self._lingering = False
         self._lost = False
@@ -390,6 +392,19 @@ class WebSocketTransport(asyncio.Protocol):
             or self.conn.close_sent is not None
         )
 
+    def _unsent(self) -> int:
+        """Bytes we wrote that the client has not acknowledged: our backlog
+        and the kernel's send queue (SIOCOUTQ)."""
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        queued = 0
+        if sock is not None:
+            buf = array.array("i", [0])
+            with contextlib.suppress(OSError, ValueError):
+                fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf)
+                queued = buf[0]
+        return self.backlog() + queued
+
     def backlog(self) -> int:
         """Bytes written but not yet taken by the kernel."""
         transport = self.transport
@@ -543,16 +558,24 @@ class WebSocketTransport(asyncio.Protocol):
             return False
         self._pong = False
         self._paused_since_ping = self._reading_paused
+        self._ahead_at_ping = self._unsent()
         self.send_control(self.conn.send_ping())
         return True
 
     def check_pong(self, timeout: float) -> None:
         """``timeout`` s after a ping: fail a client that did not answer with
-        1011. A connection whose reading was paused for backpressure
-        meanwhile could not have been read: the send timeout judges it."""
+        1011, unless its pong could not have arrived while it was alive:
+
+        - its reading was paused for backpressure (the pong was not read):
+          the send timeout judges it (1008);
+        - the ping went out behind data still unsent or unacknowledged
+          (ours or the kernel's), and the client has taken some of it since:
+          it reads steadily, and the pong is on its way behind the data."""
         if self._pong or self._lost or self.conn.state is not wire.State.OPEN:
             return
         if self._paused_since_ping or self._backpressure:
+            return
+        if self._ahead_at_ping and self._unsent() < self._ahead_at_ping:
             return
         detail = f"no pong within {timeout:g} s"
         self.fail(ErrorKind.PING_TIMEOUT, CloseCode.INTERNAL_ERROR, detail, linger=False)

@@ -42,6 +42,7 @@ from .mask import apply_mask
 
 __all__ = [
     "GUID",
+    "REFUSALS",
     "CloseCode",
     "Connection",
     "Deflate",
@@ -106,9 +107,22 @@ class ErrorKind(enum.StrEnum):
     DRAINING = "draining"
     OVER_CAPACITY = "over_capacity"
     HEADERS_TOO_LARGE = "headers_too_large"
+    REQUEST_HEAD_TIMEOUT = "request_head_timeout"
+    # The listener.
+    DESCRIPTORS_EXHAUSTED = "descriptors_exhausted"
     # The process.
     WORKER_FAILED = "worker_failed"
     WORKER_EXITED = "worker_exited"
+
+
+#: The kinds that refuse an upgrade (``websocket_handshakes_rejected_total``).
+REFUSALS = (
+    ErrorKind.BAD_HANDSHAKE,
+    ErrorKind.ORIGIN_REJECTED,
+    ErrorKind.DRAINING,
+    ErrorKind.OVER_CAPACITY,
+    ErrorKind.HEADERS_TOO_LARGE,
+)
 
 
 class Opcode(enum.IntEnum):

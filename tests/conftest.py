@@ -112,10 +112,8 @@ def http_server(
 
 
 @pytest.fixture
-def port(http_server: Any) -> int:
-    for sock in http_server._sockets.values():
-        return int(sock.getsockname()[1])
-    raise AssertionError("server has no socket")
+def port(http_server: Any, http_server_port: tuple[socket.socket, int]) -> int:
+    return int(http_server_port[1])
 
 
 @pytest.fixture

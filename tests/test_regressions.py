@@ -210,8 +210,11 @@ async def test_slow_steady_reader_under_backpressure_is_not_failed_by_keepalive(
     keepalive must not fail it with 1011; pings come ahead of the queued
     echoes. Was: 1011 "no pong", or a reset."""
     raw = await RawWebSocket.connect(port)
+    # A small receive window, so that the kernel buffers fill and the
+    # server's own backlog (and its backpressure) is reached.
+    raw.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     payload = b"x" * 65536
-    count = 40  # 2.5 MiB of echoes: past the 1 MiB high-water mark
+    count = 120  # 7.5 MiB of echoes: past the kernel's buffers and the 1 MiB high-water mark
     sender = asyncio.ensure_future(raw.send(frame(0x2, payload) * count))
     echoes = 0
     loop = asyncio.get_running_loop()
@@ -223,7 +226,7 @@ async def test_slow_steady_reader_under_backpressure_is_not_failed_by_keepalive(
             continue
         assert f.opcode == 0x2, (f.opcode, f.close_code, f.close_reason)
         echoes += 1
-        await asyncio.sleep(0.05)  # about 1.3 MB/s: several ping intervals in all
+        await asyncio.sleep(0.02)  # about 3 MB/s: several ping intervals in all
     await sender
     assert echoes == count
     await raw.send(frame(0x8, struct.pack("!H", 1000)))

@@ -114,6 +114,18 @@ env:
     value: {{ .Values.server.sendTimeout | toString | quote }}
   - name: WS_WORKERS
     value: {{ .Values.server.workers | int64 | toString | quote }}
+  - name: WS_TRUSTED_PROXIES
+    value: {{ .Values.server.trustedProxies | default (list "none") | join "," | quote }}
+  - name: WS_FORWARDED_HEADER
+    value: {{ .Values.server.forwardedHeader | quote }}
+  - name: WS_LOG_MESSAGE_RATE
+    value: {{ .Values.server.logMessageRate | toString | quote }}
+  - name: WS_LOG_MESSAGE_BURST
+    value: {{ .Values.server.logMessageBurst | int64 | toString | quote }}
+  - name: WS_REQUEST_HEAD_TIMEOUT
+    value: {{ .Values.server.requestHeadTimeout | toString | quote }}
+  - name: WS_IDLE_TIMEOUT
+    value: {{ .Values.server.idleTimeout | toString | quote }}
   {{- with .Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}

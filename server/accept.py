@@ -1,0 +1,301 @@
+"""Accepting connections when the process runs out of file descriptors.
+
+Tornado's accept handler (``tornado.netutil.add_accept_handler``) lets
+``EMFILE``/``ENFILE`` escape to the event loop. The listening socket stays
+readable - the connection is still waiting in the backlog - so the loop
+calls the handler again at once: one core spent on ``accept(2)`` failing,
+and an error line each time.
+
+:func:`add_accept_handler` here has the same contract (it returns the
+function that removes it, as :class:`tornado.tcpserver.TCPServer` expects)
+but, when ``accept`` fails for want of descriptors or memory, it *pauses*
+the listener: it stops watching the socket for :data:`BACKOFF` seconds
+(doubling up to :data:`MAX_BACKOFF` while the shortage lasts), then tries
+again. Waiting clients stay in the kernel's backlog meanwhile. Connections
+already open (and so ``/healthz`` on a kept-alive connection) are not
+touched, and as soon as a descriptor is free the next probe gets in.
+
+Each failure is counted (:class:`AcceptErrors`, reported as the metric
+``websocket_accept_errors_total``), and logged as one ``error`` event
+``descriptors_exhausted`` per :data:`LOG_INTERVAL` with the count since the
+last one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import resource
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import tornado.httpserver
+import tornado.httputil
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
+
+from .metrics import Metrics
+from .telemetry import record_error
+from .wire import ErrorKind
+
+__all__ = [
+    "BACKOFF",
+    "LOG_INTERVAL",
+    "MAX_BACKOFF",
+    "AcceptErrors",
+    "GuardedHTTPServer",
+    "add_accept_handler",
+]
+
+#: First pause after a failed accept, in seconds; it doubles while accepts
+#: keep failing, up to MAX_BACKOFF, and starts again at BACKOFF once one works.
+BACKOFF = 0.05
+MAX_BACKOFF = 1.0
+#: At most one log line per this many seconds while accepts fail.
+LOG_INTERVAL = 10.0
+#: How many connections one readiness event may accept (Tornado's heuristic).
+_BATCH = 128
+
+_SHORTAGE = {
+    errno.EMFILE: "EMFILE",
+    errno.ENFILE: "ENFILE",
+    errno.ENOBUFS: "ENOBUFS",
+    errno.ENOMEM: "ENOMEM",
+}
+
+
+class AcceptErrors:
+    """Failed accepts: counted, logged once per interval, reported to ``count``."""
+
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        interval: float = LOG_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics
+        self.interval = interval
+        self.clock = clock
+        self.total = 0
+        self._unlogged = 0
+        self._logged_at: float | None = None
+
+    def failed(self, name: str, exc: OSError, pause: float) -> None:
+        self.total += 1
+        self._unlogged += 1
+        if self.metrics is not None:
+            self.metrics.accept_errors.labels(name).inc()
+        now = self.clock()
+        log = self._logged_at is None or now - self._logged_at >= self.interval
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        record_error(
+            self.metrics,
+            ErrorKind.DESCRIPTORS_EXHAUSTED,
+            f"accept failed with {name} ({exc.strerror}); pausing the listener "
+            f"for {pause:g} s at a time",
+            log=log,
+            errno=name,
+            count=self._unlogged,
+            total=self.total,
+            limit=soft,
+        )
+        if log:
+            self._unlogged = 0
+            self._logged_at = now
+
+
+def add_accept_handler(
+    sock: socket.socket,
+    callback: Callable[[socket.socket, Any], None],
+    errors: AcceptErrors | None = None,
+) -> Callable[[], None]:
+    """Accept connections on ``sock`` and pass each to ``callback(connection,
+    address)``; pause the listener on a shortage. Returns the remover."""
+    io_loop = IOLoop.current()
+    errors = errors if errors is not None else AcceptErrors()
+    state: dict[str, Any] = {"removed": False, "watching": False, "timer": None, "pause": BACKOFF}
+
+    def watch() -> None:
+        state["timer"] = None
+        if state["removed"] or state["watching"]:
+            return
+        io_loop.add_handler(sock, on_readable, IOLoop.READ)
+        state["watching"] = True
+
+    def pause(name: str, exc: OSError) -> None:
+        delay = state["pause"]
+        state["pause"] = min(delay * 2, MAX_BACKOFF)
+        if state["watching"]:
+            io_loop.remove_handler(sock)
+            state["watching"] = False
+        state["timer"] = io_loop.call_later(delay, watch)
+        errors.failed(name, exc, delay)
+
+    def on_readable(fd: Any, events: int) -> None:
+        for _ in range(_BATCH):
+            if state["removed"] or not state["watching"]:
+                return
+            try:
+                connection, address = sock.accept()
+            except BlockingIOError:
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                name = _SHORTAGE.get(exc.errno or 0)
+                if name is None:
+                    # Anything else (EPERM from a firewall, EPROTO...) is about
+                    # that one connection: skip it, as accept(2) advises.
+                    if exc.errno in (errno.EPERM, errno.EPROTO, errno.ECONNRESET):
+                        continue
+                    name = "other"
+                pause(name, exc)
+                return
+            state["pause"] = BACKOFF
+            callback(connection, address)
+
+    def remove() -> None:
+        state["removed"] = True
+        if state["timer"] is not None:
+            io_loop.remove_timeout(state["timer"])
+            state["timer"] = None
+        if state["watching"]:
+            io_loop.remove_handler(sock)
+            state["watching"] = False
+
+    watch()
+    return remove
+
+
+class _HeadWatch(tornado.httputil.HTTPMessageDelegate):
+    """Passes a request through; tells the server when its head is in."""
+
+    def __init__(self, inner: tornado.httputil.HTTPMessageDelegate, seen: Callable[[], None]):
+        self.inner = inner
+        self.seen = seen
+
+    def headers_received(
+        self,
+        start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
+        headers: tornado.httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        self.seen()
+        return self.inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return self.inner.data_received(chunk)
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+    def on_connection_close(self) -> None:
+        self.inner.on_connection_close()
+
+
+class GuardedHTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTP server, with the edges a hostile client reaches guarded:
+
+    - the listener pauses instead of spinning when descriptors run out
+      (:func:`add_accept_handler`; ``accept_errors`` counts);
+    - a connection whose first request head is not complete within
+      ``head_timeout`` seconds of being accepted gets ``408 Request
+      Timeout`` and is closed (Tornado's own timeout for this is its idle
+      timeout, 75 s here). Later requests on a kept-alive connection have
+      the idle timeout (``idle_connection_timeout``) for their heads.
+
+    :meth:`add_sockets` and :meth:`stop` replace Tornado's with this
+    module's accept handler; each accepted socket becomes an ``IOStream``
+    handed to ``handle_stream``, TCPServer's documented extension point.
+    Only public Tornado names are used.
+    """
+
+    def initialize(
+        self,
+        *args: Any,
+        head_timeout: float | None = None,
+        metrics: Metrics | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().initialize(*args, **kwargs)
+        self.metrics = metrics
+        self._listeners: list[tuple[socket.socket, Callable[[], None]]] = []
+        self.head_timeout = head_timeout
+        self.accept_errors = AcceptErrors(metrics)
+        self._awaiting_head: dict[IOStream, object] = {}
+        self.head_timeouts = 0
+        self._head_unlogged = 0
+        self._head_logged_at: float | None = None
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            remove = add_accept_handler(sock, self._accepted, self.accept_errors)
+            self._listeners.append((sock, remove))
+
+    def _accepted(self, connection: socket.socket, address: Any) -> None:
+        stream = IOStream(
+            connection,
+            max_buffer_size=self.max_buffer_size,
+            read_chunk_size=self.read_chunk_size,
+        )
+        self.handle_stream(stream, address)
+
+    def stop(self) -> None:
+        """Stop listening (connections already open stay)."""
+        listeners, self._listeners = self._listeners, []
+        for sock, remove in listeners:
+            remove()
+            sock.close()
+        super().stop()
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        if self.head_timeout:
+            self._awaiting_head[stream] = IOLoop.current().call_later(
+                self.head_timeout, self._head_too_slow, stream, address
+            )
+        super().handle_stream(stream, address)
+
+    def start_request(
+        self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
+    ) -> tornado.httputil.HTTPMessageDelegate:
+        delegate = super().start_request(server_conn, request_conn)
+        stream = getattr(server_conn, "stream", None)
+        if stream is None or stream not in self._awaiting_head:
+            return delegate
+
+        def seen() -> None:
+            timer = self._awaiting_head.pop(stream, None)
+            if timer is not None:
+                IOLoop.current().remove_timeout(timer)
+
+        return _HeadWatch(delegate, seen)
+
+    def _head_too_slow(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        if self._awaiting_head.pop(stream, None) is None or stream.closed():
+            return
+        self.head_timeouts += 1
+        self._head_unlogged += 1
+        now = time.monotonic()
+        log = self._head_logged_at is None or now - self._head_logged_at >= LOG_INTERVAL
+        record_error(
+            self.metrics,
+            ErrorKind.REQUEST_HEAD_TIMEOUT,
+            f"no complete request head within {self.head_timeout:g} s",
+            log=log,
+            peer=f"{address[0]}:{address[1]}" if len(address) >= 2 else str(address),
+            count=self._head_unlogged,
+        )
+        if log:
+            self._head_unlogged = 0
+            self._head_logged_at = now
+        body = f"408 Request Timeout: no complete request within {self.head_timeout:g} s\n"
+        head = (
+            "HTTP/1.1 408 Request Timeout\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        if stream.socket is not None:
+            with contextlib.suppress(OSError):
+                stream.socket.send((head + body).encode())
+        stream.close()
