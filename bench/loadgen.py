@@ -2,6 +2,7 @@
 (bench/run.py pins it to a core of its own). Prints one JSON object.
 
     python bench/loadgen.py throughput --url ws://127.0.0.1:8080/ws --conns 100 --size 32
+    python bench/loadgen.py throughput --url ... --inflight 8   # pipelined
     python bench/loadgen.py latency --url ... --conns 20 --rate 2000
     python bench/loadgen.py hold --url ... --conns 1000   # "ready", then holds until stdin closes
     python bench/loadgen.py soak --url ... --conns 2000 --seconds 60   # every echo checked
@@ -54,7 +55,11 @@ class Client(WSListener):
 
 
 class Echoer(Client):
-    """Keeps ``inflight`` messages in flight and counts the echoes."""
+    """Keeps ``inflight`` messages in flight and counts the echoes: with 1,
+    a message is sent when the last one's echo is back; with more, the
+    connection is pipelined (each echo sends the next message, so the
+    server gets several frames a read and the load generator spends less
+    per message)."""
 
     def __init__(self, payload: bytes, inflight: int = 1) -> None:
         super().__init__()
@@ -101,8 +106,10 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
         c.start()
     await asyncio.sleep(args.warmup)
     n0, b0, t0 = sum(c.count for c in clients), sum(c.bytes for c in clients), time.perf_counter()
+    cpu0 = time.process_time()
     await asyncio.sleep(args.seconds)
     n1, b1, t1 = sum(c.count for c in clients), sum(c.bytes for c in clients), time.perf_counter()
+    cpu1 = time.process_time()
     for c in clients:
         c.running = False
     for c in clients:
@@ -110,7 +117,13 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
         c.transport.send_close(WSCloseCode.OK)
     await asyncio.wait([c.closed for c in clients], timeout=5)
     dt = t1 - t0
-    return {"msgs_per_s": (n1 - n0) / dt, "mb_per_s": (b1 - b0) / dt / 1e6}
+    return {
+        "msgs_per_s": (n1 - n0) / dt,
+        "mb_per_s": (b1 - b0) / dt / 1e6,
+        # this process's CPU over the measured window, in cores: near 1.0,
+        # the load generator, not the server, set the pace
+        "loadgen_cpu": (cpu1 - cpu0) / dt,
+    }
 
 
 async def latency(args: argparse.Namespace) -> dict[str, Any]:
@@ -257,7 +270,9 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--conns", type=int, default=100)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--inflight", type=int, default=1)
+    parser.add_argument(
+        "--inflight", type=int, default=1, help="throughput: messages in flight a connection"
+    )
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--warmup", type=float, default=1)

@@ -1,7 +1,9 @@
 """Minimal echo servers to compare against, each as its library's docs
 would write it: /ws echoes every message with its type, /readyz answers 200.
 
-    python bench/peers.py tornado|websockets|aiohttp PORT
+    python bench/peers.py tornado|tornado-uvloop|websockets|aiohttp|picows PORT
+
+(The seed's Go server is bench/seed-go/main.go; bench/run.py builds it.)
 """
 
 from __future__ import annotations
@@ -74,6 +76,44 @@ async def aiohttp_echo(port: int) -> None:
     await asyncio.Event().wait()
 
 
+async def picows_echo(port: int) -> None:
+    """picows's own server, as its echo example writes it: frames are
+    echoed as they come (a fragmented message fragment by fragment)."""
+    from picows import (
+        WSFrame,
+        WSListener,
+        WSMsgType,
+        WSTransport,
+        WSUpgradeRequest,
+        WSUpgradeResponse,
+        WSUpgradeResponseWithListener,
+        ws_create_server,
+    )
+
+    class Echo(WSListener):
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+            elif frame.msg_type in (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION):
+                transport.send(frame.msg_type, frame.get_payload_as_memoryview(), frame.fin)
+
+    def route(request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener | None:
+        if request.path == b"/ws":
+            return Echo()
+        if request.path == b"/readyz":
+            return WSUpgradeResponseWithListener(
+                WSUpgradeResponse.create_ok_response(b"ok\n"), None
+            )
+        return None
+
+    # No ``async with server``: on SIGTERM its exit would wait for every
+    # client to leave; like the other peers, this one just goes.
+    server = await ws_create_server(route, "127.0.0.1", port, max_frame_size=64 << 20)
+    await asyncio.Event().wait()
+    server.close()
+
+
 def main() -> None:
     name, port = sys.argv[1], int(sys.argv[2])
     servers = {
@@ -81,9 +121,10 @@ def main() -> None:
         "tornado-uvloop": tornado_echo,
         "websockets": websockets_echo,
         "aiohttp": aiohttp_echo,
+        "picows": picows_echo,  # on uvloop, as picows's docs recommend
     }
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    if name.endswith("-uvloop"):
+    if name.endswith("-uvloop") or name == "picows":
         import uvloop
 
         uvloop.run(servers[name](port))

@@ -1,22 +1,39 @@
-"""Benchmark our server side by side with minimal echo servers on Tornado,
-websockets and aiohttp, in one run, on this machine.
+"""Benchmark our server side by side with its peers, in one run, on this
+machine: the seed (the Knative sample websockets-go, Go + Gorilla,
+bench/seed-go/), picows's own server, and minimal echo servers on Tornado,
+websockets and aiohttp (bench/peers.py).
 
     .venv/bin/python bench/run.py            # 3 runs a scenario, medians
     .venv/bin/python bench/run.py --quick    # 1 short run, for a smoke check
+    .venv/bin/python bench/run.py --servers ours,seed,picows --no-scaling
 
 Each server runs pinned to CPU 0, the load generator (bench/loadgen.py,
 picows on uvloop) to CPU 1. Our server runs with its defaults: an event
-logged for every message (to /dev/null) and metrics on. Prints a table with
-the ratio of each server to bare Tornado and writes JSON to bench/results/.
+logged for every message (to /dev/null) and metrics on; so does the seed
+(its log lines carry each message's content). Scenarios: 32 B and 64 KiB
+echo throughput (100 connections, one message in flight each), latency at
+2,000 msgs/s, RSS per idle connection, process start to /readyz 200,
+SIGTERM with 1,000 clients; then our server with WS_WORKERS=1 and 2 on every
+CPU, driven by a pipelined load generator. Prints markdown tables with the
+ratio of each server to ours and to the seed, with the date and versions,
+and writes JSON to bench/results/.
+
+The seed is built once, offline, from Debian's golang-go and
+golang-github-gorilla-websocket-dev (installed with apt-get if missing),
+into $XDG_CACHE_HOME/knative-websocket-server/bench (~/.cache by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import importlib.metadata
 import json
 import os
 import platform
+import select
+import shutil
 import signal
 import socket
 import statistics
@@ -29,8 +46,101 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-SERVERS = ["ours", "tornado", "tornado-uvloop", "websockets", "aiohttp"]
+SERVERS = [
+    "ours",
+    "ours-nolog",
+    "seed",
+    "picows",
+    "tornado",
+    "tornado-uvloop",
+    "websockets",
+    "aiohttp",
+]
+THROUGHPUT_ONLY = {"ours-nolog"}  # the other scenarios would repeat ours
 SERVER_CPU, LOADGEN_CPU = "0", "1"
+SEED_SRC = ROOT / "bench" / "seed-go" / "main.go"
+GOPATH = "/usr/share/gocode"  # where Debian's golang-*-dev packages put their source
+GORILLA = Path(GOPATH) / "src" / "github.com" / "gorilla" / "websocket"
+SEED_PACKAGES = ["golang-go", "golang-github-gorilla-websocket-dev"]
+PIPELINE_DEPTH = 8  # messages in flight a connection in the scaling scenario
+DRAIN_LIMIT = 60  # seconds from SIGTERM to every client closed, at most
+SAME_CORE = 0.9  # a load generator over this many cores of CPU set the pace
+
+seed_binary: Path | None = None
+
+
+def log(what: str) -> None:
+    print(what, file=sys.stderr, flush=True)
+
+
+# -- the seed's Go server ------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "knative-websocket-server" / "bench"
+
+
+def command_output(*cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def go_version() -> str:
+    return command_output("go", "env", "GOVERSION").removeprefix("go") or "unknown"
+
+
+def gorilla_version() -> str:
+    """Debian's package version without its epoch and revision: the upstream release."""
+    version = command_output(
+        "dpkg-query", "-W", "-f", "${Version}", "golang-github-gorilla-websocket-dev"
+    )
+    return version.partition(":")[2 if ":" in version else 0].rsplit("-", 1)[0] or "unknown"
+
+
+def install_go_packages() -> None:
+    """Debian's Go and Gorilla, with apt-get, if either is missing."""
+    if shutil.which("go") and GORILLA.is_dir():
+        return
+    if not shutil.which("apt-get"):
+        raise RuntimeError(f"the seed needs {' and '.join(SEED_PACKAGES)} (Debian), no apt-get")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    log(f"-- apt-get install {' '.join(SEED_PACKAGES)}")
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-qq", *SEED_PACKAGES],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def build_seed() -> Path:
+    """The seed's binary, built once a (source, Go, Gorilla) into the cache."""
+    install_go_packages()
+    key = hashlib.sha256(
+        SEED_SRC.read_bytes() + go_version().encode() + gorilla_version().encode()
+    ).hexdigest()[:16]
+    cache = cache_dir()
+    binary = cache / f"seed-go-{key}"
+    if binary.exists():
+        return binary
+    cache.mkdir(parents=True, exist_ok=True)
+    log(f"-- building the seed: {binary}")
+    env = dict(os.environ, GO111MODULE="off", GOPATH=GOPATH, CGO_ENABLED="0")
+    env["GOCACHE"] = str(cache / "go-build")
+    partial = binary.with_suffix(".partial")
+    subprocess.run(
+        ["go", "build", "-o", str(partial), SEED_SRC.name], cwd=SEED_SRC.parent, env=env, check=True
+    )
+    partial.rename(binary)
+    return binary
+
+
+# -- servers -------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -43,15 +153,22 @@ def server_cmd(name: str, port: int) -> tuple[list[str], dict[str, str]]:
     """``ours`` is one process pinned to the server's CPU; ``ours-wN`` runs
     N workers on every CPU (the scaling scenario)."""
     env = dict(os.environ)
+    pin = ["taskset", "-c", SERVER_CPU]
     if name.startswith("ours"):
         env.update(
             {"PORT": str(port), "WS_HOST": "127.0.0.1", "WS_MAX_MESSAGE_BYTES": str(64 << 20)}
         )
+        if name == "ours-nolog":
+            env["WS_LOG_MESSAGES"] = "false"
         if name.startswith("ours-w"):
             env["WS_WORKERS"] = name.removeprefix("ours-w")
             return [PY, "-m", "server"], env
-        return ["taskset", "-c", SERVER_CPU, PY, "-m", "server"], env
-    return ["taskset", "-c", SERVER_CPU, PY, str(ROOT / "bench" / "peers.py"), name, str(port)], env
+        return [*pin, PY, "-m", "server"], env
+    if name == "seed":
+        assert seed_binary is not None
+        env.update({"HOST": "127.0.0.1", "PORT": str(port)})
+        return [*pin, str(seed_binary)], env
+    return [*pin, PY, str(ROOT / "bench" / "peers.py"), name, str(port)], env
 
 
 def ready(port: int) -> bool:
@@ -86,6 +203,9 @@ def running(name: str) -> Iterator[tuple[subprocess.Popen[bytes], int, float]]:
         proc.wait()
 
 
+# -- the load generator and the scenarios --------------------------------------
+
+
 def loadgen(*args: str, stdin: Any = None, cpus: str = LOADGEN_CPU) -> subprocess.Popen[str]:
     return subprocess.Popen(
         ["taskset", "-c", cpus, PY, str(ROOT / "bench" / "loadgen.py"), *args],
@@ -111,10 +231,15 @@ def rss_kib(pid: int) -> int:
 
 
 def scenario_throughput(
-    name: str, size: int, seconds: float, conns: int = 100, cpus: str = LOADGEN_CPU
+    name: str,
+    size: int,
+    seconds: float,
+    conns: int = 100,
+    inflight: int = 1,
+    cpus: str = LOADGEN_CPU,
 ) -> dict[str, float]:
     with running(name) as (_, port, _):
-        return run_loadgen(
+        result = run_loadgen(
             "throughput",
             "--url",
             f"ws://127.0.0.1:{port}/ws",
@@ -122,24 +247,31 @@ def scenario_throughput(
             str(conns),
             "--size",
             str(size),
+            "--inflight",
+            str(inflight),
             "--seconds",
             str(seconds),
             cpus=cpus,
         )
+    if not result["msgs_per_s"]:
+        raise RuntimeError(f"{name}: not one echo in {seconds:g} s")
+    return result
 
 
 def scenario_scaling(runs: int, seconds: float) -> dict[str, float]:
-    """32 B echo over 200 connections, our server with 1 and with 2
-    workers, nothing pinned: the load generator shares the CPUs (it needs
-    about a seventh of one at these rates)."""
+    """32 B echo over 100 connections, each with PIPELINE_DEPTH messages in
+    flight, against our server with 1 and with 2 workers. Nothing is pinned:
+    the load generator shares the CPUs with the workers; pipelined, it
+    spends far less per message than the server does."""
     every_cpu = ",".join(str(n) for n in range(os.cpu_count() or 1))
     out = {}
     for workers in (1, 2):
-        rates = [
-            scenario_throughput(f"ours-w{workers}", 32, seconds, 200, every_cpu)["msgs_per_s"]
+        results = [
+            scenario_throughput(f"ours-w{workers}", 32, seconds, 100, PIPELINE_DEPTH, every_cpu)
             for _ in range(runs)
         ]
-        out[f"workers_{workers}_msgs_per_s"] = median(rates)
+        out[f"workers_{workers}_msgs_per_s"] = median([r["msgs_per_s"] for r in results])
+        out[f"workers_{workers}_loadgen_cpu"] = median([r["loadgen_cpu"] for r in results])
     return out
 
 
@@ -178,7 +310,7 @@ def scenario_idle(name: str, conns: int) -> float:
         gen = _hold(port, conns)
         assert gen.stdin is not None
         time.sleep(1.0)
-        after = rss_kib(proc.pid)  # taskset execs: same pid
+        after = rss_kib(proc.pid)
         gen.stdin.close()
         gen.wait(60)
         return (after - before) / conns
@@ -196,6 +328,11 @@ def scenario_drain(name: str, conns: int) -> dict[str, Any]:
         assert gen.stdin is not None
         sent = time.time()
         proc.send_signal(signal.SIGTERM)
+        # the loadgen prints when every client is closed; a server that
+        # never closes them must not hang the run
+        if not select.select([gen.stdout], [], [], DRAIN_LIMIT)[0]:
+            gen.kill()
+            raise RuntimeError(f"{name}: clients still open {DRAIN_LIMIT} s after SIGTERM")
         out = gen.stdout.readline()
         gen.stdin.close()
         gen.wait(60)
@@ -212,89 +349,214 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def measure(name: str, runs: int, seconds: float) -> dict[str, Any]:
+    r: dict[str, Any] = {}
+    log(f"-- {name}")
+
+    def throughput(size: int, key: str) -> tuple[float, float]:
+        results = [scenario_throughput(name, size, seconds) for _ in range(runs)]
+        return median([x[key] for x in results]), median([x["loadgen_cpu"] for x in results])
+
+    log("   echo 32 B")
+    r["echo_32B_msgs_per_s"], r["echo_32B_loadgen_cpu"] = throughput(32, "msgs_per_s")
+    log("   echo 64 KiB")
+    r["echo_64KiB_MB_per_s"], r["echo_64KiB_loadgen_cpu"] = throughput(65536, "mb_per_s")
+    if name in THROUGHPUT_ONLY:
+        return r
+    log("   latency")
+    lat = [scenario_latency(name, seconds) for _ in range(runs)]
+    r["latency_p50_ms"] = median([x["p50_ms"] for x in lat])
+    r["latency_p99_ms"] = median([x["p99_ms"] for x in lat])
+    log("   idle connections")
+    r["idle_KiB_per_conn_1000"] = median([scenario_idle(name, 1000) for _ in range(runs)])
+    r["idle_KiB_per_conn_5000"] = scenario_idle(name, 5000)
+    log("   start to ready")
+    r["start_to_ready_ms"] = median([scenario_startup(name) for _ in range(max(runs, 5))])
+    log("   SIGTERM with 1000 clients")
+    drain = scenario_drain(name, 1000)
+    r["sigterm_1000_closed_ms"] = drain["all_closed_ms"]
+    r["sigterm_close_codes"] = drain["close_codes"]
+    return r
+
+
+# -- the report ----------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for package in ("tornado", "uvloop", "websockets", "aiohttp", "picows"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    out["go"] = go_version()
+    out["gorilla"] = gorilla_version()
+    return out
+
+
+def label(name: str, v: dict[str, str]) -> str:
+    return {
+        "ours": "ours",
+        "ours-nolog": "ours, `WS_LOG_MESSAGES=false`",
+        "seed": f"the seed (Go {v['go']} + Gorilla {v['gorilla']}), logging every message",
+        "picows": f"picows {v['picows']}",
+        "tornado": "bare Tornado",
+        "tornado-uvloop": "bare Tornado on uvloop",
+        "websockets": f"websockets {v['websockets']}",
+        "aiohttp": f"aiohttp {v['aiohttp']}",
+    }.get(name, name)
+
+
+def number(v: float) -> str:
+    return f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
+
+
+def ratio(results: dict[str, dict[str, Any]], base: str, name: str, metric: str) -> str:
+    b, v = results.get(base, {}).get(metric), results[name].get(metric)
+    return f"{v / b:.2f}" if b and v is not None else "-"
+
+
+def codes(close_codes: dict[str, int]) -> str:
+    """{"1001": 1000} -> "1001 x1000"; a client that saw no close frame: "dropped"."""
+    parts = []
+    for code, n in sorted(close_codes.items(), key=lambda item: -item[1]):
+        parts.append(f"{'dropped' if code == 'None' else code} x{n:,}")
+    return ", ".join(parts)
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(
+    results: dict[str, dict[str, Any]], scaling: dict[str, float], meta: dict[str, Any]
+) -> str:
+    v = meta["versions"]
+    servers = list(results)
+    out = [
+        f"Measured {meta['date']} on {meta['machine']}: Python {v['python']}, Tornado "
+        f"{v['tornado']}, uvloop {v['uvloop']}, websockets {v['websockets']}, aiohttp "
+        f"{v['aiohttp']}, picows {v['picows']}, Go {v['go']}, Gorilla WebSocket {v['gorilla']}; "
+        f"each server on CPU {SERVER_CPU}, the load generator on CPU {LOADGEN_CPU}; "
+        f"medians of {meta['runs']} run(s) of {meta['seconds']:g} s.",
+        "",
+        "100 connections, one message in flight each; ratios to ours and to the seed in the "
+        "same run:",
+        "",
+    ]
+    saturated = False
+    rows = []
+    for s in servers:
+        row = [label(s, v)]
+        for metric, cpu in (
+            ("echo_32B_msgs_per_s", "echo_32B_loadgen_cpu"),
+            ("echo_64KiB_MB_per_s", "echo_64KiB_loadgen_cpu"),
+        ):
+            mark = ""
+            if results[s].get(cpu, 0) > SAME_CORE:
+                mark, saturated = " *", True
+            row += [
+                number(results[s][metric]) + mark,
+                ratio(results, "ours", s, metric),
+                ratio(results, "seed", s, metric),
+            ]
+        rows.append(row)
+    header = ["server", "32 B msgs/s", "vs ours", "vs seed", "64 KiB MB/s", "vs ours", "vs seed"]
+    out.append(markdown(header, rows))
+    if saturated:
+        out += [
+            "",
+            f"\\* the load generator used over {SAME_CORE:.0%} of its core: it, not the "
+            "server, may have set this pace.",
+        ]
+
+    others = [s for s in servers if "latency_p99_ms" in results[s]]
+    if others:
+        columns: list[tuple[str, str]] = [
+            ("p50 at 2,000 msgs/s, ms", "latency_p50_ms"),
+            ("p99, ms", "latency_p99_ms"),
+            ("idle KiB/conn (1,000)", "idle_KiB_per_conn_1000"),
+            ("idle KiB/conn (5,000)", "idle_KiB_per_conn_5000"),
+            ("start to /readyz 200, ms", "start_to_ready_ms"),
+            ("SIGTERM: 1,000 clients closed, ms", "sigterm_1000_closed_ms"),
+        ]
+        rows = []
+        for s in others:
+            row = [label(s, v)]
+            for _, metric in columns:
+                row.append(
+                    f"{number(results[s][metric])} ({ratio(results, 'ours', s, metric)} / "
+                    f"{ratio(results, 'seed', s, metric)})"
+                )
+            row.append(codes(results[s]["sigterm_close_codes"]))
+            rows.append(row)
+        header = ["server", *(title for title, _ in columns), "SIGTERM: close codes"]
+        out += [
+            "",
+            "Latency over 20 connections, RSS per idle connection, start to ready, SIGTERM "
+            "drain; (x ours / x seed), lower is better:",
+            "",
+            markdown(header, rows),
+        ]
+
+    if scaling:
+        one, two = scaling["workers_1_msgs_per_s"], scaling["workers_2_msgs_per_s"]
+        out += [
+            "",
+            f"`WS_WORKERS` scaling: 32 B echo, 100 connections with {PIPELINE_DEPTH} messages in "
+            f"flight each (pipelined), nothing pinned, the load generator sharing the "
+            f"{os.cpu_count()} CPUs: 1 worker {one:,.0f} msgs/s, 2 workers {two:,.0f} msgs/s, "
+            f"**{two / one:.2f}x** (the load generator used "
+            f"{scaling['workers_1_loadgen_cpu']:.2f} and {scaling['workers_2_loadgen_cpu']:.2f} "
+            f"of a CPU, leaving the 2 workers at most "
+            f"{(os.cpu_count() or 1) - scaling['workers_2_loadgen_cpu']:.2f}).",
+        ]
+    return "\n".join(out)
+
+
 def main() -> None:
+    global seed_binary
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="1 short run a scenario")
-    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS), help=f"comma-separated, of: {', '.join(SERVERS)}"
+    )
     parser.add_argument("--no-scaling", action="store_true", help="skip the WS_WORKERS scenario")
     args = parser.parse_args()
-    runs, seconds = (1, 2.0) if args.quick else (3, 5.0)
     servers = args.servers.split(",")
-    results: dict[str, dict[str, Any]] = {s: {} for s in servers}
-    for name in servers:
-        r = results[name]
-        print(f"-- {name}", file=sys.stderr, flush=True)
-        step = lambda what: print(f"   {what}", file=sys.stderr, flush=True)  # noqa: E731
-        step("echo 32 B")
-        t32 = [scenario_throughput(name, 32, seconds)["msgs_per_s"] for _ in range(runs)]
-        r["echo_32B_msgs_per_s"] = median(t32)
-        step("echo 64 KiB")
-        t64 = [scenario_throughput(name, 65536, seconds)["mb_per_s"] for _ in range(runs)]
-        r["echo_64KiB_MB_per_s"] = median(t64)
-        step("latency")
-        lat = [scenario_latency(name, seconds) for _ in range(runs)]
-        r["latency_p50_ms"] = median([x["p50_ms"] for x in lat])
-        r["latency_p99_ms"] = median([x["p99_ms"] for x in lat])
-        step("idle connections")
-        r["idle_KiB_per_conn_1000"] = median([scenario_idle(name, 1000) for _ in range(runs)])
-        r["idle_KiB_per_conn_5000"] = scenario_idle(name, 5000)
-        step("start to ready")
-        r["start_to_ready_ms"] = median([scenario_startup(name) for _ in range(max(runs, 5))])
-        step("SIGTERM with 1000 clients")
-        drain = scenario_drain(name, 1000)
-        r["sigterm_1000_closed_ms"] = drain["all_closed_ms"]
-        r["sigterm_close_codes"] = drain["close_codes"]
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown:
+        parser.error(f"unknown server(s): {', '.join(unknown)}")
+    if (os.cpu_count() or 1) < 2:
+        parser.error("needs 2 CPUs: one for the server, one for the load generator")
+    if "seed" in servers:
+        seed_binary = build_seed()
+    runs, seconds = (1, 2.0) if args.quick else (3, 5.0)
 
+    results = {name: measure(name, runs, seconds) for name in servers}
     scaling: dict[str, float] = {}
     if "ours" in servers and not args.no_scaling:
-        print("-- ours, WS_WORKERS=1 and 2, on every CPU", file=sys.stderr, flush=True)
+        log("-- ours, WS_WORKERS=1 and 2, pipelined, on every CPU")
         scaling = scenario_scaling(runs, seconds)
 
-    metrics = [k for k in results[servers[0]] if k != "sigterm_close_codes"]
-    header = ["metric", *servers]
-    rows = []
-    for m in metrics:
-        row = [m]
-        base = results.get("tornado", {}).get(m)
-        for s in servers:
-            v = results[s][m]
-            cell = f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
-            if base and s != "tornado":
-                cell += f" ({v / base:.2f}x)"
-            row.append(cell)
-        rows.append(row)
-    rows.append(
-        ["sigterm_close_codes", *[json.dumps(results[s]["sigterm_close_codes"]) for s in servers]]
-    )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-|-".join("-" * w for w in widths))
-    for row in rows:
-        print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-
-    if scaling:
-        one, two = scaling["workers_1_msgs_per_s"], scaling["workers_2_msgs_per_s"]
-        print(f"\nWS_WORKERS scaling, 32 B echo, 200 connections, {os.cpu_count()} CPUs shared")
-        print(
-            f"with the load generator: 1 worker {one:,.0f} msgs/s, "
-            f"2 workers {two:,.0f} ({two / one:.2f}x)"
-        )
-
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
     meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "date": time.strftime("%Y-%m-%d"),
+        "time": time.strftime("%H:%M:%S"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "python": platform.python_version(),
+        "versions": versions(),
         "runs": runs,
         "seconds": seconds,
     }
+    print(report(results, scaling, meta))
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
     path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({"meta": meta, "results": results, "scaling": scaling}, indent=2))
-    where = path.relative_to(ROOT)
-    print(f"\n(ratios: against bare Tornado; medians of {runs} run(s); JSON: {where})")
+    print(f"\n(JSON: {path.relative_to(ROOT)})")
 
 
 if __name__ == "__main__":
