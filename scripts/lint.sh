@@ -11,6 +11,8 @@ ruff check .
 ruff format --check .
 log "mypy"
 mypy
+log "import-linter (layering: pyproject.toml [tool.importlinter])"
+lint-imports
 log "yamllint"
 yamllint --strict .
 log "shellcheck"
