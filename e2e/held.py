@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -110,22 +110,28 @@ def _request(address: str, host: str | None) -> HTTPRequest:
     return HTTPRequest(f"ws://{address}/ws", headers=headers, connect_timeout=CONNECT_TIMEOUT)
 
 
-async def hold(address: str, count: int, host: str | None = None) -> list[Held]:
+@contextlib.asynccontextmanager
+async def hold(address: str, count: int, host: str | None = None) -> AsyncIterator[list[Held]]:
     """Open ``count`` connections to ``ws://address/ws`` (``host`` as the Host
-    header), each checked with one echo, counting the pings each receives.
-    The client never pings: only the server's pings keep them alive."""
+    header), each checked with one echo, counting the pings each receives;
+    every one is released on the way out. The client never pings: only the
+    server's pings keep them alive."""
     held: list[Held] = []
-    for i in range(count):
-        conn = await websocket_connect(_request(address, host))
-        one = Held(conn)
+    try:
+        for i in range(count):
+            conn = await websocket_connect(_request(address, host))
+            one = Held(conn)
 
-        def on_ping(_data: bytes, one: Held = one) -> None:
-            one.pings += 1  # tornado answers with a pong itself
+            def on_ping(_data: bytes, one: Held = one) -> None:
+                one.pings += 1  # tornado answers with a pong itself
 
-        conn.on_ping = on_ping  # type: ignore[method-assign,assignment]
-        held.append(one)
-        await echo_each([one], f"hold {i}")
-    return held
+            conn.on_ping = on_ping  # type: ignore[method-assign,assignment]
+            held.append(one)
+            await echo_each([one], f"hold {i}")
+        yield held
+    finally:
+        for one in held:
+            one.conn.close()  # a no-op once closed; releases the socket otherwise
 
 
 async def echo_each(held: list[Held], text: str) -> None:

@@ -67,18 +67,18 @@ def test_held_connections_answer_pings_while_the_api_is_polled_then_drain(
             return time.monotonic() >= until
 
         async def scenario(port: int) -> None:
-            held = await hold(f"127.0.0.1:{port}", CONNECTIONS)
-            until = time.monotonic() + HOLD_FOR
-            polls = await wait_for(
-                lambda: pod_still_ready_after(until), HOLD_FOR + 30, "the hold", interval=0.5
-            )
-            print(f"held {CONNECTIONS} connections for {HOLD_FOR} s, {polls} API polls")
-            await echo_each(held, "still open")
-            pings = [one.pings for one in held]
-            # Several pings each, all answered: the server would have closed
-            # a connection with 1011 after one late pong.
-            assert min(pings) >= HOLD_FOR // PING_INTERVAL - 2, f"pings received: {pings}"
-            await drain(held, lambda: cluster.core.delete_namespaced_pod(pod, ns))
+            async with hold(f"127.0.0.1:{port}", CONNECTIONS) as held:
+                until = time.monotonic() + HOLD_FOR
+                polls = await wait_for(
+                    lambda: pod_still_ready_after(until), HOLD_FOR + 30, "the hold", interval=0.5
+                )
+                print(f"held {CONNECTIONS} connections for {HOLD_FOR} s, {polls} API polls")
+                await echo_each(held, "still open")
+                pings = [one.pings for one in held]
+                # Several pings each, all answered: the server would have closed
+                # a connection with 1011 after one late pong.
+                assert min(pings) >= HOLD_FOR // PING_INTERVAL - 2, f"pings received: {pings}"
+                await drain(held, lambda: cluster.core.delete_namespaced_pod(pod, ns))
             assert_drained(held, (1001,))
 
         with cluster.port_forward(ns, pod, 8080) as port:

@@ -126,13 +126,13 @@ def test_pods_scale_with_open_connections(knative: Cluster, ready_timeout: float
     async def scenario(ns: str, address: str) -> None:
         service = await in_thread(deploy, knative, _autoscale_docs(ns), ns, ready_timeout)
         selector = f"serving.knative.dev/service={service['metadata']['name']}"
-        held = await hold(address, 4, host=host_of(service["status"]["url"]))
-        await wait_for(
-            lambda: len(knative.ready_pods(ns, selector)) > 1, SCALE_UP_TIMEOUT, ">1 ready pod"
-        )
-        print(f"scaled up: {await in_thread(knative.ready_pods, ns, selector)}")
-        await echo_each(held, "still here")
-        await close_all(held)
+        async with hold(address, 4, host=host_of(service["status"]["url"])) as held:
+            await wait_for(
+                lambda: len(knative.ready_pods(ns, selector)) > 1, SCALE_UP_TIMEOUT, ">1 ready pod"
+            )
+            print(f"scaled up: {await in_thread(knative.ready_pods, ns, selector)}")
+            await echo_each(held, "still here")
+            await close_all(held)
         await wait_for(
             lambda: len(knative.ready_pods(ns, selector)) <= 1,
             SCALE_DOWN_TIMEOUT,
@@ -159,8 +159,8 @@ def test_deleting_the_service_closes_clients_cleanly(
     async def scenario(ns: str, address: str) -> None:
         service = await in_thread(deploy, knative, route.render(namespace=ns), ns, ready_timeout)
         name = service["metadata"]["name"]
-        held = await hold(address, 2, host=host_of(service["status"]["url"]))
-        await drain(held, lambda: knative.resource(*KSVC).delete(name=name, namespace=ns))
+        async with hold(address, 2, host=host_of(service["status"]["url"])) as held:
+            await drain(held, lambda: knative.resource(*KSVC).delete(name=name, namespace=ns))
         assert_drained(held, (1000, 1001))
 
     with (
