@@ -52,8 +52,10 @@ READY_TIMEOUT = float(os.environ.get("E2E_READY_TIMEOUT", "300"))
 #: How long a client waits for one message (an echo, or the close) while a pod drains.
 #: Knative's queue-proxy alone sleeps 30 s (drainSleepDuration) before the app's SIGTERM.
 DRAIN_TIMEOUT = 120.0
-#: How long a connection may take to open (through a port-forward or the ingress).
+#: How long a connection may take to open (TCP, then the upgrade's answer:
+#: through Knative's activator that can include a cold start).
 CONNECT_TIMEOUT = 30.0
+HANDSHAKE_TIMEOUT = 90.0
 
 
 def e2e_timeout(*waits: float, margin: float = 120.0) -> float:
@@ -107,7 +109,12 @@ class Held:
 
 def _request(address: str, host: str | None) -> HTTPRequest:
     headers = {"Host": host} if host else None
-    return HTTPRequest(f"ws://{address}/ws", headers=headers, connect_timeout=CONNECT_TIMEOUT)
+    return HTTPRequest(
+        f"ws://{address}/ws",
+        headers=headers,
+        connect_timeout=CONNECT_TIMEOUT,
+        request_timeout=HANDSHAKE_TIMEOUT,
+    )
 
 
 @contextlib.asynccontextmanager
