@@ -9,12 +9,17 @@ from collections.abc import Iterator
 import pytest
 
 from .cluster import Cluster, unreachable_reason
+from .held import READY_TIMEOUT, e2e_timeout
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.path):
             item.add_marker(pytest.mark.cluster)
+            # The 120 s global of pyproject.toml is shorter than a readiness
+            # wait: every e2e test without its own marker gets one that fits.
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(e2e_timeout()))
 
 
 def _skip(reason: str, promise: str) -> None:
@@ -51,4 +56,4 @@ def knative(cluster: Cluster) -> Cluster:
 
 @pytest.fixture(scope="session")
 def ready_timeout() -> float:
-    return float(os.environ.get("E2E_READY_TIMEOUT", "300"))
+    return READY_TIMEOUT

@@ -5,36 +5,70 @@
 #   scripts/kind-up.sh            # cluster "knative-ws"
 #   KIND_CLUSTER=other scripts/kind-up.sh
 #
-# Everything is pinned: kind (and so its default node image), Knative
-# Serving and net-kourier. The domain is example.com: the e2e suite reaches
-# Services through a port-forward to the Kourier gateway with the Service's
-# host as the Host header, so no DNS is needed.
+# Everything is pinned: kind (version and sha256), the node image (by
+# digest), Knative Serving and net-kourier; each pin names its source. The
+# domain is example.com: the e2e suite reaches Services through a
+# port-forward to the Kourier gateway with the Service's host as the Host
+# header, so no DNS is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-KIND_VERSION=${KIND_VERSION:-v0.33.0}
+# kind v0.32.0: the release tag and its assets kind-linux-amd64 and
+# kind-linux-amd64.sha256sum (hack/release/build/cross.sh) in
+# github.com/kubernetes-sigs/kind; the sha256 is checked against this pin AND
+# against the .sha256sum the release publishes.
+KIND_VERSION=${KIND_VERSION:-v0.32.0}
+KIND_SHA256=${KIND_SHA256:-50030de23cf40a18505f20426f6a8506bedf13c6e509244bd1fa9463721b0f54}
+# Kubernetes 1.35 (Knative Serving v1.23.0 needs 1.34 or newer; its own kind
+# e2e workflow tests v1.34.x and v1.35.x): the node image built for kind
+# v0.32.0, as chainguard-dev/actions setup-kind (which Knative's CI uses)
+# pins it for kind 0.32.0.
+KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.35.5@sha256:ce977ae6d65918d0b58a5f8b5e940429c2ce42fa3a5619ec2bbc60b949c0ac95}
+# Knative Serving and net-kourier v1.23.0: release assets serving-crds.yaml,
+# serving-core.yaml (knative/serving hack/generate-yamls.sh) and kourier.yaml
+# (knative-extensions/net-kourier hack/release.sh).
 KNATIVE_VERSION=${KNATIVE_VERSION:-v1.23.0}
 KIND_CLUSTER=${KIND_CLUSTER:-knative-ws}
 BIN=${BIN:-$PWD/.tools/bin}
 log() { printf '==> %s\n' "$*"; }
 
+# Retry a command that can race a webhook coming up: up to 30 tries, 5 s apart.
+retry() {
+  local try
+  for try in $(seq 1 30); do
+    if "$@"; then return 0; fi
+    log "try $try failed: $*; again in 5 s"
+    sleep 5
+  done
+  "$@"
+}
+
 mkdir -p "$BIN"
 export PATH="$BIN:$PATH"
-if ! command -v kind >/dev/null 2>&1 || [ "$(kind version -q 2>/dev/null)" != "$KIND_VERSION" ]; then
+# `kind version -q` prints the bare semver ("0.32.0"), without the leading v.
+if ! command -v kind >/dev/null 2>&1 || [ "$(kind version -q 2>/dev/null)" != "${KIND_VERSION#v}" ]; then
   log "installing kind $KIND_VERSION"
-  url="https://kind.sigs.k8s.io/dl/$KIND_VERSION/kind-linux-amd64"
+  url="https://github.com/kubernetes-sigs/kind/releases/download/$KIND_VERSION/kind-linux-amd64"
   curl -fsSLo "$BIN/kind.tmp" "$url"
-  expected=$(curl -fsSL "$url.sha256sum" | cut -d' ' -f1)
-  echo "$expected  $BIN/kind.tmp" | sha256sum --check --status
+  published=$(curl -fsSL "$url.sha256sum" | cut -d' ' -f1)
+  if [ "$published" != "$KIND_SHA256" ]; then
+    echo "kind $KIND_VERSION: published sha256 $published differs from the pinned $KIND_SHA256" >&2
+    exit 1
+  fi
+  echo "$KIND_SHA256  $BIN/kind.tmp" | sha256sum --check --status || {
+    echo "kind $KIND_VERSION: download does not match sha256 $KIND_SHA256" >&2
+    exit 1
+  }
   chmod +x "$BIN/kind.tmp"
   mv "$BIN/kind.tmp" "$BIN/kind"
 fi
+log "kind $(kind version -q)"
 
 if kind get clusters | grep -qx "$KIND_CLUSTER"; then
   log "cluster $KIND_CLUSTER exists"
 else
-  log "creating kind cluster $KIND_CLUSTER"
-  kind create cluster --name "$KIND_CLUSTER" --wait 120s
+  log "creating kind cluster $KIND_CLUSTER ($KIND_NODE_IMAGE)"
+  kind create cluster --name "$KIND_CLUSTER" --image "$KIND_NODE_IMAGE" --wait 120s
 fi
 kubectl config use-context "kind-$KIND_CLUSTER"
 
@@ -45,12 +79,16 @@ kubectl wait --for=condition=Established --timeout=60s crd/services.serving.knat
 kubectl apply -f "$base/serving/releases/download/knative-$KNATIVE_VERSION/serving-core.yaml"
 log "installing Kourier $KNATIVE_VERSION"
 kubectl apply -f "$base/net-kourier/releases/download/knative-$KNATIVE_VERSION/kourier.yaml"
-kubectl patch configmap/config-network -n knative-serving --type merge \
-  -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
-kubectl patch configmap/config-domain -n knative-serving --type merge \
-  -p '{"data":{"example.com":""}}'
 
+# Knative's config webhook (failurePolicy: Fail, rules filled in at run time)
+# validates config-map changes: wait for it before patching, and retry the
+# patches while its rules settle.
 log "waiting for Knative and Kourier"
 kubectl wait deployment --all -n knative-serving --for=condition=Available --timeout=300s
 kubectl wait deployment --all -n kourier-system --for=condition=Available --timeout=300s
+log "configuring Knative: Kourier as the ingress, domain example.com"
+retry kubectl patch configmap/config-network -n knative-serving --type merge \
+  -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
+retry kubectl patch configmap/config-domain -n knative-serving --type merge \
+  -p '{"data":{"example.com":""}}'
 log "cluster $KIND_CLUSTER is ready (context kind-$KIND_CLUSTER)"

@@ -211,7 +211,8 @@ OPTIONS: tuple[_Option, ...] = (
         "WS_PING_INTERVAL",
         "--ping-interval",
         _seconds(0, 3600),
-        "seconds between keepalive pings (0: off); keep well below proxies' 300 s idle cut",
+        "seconds between keepalive pings (0: off); keep below the idle timeouts of "
+        "load balancers, NAT and proxies on the path",
     ),
     _Option(
         "ping_timeout",

@@ -3,6 +3,9 @@ when there is none."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from e2e.cluster import (
@@ -15,9 +18,10 @@ from e2e.cluster import (
     is_ready,
     unreachable_reason,
 )
+from e2e.held import assert_drained, drain, echo_each, hold, wait_for
 from e2e.render import knative_service, routes
 
-from .conftest import run_python
+from .conftest import ServerProcess, run_python
 
 
 def _ksvc(generation: int, observed: int, *conds: tuple[str, str, str]) -> dict[str, object]:
@@ -149,3 +153,31 @@ def test_e2e_suite_skips_with_the_reason_when_no_cluster() -> None:
     assert "passed" not in proc.stdout
     assert "skipped" in proc.stdout
     assert "no reachable Kubernetes cluster" in proc.stdout
+
+
+def test_held_connections_answer_pings_during_api_waits_then_drain(
+    server_process: type[ServerProcess],
+) -> None:
+    """e2e/held.py's mechanics on a real server process on loopback, no
+    cluster: connections held through a blocking wait (run on another thread,
+    as the API polls are) keep answering pings every 0.5 s, still echo, then
+    drain with 1001 on SIGTERM. e2e/test_held_connections.py does the same on
+    a cluster, through a port-forward."""
+    server = server_process(
+        env={"WS_PING_INTERVAL": "0.5", "WS_PING_TIMEOUT": "0.5", "WS_LOG_MESSAGES": "false"}
+    )
+    server.wait_ready()
+
+    async def scenario() -> None:
+        async with hold(f"127.0.0.1:{server.port}", 3) as held:
+            until = time.monotonic() + 3
+            polls = await wait_for(lambda: time.monotonic() >= until, 10, "the hold", interval=0.5)
+            assert polls >= 5
+            await echo_each(held, "still open")
+            pings = [one.pings for one in held]
+            assert min(pings) >= 4, f"pings received: {pings}"
+            await drain(held, server.signal)
+        assert_drained(held, (1001,))
+
+    asyncio.run(scenario())
+    assert server.wait() == 0

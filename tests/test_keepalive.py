@@ -18,8 +18,9 @@ from .rawws import RawWebSocket
 @contextlib.asynccontextmanager
 async def idle_cutting_proxy(target_port: int, idle_timeout: float) -> AsyncIterator[int]:
     """A loopback TCP proxy that drops a connection after ``idle_timeout``
-    seconds without a byte in either direction - what Kourier/Envoy does to
-    idle streams after 300 s, shrunk to test size."""
+    seconds without a byte in either direction - what a load balancer, NAT
+    or proxy in front of the cluster does to idle connections (often after
+    60 s; Kourier itself has no such cut), shrunk to test size."""
 
     async def pipe(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, touched: list[float]

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The e2e suite on the kind cluster of scripts/kind-up.sh (the current
+# kubeconfig context), as the GitHub e2e job runs it: the Knative tests
+# (both routes, autoscaling, drain) and the plain-Kubernetes ones on the
+# image scripts/kind-load.sh loaded. A missing cluster or Knative fails the
+# run instead of skipping. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export E2E_REQUIRE_CLUSTER=${E2E_REQUIRE_CLUSTER:-1}
+export E2E_REQUIRE_KNATIVE=${E2E_REQUIRE_KNATIVE:-1}
+export E2E_IMAGE=${E2E_IMAGE:-dev.local/knative-websocket-server:dev}
+exec .venv/bin/python -m pytest e2e -v -s -rs -p no:cacheprovider "$@"
