@@ -1,0 +1,2 @@
+"""Example services on :class:`server.base.KnativeWebSocketHandler` (run from
+the checkout; not part of the installed package)."""

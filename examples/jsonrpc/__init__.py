@@ -1,0 +1,1 @@
+"""A JSON request/reply service on the base handler: ``python -m examples.jsonrpc``."""

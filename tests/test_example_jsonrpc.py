@@ -1,0 +1,191 @@
+"""The JSON-RPC example (``examples/jsonrpc``) as a real ``python -m
+examples.jsonrpc`` process with real websockets clients: it answers requests,
+and the base handler gives it the same limits, event lines, metrics,
+readiness and SIGTERM drain as the echo server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from server.wire import CloseCode
+
+from .conftest import ROOT, ServerProcess, free_port
+
+
+class JsonRpcProcess(ServerProcess):
+    """:class:`ServerProcess` (its log reader, waits and stop), running
+    ``python -m examples.jsonrpc`` instead of ``python -m server``."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("WS_")}
+        full_env.update({"PORT": str(self.port), "WS_HOST": "127.0.0.1", **(env or {})})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "examples.jsonrpc"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.log: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+
+@pytest.fixture
+def jsonrpc() -> Iterator[type[JsonRpcProcess]]:
+    """A factory for example processes; every one started is killed at the end."""
+    started: list[JsonRpcProcess] = []
+
+    class Factory(JsonRpcProcess):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            started.append(self)
+
+    yield Factory
+    for proc in started:
+        proc.stop()
+        if proc.proc.stdout is not None:
+            proc.proc.stdout.close()
+
+
+async def call(ws: ClientConnection, request: dict[str, Any] | str) -> dict[str, Any]:
+    await ws.send(request if isinstance(request, str) else json.dumps(request))
+    reply = await asyncio.wait_for(ws.recv(), 5)
+    assert isinstance(reply, str)
+    doc: dict[str, Any] = json.loads(reply)
+    return doc
+
+
+def metric(text: str, name: str) -> float:
+    """The value of one sample (``name`` with its labels) in a /metrics page."""
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"no {name} in /metrics"
+    return float(match.group(1))
+
+
+def test_requests_get_replies_with_events_and_metrics(jsonrpc: type[JsonRpcProcess]) -> None:
+    server = jsonrpc()
+    server.wait_ready()
+    with urllib.request.urlopen(server.url + "/readyz", timeout=5) as ready:
+        assert ready.status == 200
+
+    async def scenario() -> tuple[int, list[dict[str, Any]]]:
+        async with connect(server.ws_url) as ws:
+            replies = [
+                await call(ws, {"id": 1, "method": "add", "params": [1, 2, 3.5]}),
+                await call(ws, {"id": "e", "method": "echo", "params": {"a": [1, None]}}),
+                await call(ws, {"id": 3, "method": "time"}),
+                await call(ws, "{not json"),
+                await call(ws, {"id": 5, "method": "nope"}),
+                await call(ws, {"id": 6, "method": "add", "params": ["1"]}),
+                await call(ws, {"id": 7, "method": "add", "params": [2, 2]}),  # still open
+            ]
+            return int(ws.local_address[1]), replies
+
+    local_port, replies = asyncio.run(scenario())
+    v2 = {"jsonrpc": "2.0"}
+    assert replies[0] == {**v2, "id": 1, "result": 6.5}
+    assert replies[1] == {**v2, "id": "e", "result": {"a": [1, None]}}
+    assert replies[2]["id"] == 3
+    assert isinstance(replies[2]["result"], float)
+    assert replies[2]["result"] > 1.7e9
+    assert replies[3]["id"] is None
+    assert replies[3]["error"]["code"] == -32700
+    assert replies[3]["error"]["message"].startswith("parse error: ")
+    assert replies[4] == {**v2, "id": 5, "error": {"code": -32601, "message": "no method 'nope'"}}
+    assert replies[5]["error"]["code"] == -32602
+    assert replies[6] == {**v2, "id": 7, "result": 4}
+
+    peer = f"127.0.0.1:{local_port}"
+    close = server.wait_event("close")
+    assert server.wait_event("open")["peer"] == peer
+    messages = [d for d in server.log if d.get("event") == "message"]
+    assert [(d["peer"], d["type"]) for d in messages] == [(peer, "text")] * 7
+    assert messages[3]["content"] == "{not json"
+    assert close["peer"] == peer
+    assert close["code"] == CloseCode.NORMAL_CLOSURE
+    assert close["messages_in"] == close["messages_out"] == 7
+
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as page:
+        text = page.read().decode()
+    assert metric(text, 'websocket_messages_received_total{type="text"}') == 7
+    assert metric(text, 'websocket_messages_sent_total{type="text"}') == 7
+    assert metric(text, "websocket_connections_opened_total") == 1
+    assert metric(text, 'websocket_connections_closed_total{code="1000"}') == 1
+
+
+def test_a_message_over_the_limit_closes_1009(jsonrpc: type[JsonRpcProcess]) -> None:
+    server = jsonrpc(env={"WS_MAX_MESSAGE_BYTES": "1024"})
+    server.wait_ready()
+
+    async def scenario() -> int | None:
+        async with connect(server.ws_url) as ws:
+            assert (await call(ws, {"id": 1, "method": "echo", "params": "x" * 900}))["result"]
+            await ws.send(json.dumps({"id": 2, "method": "echo", "params": "x" * 2000}))
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            return ws.close_code
+
+    assert asyncio.run(scenario()) == CloseCode.MESSAGE_TOO_BIG
+    error = server.wait_event("error")
+    assert error["kind"] == "message_too_big"
+    assert error["peer"].startswith("127.0.0.1:")
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as page:
+        text = page.read().decode()
+    assert metric(text, 'websocket_errors_total{kind="message_too_big"}') == 1
+    assert metric(text, 'websocket_connections_closed_total{code="1009"}') == 1
+
+
+def test_a_binary_message_closes_1003(jsonrpc: type[JsonRpcProcess]) -> None:
+    server = jsonrpc()
+    server.wait_ready()
+
+    async def scenario() -> tuple[int | None, str | None]:
+        async with connect(server.ws_url) as ws:
+            await ws.send(b'{"id": 1, "method": "time"}')
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            return ws.close_code, ws.close_reason
+
+    code, reason = asyncio.run(scenario())
+    assert code == CloseCode.UNSUPPORTED_DATA
+    assert reason is not None
+    assert "binary" in reason
+    assert server.wait_event("close")["code"] == CloseCode.UNSUPPORTED_DATA
+
+
+def test_sigterm_drains_an_open_client_with_1001(jsonrpc: type[JsonRpcProcess]) -> None:
+    server = jsonrpc()
+    server.wait_ready()
+
+    async def scenario() -> int | None:
+        async with connect(server.ws_url) as ws:
+            assert (await call(ws, {"id": 1, "method": "add", "params": [40, 2]}))["result"] == 42
+            server.signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            return ws.close_code
+
+    assert asyncio.run(scenario()) == CloseCode.GOING_AWAY
+    assert server.wait(timeout=15) == 0
+    assert server.wait_event("drained")["aborted"] == 0
+    assert server.wait_event("close")["code"] == CloseCode.GOING_AWAY
+    assert server.wait_event("exit")["status"] == 0
