@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SERVERS = [
     "ours",
+    "ours-every",
     "ours-nolog",
     "seed",
     "picows",
@@ -56,7 +57,10 @@ SERVERS = [
     "websockets",
     "aiohttp",
 ]
-THROUGHPUT_ONLY = {"ours-nolog"}  # the other scenarios would repeat ours
+THROUGHPUT_ONLY = {"ours-nolog", "ours-every"}  # the other scenarios would repeat ours
+#: --baseline DIR: a checkout of an earlier commit, run as "baseline" (its
+#: own `python -m server`, the same defaults) beside this one.
+baseline_dir: Path | None = None
 SERVER_CPU, LOADGEN_CPU = "0", "1"
 SEED_SRC = ROOT / "bench" / "seed-go" / "main.go"
 GOPATH = "/usr/share/gocode"  # where Debian's golang-*-dev packages put their source
@@ -67,6 +71,7 @@ DRAIN_LIMIT = 60  # seconds from SIGTERM to every client closed, at most
 SAME_CORE = 0.9  # a load generator over this many cores of CPU set the pace
 
 seed_binary: Path | None = None
+baseline_label = "baseline"
 
 
 def log(what: str) -> None:
@@ -154,12 +159,14 @@ def server_cmd(name: str, port: int) -> tuple[list[str], dict[str, str]]:
     N workers on every CPU (the scaling scenario)."""
     env = dict(os.environ)
     pin = ["taskset", "-c", SERVER_CPU]
-    if name.startswith("ours"):
+    if name.startswith("ours") or name == "baseline":
         env.update(
             {"PORT": str(port), "WS_HOST": "127.0.0.1", "WS_MAX_MESSAGE_BYTES": str(64 << 20)}
         )
         if name == "ours-nolog":
             env["WS_LOG_MESSAGES"] = "false"
+        if name == "ours-every":
+            env["WS_LOG_MESSAGE_RATE"] = "0"  # every message logged, as the seed does
         if name.startswith("ours-w"):
             env["WS_WORKERS"] = name.removeprefix("ours-w")
             return [PY, "-m", "server"], env
@@ -186,8 +193,9 @@ def running(name: str) -> Iterator[tuple[subprocess.Popen[bytes], int, float]]:
     port = free_port()
     cmd, env = server_cmd(name, port)
     started = time.perf_counter()
+    cwd = baseline_dir if name == "baseline" and baseline_dir is not None else ROOT
     proc = subprocess.Popen(
-        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         while not ready(port):
@@ -398,6 +406,8 @@ def label(name: str, v: dict[str, str]) -> str:
     return {
         "ours": "ours",
         "ours-nolog": "ours, `WS_LOG_MESSAGES=false`",
+        "ours-every": "ours, every message logged (`WS_LOG_MESSAGE_RATE=0`)",
+        "baseline": f"ours at {baseline_label}",
         "seed": f"the seed (Go {v['go']} + Gorilla {v['gorilla']}), logging every message",
         "picows": f"picows {v['picows']}",
         "tornado": "bare Tornado",
@@ -526,9 +536,22 @@ def main() -> None:
         "--servers", default=",".join(SERVERS), help=f"comma-separated, of: {', '.join(SERVERS)}"
     )
     parser.add_argument("--no-scaling", action="store_true", help="skip the WS_WORKERS scenario")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run the server of this checkout (e.g. a git worktree of an earlier "
+        "commit) as 'baseline', side by side",
+    )
     args = parser.parse_args()
     servers = args.servers.split(",")
-    unknown = [s for s in servers if s not in SERVERS]
+    if args.baseline:
+        global baseline_dir, baseline_label
+        baseline_dir = Path(args.baseline).resolve()
+        baseline_label = command_output(
+            "git", "-C", str(baseline_dir), "log", "-1", "--format=%h (%cs)"
+        )
+        servers.insert(1, "baseline")
+    unknown = [s for s in servers if s not in SERVERS and s != "baseline"]
     if unknown:
         parser.error(f"unknown server(s): {', '.join(unknown)}")
     if (os.cpu_count() or 1) < 2:
