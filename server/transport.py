@@ -186,6 +186,9 @@ class WebSocketTransport(asyncio.Protocol):
         self._lost = False
         self._drained: list[asyncio.Future[None]] = []
         self._started = False
+        # While the events of one read are handled, their frames gather
+        # here and go out with one write (see data_received).
+        self._batch: list[bytes] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -225,7 +228,30 @@ class WebSocketTransport(asyncio.Protocol):
         if self._handler_busy or self._pending:
             self._pending.extend(events)
             return
-        self._dispatch(events)
+        # Every frame the read's events produce goes out in one write.
+        self._batch = []
+        try:
+            self._dispatch(events)
+        finally:
+            self._flush_batch()
+            self._batch = None
+
+    def _flush_batch(self) -> None:
+        """Write the frames gathered so far (in order), as one write."""
+        batch = self._batch
+        if not batch:
+            return
+        transport = self.transport
+        if transport is not None and not self._lost:
+            if len(batch) == 1:
+                transport.write(batch[0])
+            else:
+                transport.writelines(batch)
+        batch.clear()
+        if self._writing_paused and not self._backpressure and (
+            self.backlog() > self.limits.high_water
+        ):
+            self._start_backpressure()
 
     def eof_received(self) -> bool:
         self.conn.receive_eof()
@@ -360,6 +386,9 @@ class WebSocketTransport(asyncio.Protocol):
         if self._writing_paused:
             self._queue.append(parts)
             self._queued += sum(map(len, parts))
+        elif self._batch is not None:
+            self._batch.extend(parts)
+            return
         elif len(parts) == 1:
             transport.write(parts[0])
         else:
@@ -379,6 +408,8 @@ class WebSocketTransport(asyncio.Protocol):
         if self._writing_paused and self._queue:
             self._queue.appendleft([frame])
             self._queued += len(frame)
+        elif self._batch is not None:
+            self._batch.append(frame)
         else:
             transport.write(frame)
 
@@ -496,6 +527,7 @@ class WebSocketTransport(asyncio.Protocol):
         if transport is not None and not self._lost:
             # Close once the kernel takes what is buffered (the close frame
             # last), reading nothing more; drop it if that takes too long.
+            self._flush_queue_for_close()
             transport.close()
             loop = asyncio.get_running_loop()
             self._close_timer = loop.call_later(LINGER_SECONDS, self.abort)
@@ -516,10 +548,12 @@ class WebSocketTransport(asyncio.Protocol):
         transport.write(frame)
 
     def _flush_queue_for_close(self) -> None:
-        """Hand every queued frame to the event loop (it writes them before closing)."""
+        """Hand every gathered and queued frame to the event loop (it writes
+        them before closing)."""
         transport = self.transport
         if transport is None:
             return
+        self._flush_batch()
         while self._queue:
             transport.writelines(self._queue.popleft())
         self._queued = 0
@@ -531,6 +565,7 @@ class WebSocketTransport(asyncio.Protocol):
         if transport is None or self._lost or self._lingering:
             return
         self._lingering = True
+        self._flush_queue_for_close()
         if self._close_timer is not None:
             self._close_timer.cancel()
         loop = asyncio.get_running_loop()
