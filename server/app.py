@@ -36,7 +36,7 @@ from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler
 from .metrics import Metrics
 from .telemetry import record_error
 from .transport import SendLimits
-from .wire import ErrorKind
+from .wire import COMPILED, ErrorKind
 
 __all__ = ["build_service", "make_app", "make_http_server", "serve"]
 
@@ -215,6 +215,7 @@ async def serve(
         "max_connections": settings.max_connections,
         "compression": settings.compression,
         "event_loop": settings.event_loop,
+        "wire": "compiled" if COMPILED else "python",
     }
     if started is not None:
         fields["startup_ms"] = round(1000 * (time.perf_counter() - started), 1)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from .mask import apply_mask
 
 __all__ = [
+    "COMPILED",
     "GUID",
     "REFUSALS",
     "CloseCode",
@@ -63,6 +64,10 @@ __all__ = [
     "negotiate_deflate",
     "parse_extensions",
 ]
+
+#: Whether this module runs compiled by mypyc (scripts/build-speedups.sh)
+#: or as the pure-Python source, which is also its fallback.
+COMPILED: bool = not __file__.endswith((".py", ".pyc"))
 
 #: RFC 6455 section 1.3: appended to the client's key for Sec-WebSocket-Accept.
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
