@@ -30,7 +30,13 @@ digest=$(DOCKER="scripts/local-cluster.sh docker" DOCKER_BUILDKIT=0 scripts/rele
   --build-arg BASE_IMAGE=kws.local/python:bookworm --build-arg PIP_NO_INDEX=1 | sed -n 's/^digest=//p')
 # Forget the pushed names locally: the kubelet must fetch the image from the
 # registry, by digest, not find it under these names in dockerd.
-scripts/local-cluster.sh docker rmi "$image:$version" "$image@$digest" >/dev/null
+for ref in "$image:$version" "$image@$digest"; do
+  scripts/local-cluster.sh docker rmi "$ref" >/dev/null 2>&1 || true
+  if scripts/local-cluster.sh docker image inspect "$ref" >/dev/null 2>&1; then
+    echo "release-local: dockerd still knows $ref after docker rmi" >&2
+    exit 1
+  fi
+done
 
 log "chart: packaged with $image@$digest pinned, pushed to oci://$charts"
 out=$(scripts/release-chart.sh "$image" "$digest" "$charts" "$STATE/release-dist")
