@@ -97,6 +97,13 @@ def _assert_pulled_by_digest(
     return dict(state)
 
 
+def _manifest_fetches(published: dict[str, str]) -> int:
+    """GETs of the image's manifest by digest in the registry's access log."""
+    log = Path(published["REGISTRY_LOG"]).read_text(errors="replace")
+    name = published["IMAGE"].split("/", 1)[1]
+    return log.count(f'"GET /v2/{name}/manifests/{published["DIGEST"]} ')
+
+
 def _echo(cluster: Cluster, namespace: str, pod: str) -> None:
     with cluster.port_forward(namespace, pod, 8080) as port:
         result = asyncio.run(probe_with_retries(f"ws://127.0.0.1:{port}/ws", count=6, retry_for=30))
@@ -127,11 +134,14 @@ def test_helm_install_from_the_registry_by_digest(
             "--set", f"image.digest={digest}",
             "--set", "image.pullPolicy=Always",
         ]  # fmt: skip
+        fetched = _manifest_fetches(published)
         out = _run([helm, "install", RELEASE, chart, *install])
         assert "STATUS: deployed" in out, out
         cluster.wait_ready(*DEPLOYMENT, RELEASE, ns, timeout=ready_timeout)
         [pod] = cluster.ready_pods(ns, SELECTOR)
         _assert_pulled_by_digest(cluster, ns, pod, reference)
+        # The registry itself served the image's manifest, by digest.
+        assert _manifest_fetches(published) > fetched
         _echo(cluster, ns, pod)
 
         # helm test: the chart's probe Pod (the same image, by digest) echoes
@@ -187,9 +197,11 @@ def test_kustomize_pinned_digest_from_the_registry(
         cluster.namespace("ws-registry-kustomize") as ns,
         cluster.diagnose_on_failure(ns, [(*DEPLOYMENT, RELEASE)]),
     ):
+        fetched = _manifest_fetches(published)
         for doc in docs:
             cluster.apply(doc, ns)
         cluster.wait_ready(*DEPLOYMENT, RELEASE, ns, timeout=ready_timeout)
         [pod] = cluster.ready_pods(ns, SELECTOR)
         _assert_pulled_by_digest(cluster, ns, pod, reference)
+        assert _manifest_fetches(published) > fetched
         _echo(cluster, ns, pod)

@@ -6,7 +6,7 @@
 # Signing is left to GitHub (it needs the workflow's OIDC identity).
 #
 # Writes what it published to $KWS_STATE/release.env (REGISTRY, VERSION,
-# IMAGE, DIGEST, CHART, CHART_DIGEST) for e2e/test_registry.py.
+# IMAGE, DIGEST, CHART, CHART_DIGEST, REGISTRY_LOG) for e2e/test_registry.py.
 #
 # scripts/with-local-cluster.sh runs it after `scripts/registry.sh up`.
 set -euo pipefail
@@ -58,5 +58,6 @@ IMAGE=$image
 DIGEST=$digest
 CHART=$chart
 CHART_DIGEST=$chart_digest
+REGISTRY_LOG=$STATE/registry.log
 ENV
 log "published: $image@$digest and $chart:$version ($STATE/release.env)"
