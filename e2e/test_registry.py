@@ -12,9 +12,10 @@ to ``$E2E_RELEASE_ENV``. Here:
   does for the Knative Service.
 
 In both, the kubelet pulls ``REPOSITORY@sha256:...`` from the registry
-(``imagePullPolicy: Always``, and the release run removed the pushed names
-from dockerd), the pod becomes Ready with the kubelet's probes, and a
-WebSocket round trip goes through a port-forward. The chart's ``helm test``
+(the node's dockerd is made to forget that reference first, and the
+registry's access log must show the manifest fetched by digest), the pod
+becomes Ready with the kubelet's probes, and a WebSocket round trip goes
+through a port-forward. The chart's ``helm test``
 runs too: this cluster has no DNS and no Service proxy, so the probe is
 pointed at the pod's address (``test.url``) instead of the Service name.
 
@@ -37,7 +38,7 @@ import yaml
 from server.probe import probe_with_retries
 
 from .cluster import Cluster
-from .render import KUSTOMIZE, find, find_tool, kustomize_build
+from .render import KUSTOMIZE, ROOT, find, find_tool, kustomize_build
 
 DEPLOYMENT = ("apps/v1", "Deployment")
 SELECTOR = "app.kubernetes.io/name=websocket-server"
@@ -97,6 +98,18 @@ def _assert_pulled_by_digest(
     return dict(state)
 
 
+def _forget_on_node(published: dict[str, str], reference: str) -> None:
+    """Remove reference from the node's dockerd, as on a fresh node: docker
+    answers a pull by digest from its own store when it has the digest, so
+    without this only the first install would reach the registry."""
+    docker = [*published["NODE_DOCKER"].split()]
+    subprocess.run([*docker, "rmi", reference], cwd=ROOT, capture_output=True, timeout=60)
+    still = subprocess.run(
+        [*docker, "image", "inspect", reference], cwd=ROOT, capture_output=True, timeout=60
+    )
+    assert still.returncode != 0, f"the node's dockerd still has {reference}"
+
+
 def _manifest_fetches(published: dict[str, str]) -> int:
     """GETs of the image's manifest by digest in the registry's access log."""
     log = Path(published["REGISTRY_LOG"]).read_text(errors="replace")
@@ -134,6 +147,7 @@ def test_helm_install_from_the_registry_by_digest(
             "--set", f"image.digest={digest}",
             "--set", "image.pullPolicy=Always",
         ]  # fmt: skip
+        _forget_on_node(published, reference)
         fetched = _manifest_fetches(published)
         out = _run([helm, "install", RELEASE, chart, *install])
         assert "STATUS: deployed" in out, out
@@ -197,6 +211,7 @@ def test_kustomize_pinned_digest_from_the_registry(
         cluster.namespace("ws-registry-kustomize") as ns,
         cluster.diagnose_on_failure(ns, [(*DEPLOYMENT, RELEASE)]),
     ):
+        _forget_on_node(published, reference)
         fetched = _manifest_fetches(published)
         for doc in docs:
             cluster.apply(doc, ns)

@@ -6,7 +6,8 @@
 # Signing is left to GitHub (it needs the workflow's OIDC identity).
 #
 # Writes what it published to $KWS_STATE/release.env (REGISTRY, VERSION,
-# IMAGE, DIGEST, CHART, CHART_DIGEST, REGISTRY_LOG) for e2e/test_registry.py.
+# IMAGE, DIGEST, CHART, CHART_DIGEST, REGISTRY_LOG, and NODE_DOCKER: the docker
+# client of the node's dockerd) for e2e/test_registry.py.
 #
 # scripts/with-local-cluster.sh runs it after `scripts/registry.sh up`.
 set -euo pipefail
@@ -59,5 +60,6 @@ DIGEST=$digest
 CHART=$chart
 CHART_DIGEST=$chart_digest
 REGISTRY_LOG=$STATE/registry.log
+NODE_DOCKER=scripts/local-cluster.sh docker
 ENV
 log "published: $image@$digest and $chart:$version ($STATE/release.env)"
