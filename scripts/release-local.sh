@@ -27,8 +27,15 @@ python3 scripts/release_meta.py chart-bump
 
 log "image: the Dockerfile, built offline in the cluster's dockerd, pushed to $registry"
 compgen -G 'wheels/*.whl' >/dev/null || PYTHON=${PYTHON:-.venv/bin/python} scripts/build-wheels.sh >/dev/null
+# The labels a release build sets; `created` also gives every run a digest
+# of its own, so the node's dockerd (which caches manifests by digest) has
+# to fetch this one from the registry.
 digest=$(DOCKER="scripts/local-cluster.sh docker" DOCKER_BUILDKIT=0 scripts/release-image.sh "$image" \
-  --build-arg BASE_IMAGE=kws.local/python:bookworm --build-arg PIP_NO_INDEX=1 | sed -n 's/^digest=//p')
+  --build-arg BASE_IMAGE=kws.local/python:bookworm --build-arg PIP_NO_INDEX=1 \
+  --label "org.opencontainers.image.version=$version" \
+  --label "org.opencontainers.image.revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+  --label "org.opencontainers.image.created=$(date -u +%Y-%m-%dT%H:%M:%SZ)" |
+  sed -n 's/^digest=//p')
 # Forget the pushed names locally: the kubelet must fetch the image from the
 # registry, by digest, not find it under these names in dockerd.
 for ref in "$image:$version" "$image@$digest"; do
