@@ -104,7 +104,8 @@ def _forget_on_node(published: dict[str, str], reference: str) -> None:
     answers a pull by digest from its own store when it has the digest, so
     without this only the first install would reach the registry."""
     docker = [*published["NODE_DOCKER"].split()]
-    subprocess.run([*docker, "rmi", reference], cwd=ROOT, capture_output=True, timeout=60)
+    # -f: untag even while a container of a previous test still uses it.
+    subprocess.run([*docker, "rmi", "-f", reference], cwd=ROOT, capture_output=True, timeout=60)
     still = subprocess.run(
         [*docker, "image", "inspect", reference], cwd=ROOT, capture_output=True, timeout=60
     )
