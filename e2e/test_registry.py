@@ -41,6 +41,15 @@ from server.probe import probe_with_retries
 from .cluster import Cluster
 from .render import KUSTOMIZE, ROOT, find, find_tool, kustomize_build
 
+#: The kubernetes client's own port-forward thread can die with "Bad file
+#: descriptor" when e2e/cluster.py closes the connection under it, after the
+#: echoes were checked (seen once in four runs here); only that thread's
+#: exception is let through, any other still fails the test.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception in thread Kubernetes port forward proxy"
+    ":pytest.PytestUnhandledThreadExceptionWarning"
+)
+
 DEPLOYMENT = ("apps/v1", "Deployment")
 SELECTOR = "app.kubernetes.io/name=websocket-server"
 RELEASE = "websocket-server"
