@@ -4,7 +4,7 @@
 # the local-cluster run, as a release pushes them to ghcr.io.
 #
 #   scripts/registry.sh up       # install (apt, once) and start it, empty
-#   scripts/registry.sh down     # stop it and delete what was pushed
+#   scripts/registry.sh down     # stop it; delete what was pushed (and release.env)
 #   scripts/registry.sh status   # running or stopped, and where
 #   scripts/registry.sh addr     # 127.0.0.1:PORT
 #
@@ -87,8 +87,8 @@ down() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
-  rm -f "$PIDFILE" "$CONFIG"
-  rm -rf "$STORE"
+  rm -f "$PIDFILE" "$CONFIG" "$STATE/release.env"
+  rm -rf "$STORE" "$STATE/release-dist"
 }
 
 status() {
