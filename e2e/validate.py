@@ -96,6 +96,15 @@ def knative_schema_errors(service: dict[str, Any]) -> list[str]:
     return [f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors]
 
 
+#: An image reference as the webhook parses it (go-containerregistry's
+#: name.ParseReference): [registry[:port]/]path[:tag][@sha256:<64 hex>].
+IMAGE_REFERENCE = re.compile(
+    r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
+)
+
+
 def knative_webhook_errors(
     service: dict[str, Any], max_timeout: int = KNATIVE_MAX_TIMEOUT
 ) -> list[str]:
@@ -117,6 +126,8 @@ def knative_webhook_errors(
         if port.get("containerPort") in KNATIVE_RESERVED_PORTS:
             errors.append(f"containerPort {port['containerPort']} is reserved by Knative")
     for c in containers:
+        if not IMAGE_REFERENCE.fullmatch(c.get("image", "")):
+            errors.append(f"image {c.get('image', '')!r} is not a valid reference")
         for env in c.get("env", []):
             if env["name"] in KNATIVE_RESERVED_ENV:
                 errors.append(f"env {env['name']} is reserved (Knative sets it)")

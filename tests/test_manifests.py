@@ -4,6 +4,7 @@ checked as a cluster would check them - and against the server itself."""
 from __future__ import annotations
 
 import copy
+import re
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,10 @@ def test_schema_check_catches_what_a_cluster_rejects(
     ):
         assert expected in errors
 
+    bad_image = copy.deepcopy(service)
+    bad_image["spec"]["template"]["spec"]["containers"][0]["image"] = "ghcr.io/x/y@sha256:abc"
+    assert any("not a valid reference" in e for e in knative_webhook_errors(bad_image))
+
     insecure = copy.deepcopy(service)
     insecure["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"runAsUser": 0}
     errors = " | ".join(restricted_errors(pod_spec(insecure)))
@@ -220,6 +225,28 @@ def test_helm_and_kustomize_render_the_same_service(
     helm = _without_tool_labels(knative_service(rendered[f"helm-{name}"]))
     kustomize = _without_tool_labels(knative_service(rendered[f"kustomize-{name}"]))
     assert helm == kustomize
+
+
+DIGEST_REFERENCE = re.compile(
+    r"ghcr\.io/knative-websocket-server/knative-websocket-server@sha256:[0-9a-f]{64}"
+)
+
+
+def test_both_tools_pin_the_same_digest(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """kustomize's images: digest and the chart's image.digest render one
+    repository@sha256:... reference, with no tag beside it (the full
+    Services are compared above; the validators check both routes)."""
+    helm = _container(knative_service(rendered["helm-digest"]))["image"]
+    kustomize = _container(knative_service(rendered["kustomize-digest"]))["image"]
+    assert helm == kustomize
+    assert DIGEST_REFERENCE.fullmatch(helm), helm
+    overlay = yaml.safe_load((ROOT / "kustomize/overlays/digest/kustomization.yaml").read_text())
+    values = yaml.safe_load((CHART / "ci/digest-values.yaml").read_text())
+    assert [overlay["images"][0]["digest"]] == [values["image"]["digest"]]
+    assert helm.endswith("@" + values["image"]["digest"])
+    # The test hook runs the same pinned image.
+    [hook] = [d for d in rendered["helm-digest"] if is_hook(d)]
+    assert hook["spec"]["containers"][0]["image"] == helm
 
 
 # -- plain Kubernetes mode -----------------------------------------------------------
@@ -381,6 +408,10 @@ def test_helm_test_hook_runs_the_probe_client() -> None:
     assert container["command"] == ["python", "-m", "server.probe"]
     assert container["args"][0] == "ws://websocket-server.ws-test.svc.cluster.local/ws"
     assert not [d for d in helm_template(set_values={"test.enabled": "false"}) if is_hook(d)]
+    # A cluster without DNS or a Service proxy: the probe goes where it is told.
+    docs = helm_template(set_values={"test.url": "ws://10.1.2.3:8080/ws"})
+    [hook] = [d for d in docs if is_hook(d)]
+    assert hook["spec"]["containers"][0]["args"][0] == "ws://10.1.2.3:8080/ws"
 
 
 def test_kustomize_base_is_valid_alone() -> None:

@@ -1,8 +1,10 @@
 {{/*
-Chart name, cut to what Kubernetes allows.
+The name in resource names and labels. The chart is published as
+knative-websocket-server (the project's and the image's name); what it
+creates keeps the short name websocket-server, as kustomize/base does.
 */}}
 {{- define "websocket-server.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- default "websocket-server" .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/*
@@ -15,7 +17,7 @@ refused (not silently cut) past 57 characters.
 {{- if .Values.fullnameOverride }}
 {{- $name = .Values.fullnameOverride }}
 {{- else }}
-{{- $base := default .Chart.Name .Values.nameOverride }}
+{{- $base := include "websocket-server.name" . }}
 {{- if contains $base .Release.Name }}
 {{- $name = .Release.Name }}
 {{- else }}
