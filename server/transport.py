@@ -248,8 +248,10 @@ class WebSocketTransport(asyncio.Protocol):
             else:
                 transport.writelines(batch)
         batch.clear()
-        if self._writing_paused and not self._backpressure and (
-            self.backlog() > self.limits.high_water
+        if (
+            self._writing_paused
+            and not self._backpressure
+            and (self.backlog() > self.limits.high_water)
         ):
             self._start_backpressure()
 
