@@ -147,6 +147,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     service: Service
     #: The connection's transport, once open.
     ws: WebSocketTransport | None = None
+    #: When an upgrade last failed for want of a descriptor was logged (once per 10 s).
+    _descriptors_logged_at = -1e9
 
     def initialize(self, service: Service) -> None:
         self.service = service
@@ -184,7 +186,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         request = self.request
         headers = request.headers
         bad = ErrorKind.BAD_HANDSHAKE
-        if headers.get("Upgrade", "").lower() != "websocket":
+        if "websocket" not in (t.strip().lower() for t in headers.get("Upgrade", "").split(",")):
             self._refuse(400, bad, "not a WebSocket upgrade", _NOT_A_WEBSOCKET)
             return False
         if request.version != "HTTP/1.1":
@@ -250,7 +252,23 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         response = self._response(deflate)
         policy = self.service.policy
         conn = wire.Connection(policy.max_message_bytes, deflate)
-        sock, leftover = take_over(self.detach())
+        try:
+            sock, leftover = take_over(self.detach())
+        except StreamClosedError:
+            return  # the client left during the upgrade
+        except OSError as exc:  # no descriptor left: answered 503
+            now = time.monotonic()
+            log = now - KnativeWebSocketHandler._descriptors_logged_at >= 10.0
+            if log:
+                KnativeWebSocketHandler._descriptors_logged_at = now
+            record_error(
+                self.metrics,
+                ErrorKind.DESCRIPTORS_EXHAUSTED,
+                f"no descriptor for an upgraded connection ({exc.strerror}); answered 503",
+                log=log,
+                **self._who(),
+            )
+            return
         loop = asyncio.get_running_loop()
         try:
             _, ws = await loop.connect_accepted_socket(
@@ -260,6 +278,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         except OSError:
             sock.close()
             return
+        if ws.lost:
+            return  # the client left before the handler opened: nothing to report
         self.ws = ws
         self._opened(deflate)
         try:

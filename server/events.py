@@ -87,10 +87,13 @@ _CONTROL = [
     *range(0x20),
     0x7F,
     *range(0x80, 0xA0),
+    0x061C,  # the Arabic letter mark, a bidi control
+    *range(0x200B, 0x2010),  # zero-width space and joiners, LRM, RLM
     0x2028,
     0x2029,
     *range(0x202A, 0x202F),
     *range(0x2066, 0x206A),
+    0xFEFF,  # zero-width no-break space (a BOM)
 ]
 #: json.dumps(ensure_ascii=False) escapes C0 itself; these it writes raw.
 _JSON_EXTRA = {c: f"\\u{c:04x}" for c in _CONTROL if c >= 0x7F}

@@ -146,9 +146,16 @@ def _address(entry: str) -> Address | None:
 
 
 def _entries(value: str, split: str = ",") -> list[str] | None:
-    """The last MAX_ENTRIES entries, left to right; None if oversized."""
+    """The last MAX_ENTRIES entries within the header's last
+    MAX_HEADER_CHARS characters, left to right (None if no whole entry is
+    there). What is cut off is the left: what a client wrote, never what
+    the proxies after it appended."""
     if len(value) > MAX_HEADER_CHARS:
-        return None
+        value = value[-MAX_HEADER_CHARS:]
+        cut = value.find(split)
+        if cut < 0:
+            return None
+        value = value[cut + 1 :]
     return value.rsplit(split, MAX_ENTRIES)[-MAX_ENTRIES:]
 
 

@@ -71,6 +71,9 @@ TORNADO_NAMES = (
 
 #: How long a closing connection keeps reading (and discarding) before it drops.
 LINGER_SECONDS = 2.0
+#: How long a closing connection may linger in all while the client is
+#: still reading what was sent before the close frame.
+LINGER_MAX_SECONDS = 30.0
 #: How long we wait for the client's close frame after sending ours.
 CLOSE_TIMEOUT = 5.0
 #: The event loop's own write buffer; past it frames wait in our queue,
@@ -78,6 +81,20 @@ CLOSE_TIMEOUT = 5.0
 _TRANSPORT_HIGH_WATER = 64 * 1024
 #: The most bytes one buffered read takes from the socket at a time.
 _READ_SIZE = 256 * 1024
+#: Queued frames smaller than this share one bytearray, up to _MERGE_LIMIT
+#: bytes: a million 3-byte echoes are 3 MB, not a million objects.
+_MERGE_SIZE = 4096
+_MERGE_LIMIT = 64 * 1024
+#: What one queue entry costs beyond its bytes, counted against the backlog.
+_ENTRY_COST = 64
+#: Batches smaller than this are joined into one buffer before writing.
+_JOIN_BELOW = 64 * 1024
+
+
+def _entry_size(entry: bytearray | list[bytes]) -> int:
+    if isinstance(entry, bytearray):
+        return len(entry) + _ENTRY_COST
+    return sum(map(len, entry)) + _ENTRY_COST
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +140,13 @@ def take_over(stream: IOStream) -> tuple[socket.socket, bytes]:
     """The socket under a detached Tornado stream, and the bytes the stream
     had already read past the request head (a client may send frames right
     behind its upgrade request). The stream is closed; the returned socket
-    is a duplicate that the caller owns."""
+    is a duplicate that the caller owns.
+
+    Raises StreamClosedError when the client has already gone, and OSError
+    when no descriptor is left for the duplicate (the client is then
+    answered 503 and the stream closed)."""
+    if stream.closed():
+        raise StreamClosedError()
     pending = asyncio.ensure_future(stream.read_bytes(_READ_SIZE, partial=True))
     leftover = b""
     if pending.done():
@@ -134,10 +157,24 @@ def take_over(stream: IOStream) -> tuple[socket.socket, bytes]:
         # cancelled by closing the stream below, before the loop runs again.
         pending.add_done_callback(lambda f: f.exception())
     fd = stream.fileno()  # IOStream: the socket itself
-    sock = socket.socket(fileno=os.dup(fd if isinstance(fd, int) else fd.fileno()))
+    try:
+        duplicate = os.dup(fd if isinstance(fd, int) else fd.fileno())
+    except OSError:
+        written = stream.write(_NO_DESCRIPTOR)  # a small write goes out at once
+        written.add_done_callback(lambda f: f.exception())
+        stream.close()
+        raise
+    sock = socket.socket(fileno=duplicate)
     stream.close()
     sock.setblocking(False)
     return sock, leftover
+
+
+_NO_DESCRIPTOR = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Retry-After: 1\r\nContent-Length: 44\r\nConnection: close\r\n\r\n"
+    b"503 Service Unavailable: out of descriptors\n"
+)
 
 
 def _unread_bytes(sock: Any) -> int:
@@ -167,7 +204,10 @@ class WebSocketTransport(asyncio.Protocol):
         self._response = handshake_response
         self._leftover = leftover
         self.transport: asyncio.Transport | None = None
-        self._queue: collections.deque[list[bytes]] = collections.deque()
+        # Frames waiting for the event loop's buffer to take more: small
+        # ones merged into one bytearray (whole frames only), a large one as
+        # [header, payload]. Control frames jump to the front.
+        self._queue: collections.deque[bytearray | list[bytes]] = collections.deque()
         self._queued = 0
         self._writing_paused = False
         self._reading_paused = False
@@ -184,8 +224,10 @@ class WebSocketTransport(asyncio.Protocol):
         self._exc_info: Any = None
         self._lingering = False
         self._lost = False
-        self._drained: list[asyncio.Future[None]] = []
+        # One Future for every writer waiting while writing is paused.
+        self._drained: asyncio.Future[None] | None = None
         self._started = False
+        self._eof_before_start = False
         # While the events of one read are handled, their frames gather
         # here and go out with one write (see data_received).
         self._batch: list[bytes] | None = None
@@ -207,11 +249,17 @@ class WebSocketTransport(asyncio.Protocol):
         self._reading_paused = True
 
     def start(self) -> None:
-        """The handler is open: handle what came with the upgrade, then read."""
+        """The handler is open: handle what came with the upgrade (and
+        before it opened), then read."""
+        if self._lost or self._started:
+            return
         self._started = True
         leftover, self._leftover = self._leftover, b""
         if leftover:
             self.data_received(leftover)
+        if self._eof_before_start:
+            self.eof_received()
+            return
         self._maybe_resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -245,6 +293,8 @@ class WebSocketTransport(asyncio.Protocol):
         if transport is not None and not self._lost:
             if len(batch) == 1:
                 transport.write(batch[0])
+            elif sum(map(len, batch)) < _JOIN_BELOW:
+                transport.write(b"".join(batch))  # one buffer, not many objects
             else:
                 transport.writelines(batch)
         batch.clear()
@@ -256,9 +306,12 @@ class WebSocketTransport(asyncio.Protocol):
             self._start_backpressure()
 
     def eof_received(self) -> bool:
+        if not self._started:  # handled in start(), after what came before it
+            self._eof_before_start = True
+            return True
         self.conn.receive_eof()
         if self._handler_busy or self._pending:
-            return True  # the handler's awaitable finishes first; see _resume_dispatch
+            return True  # the handler's awaitable finishes first; see _handler_done
         self._finish_after_eof()
         return True
 
@@ -270,10 +323,8 @@ class WebSocketTransport(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._queue.clear()
-        for waiter in self._drained:
-            if not waiter.done():
-                waiter.set_exception(StreamClosedError())
-        self._drained.clear()
+        self._queued = 0
+        self._wake_writers(StreamClosedError())
         self.endpoint.ws_closed(self._outcome())
 
     def pause_writing(self) -> None:
@@ -284,14 +335,14 @@ class WebSocketTransport(asyncio.Protocol):
         transport = self.transport
         queue = self._queue
         while queue and not self._writing_paused and transport is not None:
-            parts = queue.popleft()
-            self._queued -= sum(map(len, parts))
-            transport.writelines(parts)
+            entry = queue.popleft()
+            self._queued -= _entry_size(entry)
+            if isinstance(entry, bytearray):
+                transport.write(entry)
+            else:
+                transport.writelines(entry)
         if not self._writing_paused:
-            for waiter in self._drained:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._drained.clear()
+            self._wake_writers(None)
         if self._backpressure and self.backlog() <= self.limits.high_water // 2:
             self._backpressure = False
             if self._send_timer is not None:
@@ -386,8 +437,7 @@ class WebSocketTransport(asyncio.Protocol):
         if transport is None or self._lost or transport.is_closing():
             raise StreamClosedError()
         if self._writing_paused:
-            self._queue.append(parts)
-            self._queued += sum(map(len, parts))
+            self._enqueue(parts)
         elif self._batch is not None:
             self._batch.extend(parts)
             return
@@ -409,11 +459,16 @@ class WebSocketTransport(asyncio.Protocol):
             return
         if self._writing_paused and self._queue:
             self._queue.appendleft([frame])
-            self._queued += len(frame)
+            self._queued += len(frame) + _ENTRY_COST
         elif self._batch is not None:
             self._batch.append(frame)
         else:
             transport.write(frame)
+
+    @property
+    def lost(self) -> bool:
+        """The connection is gone (``connection_lost`` has run)."""
+        return self._lost
 
     def closing(self) -> bool:
         """The connection is closing or gone: nothing more can be sent."""
@@ -445,13 +500,39 @@ class WebSocketTransport(asyncio.Protocol):
         return buffered + self._queued
 
     def drained(self) -> asyncio.Future[None]:
-        """A Future that resolves once the event loop's buffer takes writes again."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not self._writing_paused:
+        """A Future that resolves once the event loop's buffer takes writes
+        again (one shared by every writer that asks while it is full)."""
+        future = self._drained
+        if future is None:
+            future = self._drained = asyncio.get_running_loop().create_future()
+            if not self._writing_paused:
+                future.set_result(None)
+                self._drained = None
+        return future
+
+    def _wake_writers(self, error: BaseException | None) -> None:
+        future, self._drained = self._drained, None
+        if future is None or future.done():
+            return
+        if error is None:
             future.set_result(None)
         else:
-            self._drained.append(future)
-        return future
+            future.set_exception(error)
+            future.exception()  # nobody may await it (an echo does not): no log line
+
+    def _enqueue(self, parts: list[bytes]) -> None:
+        """Queue one frame: a small one merged into the last small entry."""
+        queue = self._queue
+        if len(parts) == 1 and len(parts[0]) < _MERGE_SIZE:
+            last = queue[-1] if queue else None
+            if isinstance(last, bytearray) and len(last) < _MERGE_LIMIT:
+                last += parts[0]
+                self._queued += len(parts[0])
+                return
+            queue.append(bytearray(parts[0]))
+        else:
+            queue.append(parts)
+        self._queued += _entry_size(queue[-1])
 
     def _start_backpressure(self) -> None:
         self._backpressure = True
@@ -468,7 +549,6 @@ class WebSocketTransport(asyncio.Protocol):
             ErrorKind.SLOW_CONSUMER,
             CloseCode.POLICY_VIOLATION,
             f"client left {self.backlog()} bytes of echoes unread for {timeout:g} s",
-            linger=False,
         )
 
     def _pause_reading(self) -> None:
@@ -557,7 +637,11 @@ class WebSocketTransport(asyncio.Protocol):
             return
         self._flush_batch()
         while self._queue:
-            transport.writelines(self._queue.popleft())
+            entry = self._queue.popleft()
+            if isinstance(entry, bytearray):
+                transport.write(entry)
+            else:
+                transport.writelines(entry)
         self._queued = 0
 
     def _linger(self) -> None:
@@ -571,7 +655,9 @@ class WebSocketTransport(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
         loop = asyncio.get_running_loop()
-        self._close_timer = loop.call_later(LINGER_SECONDS, self.abort)
+        self._close_timer = loop.call_later(
+            LINGER_SECONDS, self._linger_check, self._unsent(), loop.time() + LINGER_MAX_SECONDS
+        )
         self._backpressure = False
         self._handler_busy = False
         self._started = True
@@ -581,6 +667,24 @@ class WebSocketTransport(asyncio.Protocol):
         elif transport.can_write_eof():
             with contextlib.suppress(OSError, RuntimeError):
                 transport.write_eof()
+
+    def _linger_check(self, unsent: int, give_up_at: float) -> None:
+        """Linger on while the client still takes what we sent before our
+        close frame (a slow reader then gets its close frame, not a reset),
+        up to ``LINGER_MAX_SECONDS``; drop a client that takes nothing."""
+        if self._lost:
+            return
+        loop = asyncio.get_running_loop()
+        now_unsent = self._unsent()
+        if 0 < now_unsent < unsent and loop.time() < give_up_at:
+            self._close_timer = loop.call_later(
+                LINGER_SECONDS, self._linger_check, now_unsent, give_up_at
+            )
+            return
+        if now_unsent == 0 and self.transport is not None:
+            self.transport.close()  # all delivered; the client did not close
+            return
+        self.abort()
 
     def abort(self) -> None:
         """Drop the connection at once."""

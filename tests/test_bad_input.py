@@ -4,6 +4,7 @@ other connections alone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from collections.abc import Iterator
 
@@ -417,6 +418,10 @@ async def test_client_that_never_reads_is_closed_with_1008(
     assert (
         metrics.registry.get_sample_value("websocket_errors_total", {"kind": "slow_consumer"}) == 1
     )
-    with pytest.raises(ConnectionError):
-        await asyncio.wait_for(flood, 5)
+    # The server sent its close frame, stopped sending and reads (and
+    # discards) what is still coming for a moment, then drops the socket:
+    # the flood either ends or is cut off, and the connection is closed.
+    with contextlib.suppress(ConnectionError):
+        await asyncio.wait_for(flood, 10)
+    assert await raw.at_eof(timeout=10)
     raw.close()

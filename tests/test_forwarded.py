@@ -42,11 +42,20 @@ def test_all_trusted_gives_the_left_most() -> None:
     assert client_address(QUEUE_PROXY, ["10.0.0.5, 10.0.0.6"], PRIVATE) == "10.0.0.5"
 
 
-def test_malformed_and_oversized_headers_are_ignored() -> None:
+def test_malformed_headers_are_ignored() -> None:
     assert client_address(QUEUE_PROXY, ["not-an-ip, 10.0.0.1"], PRIVATE) is None
     assert client_address(QUEUE_PROXY, ["1.2.3.4\x1b[31m"], PRIVATE) is None
-    huge = "1.1.1.1, " * (MAX_HEADER_CHARS // 9 + 1) + "2.2.2.2"
-    assert client_address(QUEUE_PROXY, [huge], PRIVATE) is None
+
+
+def test_padding_an_oversized_header_cannot_hide_the_client() -> None:
+    """Only the header's right end is read: a client that pads the left
+    (what it controls) past the size limit still gets the address the
+    proxies appended, not the queue-proxy's."""
+    huge = "1.1.1.1, " * (MAX_HEADER_CHARS // 9 + 1) + "2.2.2.2, 10.0.0.7"
+    assert client_address(QUEUE_PROXY, [huge], PRIVATE) == "2.2.2.2"
+    junk = "x" * (MAX_HEADER_CHARS * 2) + ", 203.0.113.5"
+    assert client_address(QUEUE_PROXY, [junk], PRIVATE) == "203.0.113.5"
+    assert client_address(QUEUE_PROXY, ["x" * (MAX_HEADER_CHARS * 2)], PRIVATE) is None
 
 
 def test_ports_brackets_and_mapped_addresses() -> None:
