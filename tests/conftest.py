@@ -173,14 +173,20 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m server`` in a subprocess, its JSON log lines parsed."""
+    """``python -m server`` (or another ``module``) in a subprocess, its JSON
+    log lines parsed."""
 
-    def __init__(self, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        module: str = "server",
+    ) -> None:
         self.port = free_port()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WS_")}
         full_env.update({"PORT": str(self.port), "WS_HOST": "127.0.0.1", **(env or {})})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", *(args or [])],
+            [sys.executable, "-m", module, *(args or [])],
             cwd=ROOT,
             env=full_env,
             stdout=subprocess.PIPE,

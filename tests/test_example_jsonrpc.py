@@ -6,16 +6,12 @@ readiness and SIGTERM drain as the echo server."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import os
-import queue
 import re
 import signal
-import subprocess
-import sys
-import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,46 +20,13 @@ from websockets.exceptions import ConnectionClosed
 
 from server.wire import CloseCode
 
-from .conftest import ROOT, ServerProcess, free_port
-
-
-class JsonRpcProcess(ServerProcess):
-    """:class:`ServerProcess` (its log reader, waits and stop), running
-    ``python -m examples.jsonrpc`` instead of ``python -m server``."""
-
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("WS_")}
-        full_env.update({"PORT": str(self.port), "WS_HOST": "127.0.0.1", **(env or {})})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "examples.jsonrpc"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.log: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+from .conftest import ServerProcess
 
 
 @pytest.fixture
-def jsonrpc() -> Iterator[type[JsonRpcProcess]]:
-    """A factory for example processes; every one started is killed at the end."""
-    started: list[JsonRpcProcess] = []
-
-    class Factory(JsonRpcProcess):
-        def __init__(self, *a: Any, **kw: Any) -> None:
-            super().__init__(*a, **kw)
-            started.append(self)
-
-    yield Factory
-    for proc in started:
-        proc.stop()
-        if proc.proc.stdout is not None:
-            proc.proc.stdout.close()
+def jsonrpc(server_process: type[ServerProcess]) -> Callable[..., ServerProcess]:
+    """``python -m examples.jsonrpc`` processes, killed at the end."""
+    return functools.partial(server_process, module="examples.jsonrpc")
 
 
 async def call(ws: ClientConnection, request: dict[str, Any] | str) -> dict[str, Any]:
@@ -81,7 +44,9 @@ def metric(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-def test_requests_get_replies_with_events_and_metrics(jsonrpc: type[JsonRpcProcess]) -> None:
+def test_requests_get_replies_with_events_and_metrics(
+    jsonrpc: Callable[..., ServerProcess],
+) -> None:
     server = jsonrpc()
     server.wait_ready()
     with urllib.request.urlopen(server.url + "/readyz", timeout=5) as ready:
@@ -132,7 +97,7 @@ def test_requests_get_replies_with_events_and_metrics(jsonrpc: type[JsonRpcProce
     assert metric(text, 'websocket_connections_closed_total{code="1000"}') == 1
 
 
-def test_a_message_over_the_limit_closes_1009(jsonrpc: type[JsonRpcProcess]) -> None:
+def test_a_message_over_the_limit_closes_1009(jsonrpc: Callable[..., ServerProcess]) -> None:
     server = jsonrpc(env={"WS_MAX_MESSAGE_BYTES": "1024"})
     server.wait_ready()
 
@@ -154,7 +119,7 @@ def test_a_message_over_the_limit_closes_1009(jsonrpc: type[JsonRpcProcess]) -> 
     assert metric(text, 'websocket_connections_closed_total{code="1009"}') == 1
 
 
-def test_a_binary_message_closes_1003(jsonrpc: type[JsonRpcProcess]) -> None:
+def test_a_binary_message_closes_1003(jsonrpc: Callable[..., ServerProcess]) -> None:
     server = jsonrpc()
     server.wait_ready()
 
@@ -172,7 +137,7 @@ def test_a_binary_message_closes_1003(jsonrpc: type[JsonRpcProcess]) -> None:
     assert server.wait_event("close")["code"] == CloseCode.UNSUPPORTED_DATA
 
 
-def test_sigterm_drains_an_open_client_with_1001(jsonrpc: type[JsonRpcProcess]) -> None:
+def test_sigterm_drains_an_open_client_with_1001(jsonrpc: Callable[..., ServerProcess]) -> None:
     server = jsonrpc()
     server.wait_ready()
 
