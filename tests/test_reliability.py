@@ -149,8 +149,12 @@ def test_2000_connections_echo_for_60_seconds_without_errors_or_growth(
     warm = [rss for t, rss in samples if 15 <= t <= 60]
     assert len(warm) > 30
     # Flat: a leak of one small object per message (hundreds of thousands
-    # of them) would add tens of MiB; allocator noise stays within a few.
-    assert max(warm) - warm[0] < 4096, samples
+    # of them) would add tens of MiB, and grows steadily; allocator noise
+    # swings about 1 MiB up and down between samples. So the peak of the
+    # window's last third is compared with the peak of its first third,
+    # not with one sample that may have caught a dip.
+    third = len(warm) // 3
+    assert max(warm[-third:]) - max(warm[:third]) < 4096, samples
 
 
 def test_sigterm_under_load_loses_nothing(server: type[Server]) -> None:
