@@ -559,7 +559,7 @@ def configure_logging(level: str, fmt: str, stream: IO[str] | None = None) -> No
     root.addHandler(handler)
     root.setLevel(level.upper())
     _sink = handler
-    # Tornado's access log is replaced by our own request log (see lifecycle.py).
+    # Tornado's access log is replaced by our own request log (see app.py).
     logging.getLogger("tornado.access").propagate = False
     # Nothing here reads these; skipping them makes every record cheaper.
     logging.logThreads = False
