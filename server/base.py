@@ -294,8 +294,6 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     def _opened(self, deflate: wire.Deflate | None) -> None:
         assert self.ws is not None
         self.opened_at = time.monotonic()
-        self._written = asyncio.get_running_loop().create_future()
-        self._written.set_result(None)
         self.service.registry.add(self.ws)
         m = self.metrics
         m.connections_opened.inc()
@@ -354,9 +352,12 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         counts = self.counts
         counts.messages_out[binary] += 1
         counts.bytes_out[binary] += len(payload)
-        written = self._written
-        if written is None or ws.backlog():
+        if ws.backlog():
             return ws.drained()
+        written = self._written
+        if written is None:  # one resolved Future per connection, made on first use
+            written = self._written = asyncio.get_running_loop().create_future()
+            written.set_result(None)
         return written
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:

@@ -190,6 +190,34 @@ def _unread_bytes(sock: Any) -> int:
 class WebSocketTransport(asyncio.Protocol):
     """One connection's I/O: an asyncio protocol over the client's socket."""
 
+    __slots__ = (
+        "_ahead_at_ping",
+        "_backpressure",
+        "_batch",
+        "_close_timer",
+        "_drained",
+        "_eof_before_start",
+        "_exc_info",
+        "_handler_busy",
+        "_leftover",
+        "_lingering",
+        "_lost",
+        "_paused_since_ping",
+        "_pending",
+        "_pong",
+        "_queue",
+        "_queued",
+        "_reading_paused",
+        "_response",
+        "_send_timer",
+        "_started",
+        "_writing_paused",
+        "conn",
+        "endpoint",
+        "limits",
+        "transport",
+    )
+
     def __init__(
         self,
         conn: wire.Connection,
@@ -207,14 +235,15 @@ class WebSocketTransport(asyncio.Protocol):
         # Frames waiting for the event loop's buffer to take more: small
         # ones merged into one bytearray (whole frames only), a large one as
         # [header, payload]. Control frames jump to the front.
-        self._queue: collections.deque[bytearray | list[bytes]] = collections.deque()
+        # (Made when first needed: an idle connection holds none.)
+        self._queue: collections.deque[bytearray | list[bytes]] | None = None
         self._queued = 0
         self._writing_paused = False
         self._reading_paused = False
         # Paused for backpressure (not for a handler's awaitable).
         self._backpressure = False
         self._handler_busy = False
-        self._pending: collections.deque[wire.Event] = collections.deque()
+        self._pending: list[wire.Event] = []
         self._send_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._pong = True
@@ -322,7 +351,7 @@ class WebSocketTransport(asyncio.Protocol):
         for timer in (self._send_timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
-        self._queue.clear()
+        self._queue = None
         self._queued = 0
         self._wake_writers(StreamClosedError())
         self.endpoint.ws_closed(self._outcome())
@@ -392,7 +421,7 @@ class WebSocketTransport(asyncio.Protocol):
     def _wait_for_handler(self, result: Awaitable[None], rest: list[wire.Event]) -> None:
         """The handler returned an awaitable: read nothing more until it is done."""
         self._handler_busy = True
-        self._pending.extendleft(reversed(rest))
+        self._pending[:0] = rest
         self._pause_reading()
         future = asyncio.ensure_future(result)
         future.add_done_callback(self._handler_done)
@@ -523,6 +552,8 @@ class WebSocketTransport(asyncio.Protocol):
     def _enqueue(self, parts: list[bytes]) -> None:
         """Queue one frame: a small one merged into the last small entry."""
         queue = self._queue
+        if queue is None:
+            queue = self._queue = collections.deque()
         if len(parts) == 1 and len(parts[0]) < _MERGE_SIZE:
             last = queue[-1] if queue else None
             if isinstance(last, bytearray) and len(last) < _MERGE_LIMIT:
@@ -601,7 +632,7 @@ class WebSocketTransport(asyncio.Protocol):
             self._fail_now(failure)
             return
         self._pending.clear()
-        self._queue.clear()
+        self._queue = None
         self._queued = 0
         if self.conn.close_sent is None:
             self._write_close(self.conn.send_close(failure.code, failure.reason))
@@ -616,7 +647,7 @@ class WebSocketTransport(asyncio.Protocol):
 
     def _fail_now(self, failure: wire.Failed) -> None:
         self._pending.clear()
-        self._queue.clear()
+        self._queue = None
         self._queued = 0
         if self.conn.close_sent is None:
             self._write_close(self.conn.send_close(failure.code, failure.reason))
