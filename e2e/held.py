@@ -177,10 +177,15 @@ async def drain(held: list[Held], delete: Callable[[], Any], in_flight: int = 50
     for i, one in enumerate(held):
         one.sent = [f"in flight {i}.{n}" for n in range(in_flight)]
         one.received = []
+    # Read while sending, as a real client does: a client that stops
+    # reading also stops answering pings (Tornado's client reads pings in
+    # the same loop as messages), and the server fails it with 1011.
+    readers = [asyncio.ensure_future(_read_until_closed(one)) for one in held]
+    for one in held:
         for message in one.sent:
             await one.conn.write_message(message)
     await in_thread(delete)
-    await asyncio.gather(*(_read_until_closed(one) for one in held))
+    await asyncio.gather(*readers)
 
 
 def assert_drained(held: list[Held], codes: tuple[int, ...]) -> None:
