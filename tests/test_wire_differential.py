@@ -52,7 +52,7 @@ import logging
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from websockets.client import ClientProtocol
 from websockets.exceptions import PayloadTooBig, ProtocolError
@@ -92,15 +92,8 @@ from tests.test_wire import (
     close_payload,
     frame_head,
 )
-from tests.test_wire_properties import client_stream, payload_bytes, split_at
+from tests.test_wire_properties import LIMIT, PROFILE, client_stream, payload_bytes, split_at
 
-PROFILE = settings(
-    max_examples=200,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-LIMIT = 1 << 20
 #: websockets logs every connection at INFO; keep the test output to failures.
 QUIET = logging.getLogger("tests.differential.websockets")
 QUIET.setLevel(logging.ERROR)
