@@ -3,6 +3,7 @@
 
     python bench/loadgen.py throughput --url ws://127.0.0.1:8080/ws --conns 100 --size 32
     python bench/loadgen.py throughput --url ... --inflight 8   # pipelined
+    python bench/loadgen.py blast --url ... --inflight 16   # raw pipelined frames, near-free client
     python bench/loadgen.py latency --url ... --conns 20 --rate 2000
     python bench/loadgen.py hold --url ... --conns 1000   # "ready", then holds until stdin closes
     python bench/loadgen.py soak --url ... --conns 2000 --seconds 60   # every echo checked
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -19,7 +21,9 @@ import statistics
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvloop
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -123,6 +127,147 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
         # this process's CPU over the measured window, in cores: near 1.0,
         # the load generator, not the server, set the pace
         "loadgen_cpu": (cpu1 - cpu0) / dt,
+    }
+
+
+def _frame(opcode: int, payload: bytes, mask: bytes | None) -> bytes:
+    """One final frame, masked when ``mask`` is given (RFC 6455 5.2)."""
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head = bytes([0x80 | opcode, bit | n])
+    elif n < 1 << 16:
+        head = bytes([0x80 | opcode, bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, bit | 127]) + n.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+class Blaster(asyncio.Protocol):
+    """A raw client that costs next to nothing a message: after the
+    handshake it writes ``blocks`` blocks of ``inflight`` ready-made masked
+    frames, and writes another block each time a block's worth of echo
+    bytes is back. It parses no frame: it counts bytes, and checks only that
+    the first block came back byte for byte as the unmasked frames. With it
+    the server, not the client, is what runs out of CPU."""
+
+    def __init__(self, request: bytes, block: bytes, echo_block: bytes, blocks: int) -> None:
+        self.request, self.block, self.echo_block, self.blocks = request, block, echo_block, blocks
+        self.transport: asyncio.Transport | None = None
+        self.head = b""
+        self.first = b""
+        self.upgraded = asyncio.get_event_loop().create_future()
+        self.received = 0  # echo bytes since the upgrade
+        self.pending = 0  # echo bytes not yet counted towards a block
+        self.running = True
+        self.lost = asyncio.get_event_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(self.request)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.upgraded.done():
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.head.startswith(b"HTTP/1.1 101"):
+                self.upgraded.set_exception(RuntimeError(self.head[:200].decode("latin-1")))
+                return
+            data, self.head = self.head[end + 4 :], b""
+            self.upgraded.set_result(None)
+        if len(self.first) < len(self.echo_block):
+            self.first += data[: len(self.echo_block) - len(self.first)]
+            if len(self.first) == len(self.echo_block) and self.first != self.echo_block:
+                raise RuntimeError("the first block's echo is not the frames sent")
+        self.received += len(data)
+        self.pending += len(data)
+        size = len(self.echo_block)
+        assert self.transport is not None
+        while self.pending >= size:
+            self.pending -= size
+            if self.running:
+                self.transport.write(self.block)
+
+    def start(self) -> None:
+        assert self.transport is not None
+        for _ in range(self.blocks):
+            self.transport.write(self.block)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError("closed before the upgrade"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its
+    children, from /proc (the server's workers are its children)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for children in Path(f"/proc/{p}/task").glob("*/children"):
+                todo.extend(int(c) for c in children.read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+async def blast(args: argparse.Namespace) -> dict[str, Any]:
+    url = urlsplit(args.url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    payload = os.urandom(args.size)
+    mask = os.urandom(4)
+    block = _frame(0x2, payload, mask) * args.inflight
+    echo_frame = _frame(0x2, payload, None)
+    echo_block = echo_frame * args.inflight
+    loop = asyncio.get_running_loop()
+    clients: list[Blaster] = []
+    for _ in range(args.conns):
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {url.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        _, client = await loop.create_connection(
+            lambda r=request: Blaster(r, block, echo_block, 2),  # type: ignore[misc]
+            host,
+            port,
+        )
+        await asyncio.wait_for(client.upgraded, 10)
+        clients.append(client)
+    for c in clients:
+        c.start()
+    await asyncio.sleep(args.warmup)
+    server = args.server_pid
+    s0 = tree_cpu_seconds(server) if server else 0.0
+    b0, t0, cpu0 = sum(c.received for c in clients), time.perf_counter(), time.process_time()
+    await asyncio.sleep(args.seconds)
+    b1, t1, cpu1 = sum(c.received for c in clients), time.perf_counter(), time.process_time()
+    s1 = tree_cpu_seconds(server) if server else 0.0
+    for c in clients:
+        c.running = False
+        assert c.transport is not None
+        c.transport.close()
+    await asyncio.wait([c.lost for c in clients], timeout=5)
+    dt = t1 - t0
+    return {
+        "msgs_per_s": (b1 - b0) / len(echo_frame) / dt,
+        "mb_per_s": (b1 - b0) / len(echo_frame) * args.size / dt / 1e6,
+        "loadgen_cpu": (cpu1 - cpu0) / dt,
+        # the server's processes' CPU over the same window, in cores
+        "server_cpu": (s1 - s0) / dt,
     }
 
 
@@ -266,21 +411,31 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("scenario", choices=["throughput", "latency", "hold", "soak"])
+    parser.add_argument("scenario", choices=["throughput", "blast", "latency", "hold", "soak"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--conns", type=int, default=100)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument(
-        "--inflight", type=int, default=1, help="throughput: messages in flight a connection"
+        "--inflight",
+        type=int,
+        default=1,
+        help="throughput: messages in flight a connection; blast: frames a block (2 in flight)",
+    )
+    parser.add_argument(
+        "--server-pid", type=int, default=0, help="blast: also measure this process tree's CPU"
     )
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--warmup", type=float, default=1)
     parser.add_argument("--until-closed", action="store_true", help="soak: until the server closes")
     args = parser.parse_args()
-    scenario = {"throughput": throughput, "latency": latency, "hold": hold, "soak": soak}[
-        args.scenario
-    ]
+    scenario = {
+        "throughput": throughput,
+        "blast": blast,
+        "latency": latency,
+        "hold": hold,
+        "soak": soak,
+    }[args.scenario]
     result = uvloop.run(scenario(args))
     print(json.dumps(result), flush=True)
 
