@@ -45,7 +45,7 @@ from .events import EVENT_LOGGER, MessageLogBudget, emit, emit_message
 from .forwarded import resolve_peer
 from .metrics import Metrics
 from .telemetry import record_error
-from .transport import Outcome, SendLimits, WebSocketTransport, take_over
+from .transport import Outcome, SendLimits, WebSocketTransport, release_request, take_over
 from .wire import CloseCode, ErrorKind
 
 __all__ = ["HandshakePolicy", "KnativeWebSocketHandler", "MessageLog", "Service"]
@@ -269,6 +269,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
                 **self._who(),
             )
             return
+        release_request(self.request)
         loop = asyncio.get_running_loop()
         try:
             _, ws = await loop.connect_accepted_socket(
@@ -289,6 +290,9 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         except Exception:
             ws.handler_failed(sys.exc_info())
             return
+        # open() has read what it needs of the handshake's headers (the peer
+        # is known): freeing them saves memory for the life of the connection.
+        self.request.headers = _NO_HEADERS
         ws.start()
 
     def _opened(self, deflate: wire.Deflate | None) -> None:
@@ -306,9 +310,6 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         if self._subprotocol is not None:
             fields["subprotocol"] = self._subprotocol
         emit("open", **fields)
-        # Nothing reads the handshake's headers again (the peer is known):
-        # freeing them saves memory for the life of the connection.
-        self.request.headers = _NO_HEADERS
 
     def check_origin(self, origin: str) -> bool:
         """Same-origin pages always; other origins only when configured."""

@@ -44,6 +44,7 @@ import termios
 from collections.abc import Awaitable
 from typing import Any, Protocol, cast
 
+from tornado.httputil import HTTPServerRequest
 from tornado.iostream import IOStream, StreamClosedError
 
 from . import wire
@@ -56,6 +57,7 @@ __all__ = [
     "Outcome",
     "SendLimits",
     "WebSocketTransport",
+    "release_request",
     "take_over",
 ]
 
@@ -67,7 +69,12 @@ TORNADO_NAMES = (
     "tornado.iostream.IOStream.fileno",
     "tornado.iostream.IOStream.close",
     "tornado.iostream.StreamClosedError",
+    "tornado.httputil.HTTPServerRequest",
 )
+#: The attributes of a request (public constructor arguments of
+#: ``HTTPServerRequest``, kept as attributes of the same names) that
+#: :func:`release_request` clears.
+REQUEST_LINKS = ("connection", "server_connection")
 
 #: How long a closing connection keeps reading (and discarding) before it drops.
 LINGER_SECONDS = 2.0
@@ -168,6 +175,19 @@ def take_over(stream: IOStream) -> tuple[socket.socket, bytes]:
     stream.close()
     sock.setblocking(False)
     return sock, leftover
+
+
+def release_request(request: HTTPServerRequest) -> None:
+    """Let go of Tornado's HTTP objects once the socket is taken over.
+
+    A request keeps its HTTP/1 connection and, through it, the closed
+    stream, its buffers and the finished task that read the request: about
+    4 KiB that every open WebSocket would carry for its whole life. The
+    request keeps what a handler reads (``method``, ``uri``, ``headers``,
+    ``remote_ip``, ``protocol``, ``host``); its ``connection`` is None from
+    here on, as there is no HTTP connection left to use."""
+    for name in REQUEST_LINKS:
+        setattr(request, name, None)
 
 
 _NO_DESCRIPTOR = (

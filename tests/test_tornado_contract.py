@@ -97,3 +97,24 @@ async def test_frames_sent_with_the_upgrade_request_survive_the_hand_over(port: 
     assert echoes[0][2:] == b"right behind the request"
     assert echoes[1] == b"\x82\x02\x00\x01"
     writer.close()
+
+
+def test_the_request_links_the_hand_over_clears_are_the_constructor_arguments() -> None:
+    """``release_request`` clears ``REQUEST_LINKS``: HTTPServerRequest keeps
+    each public constructor argument of that name as an attribute."""
+    import inspect
+
+    import tornado.httputil
+
+    from server.transport import REQUEST_LINKS
+
+    params = inspect.signature(tornado.httputil.HTTPServerRequest).parameters
+    marker = object()
+    request = tornado.httputil.HTTPServerRequest(
+        start_line=tornado.httputil.RequestStartLine("GET", "/ws", "HTTP/1.1"),
+        headers=tornado.httputil.HTTPHeaders({"Host": "example.com"}),
+        **{name: marker for name in REQUEST_LINKS},
+    )
+    for name in REQUEST_LINKS:
+        assert name in params, f"HTTPServerRequest takes no {name!r} any more"
+        assert getattr(request, name) is marker, f"request.{name} is not what was passed"
