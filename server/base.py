@@ -152,11 +152,10 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def initialize(self, service: Service) -> None:
         self.service = service
-        self.metrics = service.metrics
         self.counts = service.metrics.messages
-        self.peer, self.socket_peer = _client_address(self.request, service.forwarding)
+        self.peer, socket_peer = _client_address(self.request, service.forwarding)
         #: The socket peer, on every event, when the client came through a proxy.
-        self.via = self.socket_peer if self.socket_peer != self.peer else None
+        self.via = socket_peer if socket_peer != self.peer else None
         log = service.message_log
         self.log_budget = MessageLogBudget(log.rate, log.burst)
         self.opened_at = 0.0
@@ -164,6 +163,10 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         self.messages_out = 0
         self._subprotocol: str | None = None
         self._written: asyncio.Future[None] | None = None
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.service.metrics
 
     # -- the handshake -------------------------------------------------------
 
