@@ -35,11 +35,11 @@ COPY pyproject.toml setup.py README.md LICENSE ./
 COPY _build_backend/ _build_backend/
 COPY server/ server/
 # KWS_MYPYC=1: setup.py compiles server/wire.py with mypyc; a failed compile
-# fails the build, and the check after the install fails it if the package
-# would run the pure-Python source instead.
+# fails the build, and the check after the install (-I: the installed
+# package, not /src/server) fails it if the image would run the source.
 RUN KWS_MYPYC=1 /opt/build/bin/pip wheel --no-deps --no-build-isolation -w /tmp/dist . \
     && /opt/venv/bin/pip install --no-deps /tmp/dist/*.whl \
-    && /opt/venv/bin/python -c 'import server.wire as w; assert w.COMPILED, w.__file__' \
+    && /opt/venv/bin/python -I -c 'import server.wire as w; assert w.COMPILED, w.__file__' \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && /opt/venv/bin/pip uninstall -y pip setuptools wheel
 
