@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -177,6 +178,44 @@ def test_a_failed_compilation_fails_the_build(tmp_path: Path, wheels: Path) -> N
         result.stdout + result.stderr
     )
     assert no_wheel(tmp_path)
+
+
+def test_a_wheel_builds_from_the_sdist(tmp_path: Path, wheels: Path) -> None:
+    """The sdist carries the in-tree backend (MANIFEST.in): pip builds a
+    wheel from it, offline. The sdist is made by the backend itself, in a
+    scratch virtualenv with the pinned setuptools."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    setuptools = pins(ROOT / "requirements/build.txt")["setuptools"]
+    offline = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", f"setuptools=={setuptools}"],
+        env=offline, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in [*SOURCES, "MANIFEST.in"]:
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, src / name)
+    made = subprocess.run(
+        [python, "-c", "import sys; sys.path.insert(0, '_build_backend'); import backend; "
+         f"print(backend.build_sdist({str(tmp_path / 'sdist')!r}))"],
+        cwd=src, capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    sdist = tmp_path / "sdist" / made.stdout.strip().splitlines()[-1]
+    with tarfile.open(sdist) as tf:
+        names = tf.getnames()
+    assert any(n.endswith("/_build_backend/backend.py") for n in names), names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".so")], names
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path / "dist"),
+         str(sdist)],
+        env={k: v for k, v in offline.items() if k != "KWS_MYPYC"},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert the_wheel(tmp_path).name.endswith("-py3-none-any.whl")
 
 
 def test_an_unknown_kws_mypyc_value_is_refused_by_name(tmp_path: Path, wheels: Path) -> None:
