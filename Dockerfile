@@ -1,28 +1,45 @@
-# The WebSocket echo server image: multi-stage, slim, non-root.
+# The WebSocket echo server image: multi-stage, slim, non-root, with the
+# wire core (server/wire.py) compiled by mypyc.
 #
 #   docker build -t knative-websocket-server .
 #   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/knative-websocket-server:TAG --push .
 #
-# BASE_IMAGE can be swapped for any Debian-based image with Python 3.10+ on
-# PATH as `python3` (the local cluster builds one with debootstrap). With
-# PIP_NO_INDEX=1 the build installs only from wheels in ./wheels/ (see
-# scripts/build-wheels.sh), for builders that cannot reach a package index.
+# BASE_IMAGE, the runtime stage, can be swapped for any Debian-based image
+# with Python 3.10+ on PATH as `python3`. BUILD_IMAGE, the build stage, must
+# have the same Python at the same path (the virtualenv it builds is copied
+# across) plus gcc and the Python headers: the default is the full
+# python:3.11.14-bookworm beside the slim runtime python:3.11.14-slim-bookworm
+# (both /usr/local/bin/python3.11). The local cluster builds a matching pair
+# with debootstrap (scripts/local-cluster.sh). With PIP_NO_INDEX=1 the build
+# installs only from wheels in ./wheels/ (see scripts/build-wheels.sh), for
+# builders that cannot reach a package index.
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+ARG BUILD_IMAGE=python:3.11.14-bookworm
 
-FROM ${BASE_IMAGE} AS build
+FROM ${BUILD_IMAGE} AS build
 ARG PIP_NO_INDEX=0
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_NO_INDEX=${PIP_NO_INDEX} \
     PIP_FIND_LINKS=/src/wheels
 WORKDIR /src
-COPY requirements/runtime.txt requirements/runtime.txt
+COPY requirements/runtime.txt requirements/build.txt requirements/
 COPY wheels/ wheels/
+# /opt/venv is what the image ships; /opt/build holds the compiler's side
+# (setuptools, mypy) and stays in this stage.
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-deps -r requirements/runtime.txt
-COPY pyproject.toml README.md LICENSE ./
+    && /opt/venv/bin/pip install --no-deps -r requirements/runtime.txt \
+    && python3 -m venv /opt/build \
+    && /opt/build/bin/pip install --no-deps -r requirements/runtime.txt -r requirements/build.txt
+COPY pyproject.toml setup.py README.md LICENSE ./
+COPY _build_backend/ _build_backend/
 COPY server/ server/
-RUN /opt/venv/bin/pip install --no-deps . \
+# KWS_MYPYC=1: setup.py compiles server/wire.py with mypyc; a failed compile
+# fails the build, and the check after the install (-I: the installed
+# package, not /src/server) fails it if the image would run the source.
+RUN KWS_MYPYC=1 /opt/build/bin/pip wheel --no-deps --no-build-isolation -w /tmp/dist . \
+    && /opt/venv/bin/pip install --no-deps /tmp/dist/*.whl \
+    && /opt/venv/bin/python -I -c 'import server.wire as w; assert w.COMPILED, w.__file__' \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && /opt/venv/bin/pip uninstall -y pip setuptools wheel
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 from typing import Any
 
@@ -74,8 +75,12 @@ def test_deploy_and_echo_through_a_port_forward(
         assert container["ready"] is True
         assert container["restartCount"] == 0
         logs = cluster.core.read_namespaced_pod_log(pod, ns)
-        assert '"event": "listening"' in logs
+        [listening] = [json.loads(line) for line in logs.splitlines() if '"listening"' in line]
         assert '"event": "open"' in logs
+        if IMAGE:
+            # An image built from this checkout's Dockerfile runs the wire
+            # core compiled by mypyc, and says so once at start.
+            assert listening["wire"] == "compiled", listening
 
 
 async def _echo_through_deletion(port: int, delete: Any) -> tuple[list[str], list[str], int | None]:

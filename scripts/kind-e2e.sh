@@ -9,4 +9,6 @@ cd "$(dirname "$0")/.."
 export E2E_REQUIRE_CLUSTER=${E2E_REQUIRE_CLUSTER:-1}
 export E2E_REQUIRE_KNATIVE=${E2E_REQUIRE_KNATIVE:-1}
 export E2E_IMAGE=${E2E_IMAGE:-dev.local/knative-websocket-server:dev}
+# scripts/kind-load.sh built it with this docker (e2e/test_image.py runs it).
+export E2E_DOCKER=${E2E_DOCKER:-docker}
 exec .venv/bin/python -m pytest e2e -v -s -rs -p no:cacheprovider "$@"

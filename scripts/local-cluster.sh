@@ -6,7 +6,7 @@
 #   scripts/local-cluster.sh up       # build (once, cached) and start everything
 #   scripts/local-cluster.sh down     # stop everything, unmount, remove the bridge
 #   scripts/local-cluster.sh status   # what runs
-#   scripts/local-cluster.sh build    # only fill the cache (Kubernetes, base rootfs)
+#   scripts/local-cluster.sh build    # only fill the cache (Kubernetes, base and build rootfs)
 #   scripts/local-cluster.sh docker ARGS...   # the cluster's docker client
 #
 # After `up`, KUBECONFIG=/run/kws/kubeconfig reaches the cluster (admin).
@@ -25,8 +25,9 @@
 #
 # Kubernetes 1.20.2 is built from Debian's `kubernetes` source package (about
 # 10 minutes on 2 cores) and cached in $KWS_CACHE, keyed by version; so are
-# the pause image (static build of the same tree's pause.c) and a Debian
-# bookworm base image with Python (debootstrap).
+# the pause image (static build of the same tree's pause.c), a Debian
+# bookworm base image with Python (debootstrap), and the image build stage's
+# base: the same with gcc, libc6-dev and python3-dev.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,10 @@ BIN=$CACHE/kubernetes-$K8S_VERSION/bin
 DOCKER_SOCK=$STATE/docker.sock
 PAUSE_IMAGE=kws.local/pause:$K8S_VERSION
 BASE_IMAGE=${KWS_BASE_IMAGE:-kws.local/python:bookworm}
+# The Dockerfile's build stage (BUILD_IMAGE): the same rootfs plus a C
+# compiler and the Python headers, to compile the wire core with mypyc.
+BUILD_IMAGE=${KWS_BUILD_IMAGE:-kws.local/python-build:bookworm}
+BUILD_PACKAGES=(gcc libc6-dev python3-dev)
 BRIDGE=kws0
 POD_SUBNET=10.244.0.0/24
 APT_PACKAGES=(docker.io debootstrap etcd-server golang-go rsync jq make
@@ -133,6 +138,32 @@ base_rootfs_tar() {
   echo "$tar"
 }
 
+build_rootfs_tar() {
+  # The base rootfs plus BUILD_PACKAGES, installed by apt-get in a chroot from
+  # the mirror debootstrap wrote into its sources.list (debian_mirror).
+  local tar=$CACHE/images/debian-bookworm-python-build.tar
+  if [ ! -f "$tar" ]; then
+    local base root=$CACHE/images/build-rootfs.tmp
+    base=$(base_rootfs_tar)
+    log "the build base: the base rootfs plus ${BUILD_PACKAGES[*]} (apt-get in a chroot)"
+    rm -rf "$root"
+    mkdir -p "$root"
+    tar -C "$root" -xf "$base"
+    cp /etc/resolv.conf "$root/etc/resolv.conf"
+    {
+      chroot "$root" apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive chroot "$root" \
+          apt-get install -y -qq --no-install-recommends "${BUILD_PACKAGES[@]}"
+    } >"$CACHE/images/build-rootfs.log" 2>&1 ||
+      { tail -n 20 "$CACHE/images/build-rootfs.log"; rm -rf "$root"; die "apt-get in the build rootfs failed"; }
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    tar -C "$root" -cf "$tar.tmp" .
+    mv "$tar.tmp" "$tar"
+    rm -rf "$root"
+  fi
+  echo "$tar"
+}
+
 import_images() {
   if ! kdocker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1; then
     log "importing $PAUSE_IMAGE"
@@ -145,6 +176,10 @@ import_images() {
   if ! kdocker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     log "importing $BASE_IMAGE"
     kdocker import -c 'CMD ["python3"]' "$(base_rootfs_tar)" "$BASE_IMAGE" >/dev/null
+  fi
+  if ! kdocker image inspect "$BUILD_IMAGE" >/dev/null 2>&1; then
+    log "importing $BUILD_IMAGE"
+    kdocker import -c 'CMD ["python3"]' "$(build_rootfs_tar)" "$BUILD_IMAGE" >/dev/null
   fi
 }
 
@@ -386,6 +421,6 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   docker) shift; kdocker "$@" ;;
-  build) need_root; install_packages; build_kubernetes; base_rootfs_tar >/dev/null ;;
+  build) need_root; install_packages; build_kubernetes; base_rootfs_tar >/dev/null; build_rootfs_tar >/dev/null ;;
   *) die "usage: $0 up|down|status|build|docker ARGS..." ;;
 esac

@@ -31,7 +31,8 @@ compgen -G 'wheels/*.whl' >/dev/null || PYTHON=${PYTHON:-.venv/bin/python} scrip
 # of its own, so the node's dockerd (which caches manifests by digest) has
 # to fetch this one from the registry.
 digest=$(DOCKER="scripts/local-cluster.sh docker" DOCKER_BUILDKIT=0 scripts/release-image.sh "$image" \
-  --build-arg BASE_IMAGE=kws.local/python:bookworm --build-arg PIP_NO_INDEX=1 \
+  --build-arg BASE_IMAGE=kws.local/python:bookworm \
+  --build-arg BUILD_IMAGE=kws.local/python-build:bookworm --build-arg PIP_NO_INDEX=1 \
   --label "org.opencontainers.image.version=$version" \
   --label "org.opencontainers.image.revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
   --label "org.opencontainers.image.created=$(date -u +%Y-%m-%dT%H:%M:%SZ)" |
