@@ -68,7 +68,7 @@ SEED_SRC = ROOT / "bench" / "seed-go" / "main.go"
 GOPATH = "/usr/share/gocode"  # where Debian's golang-*-dev packages put their source
 GORILLA = Path(GOPATH) / "src" / "github.com" / "gorilla" / "websocket"
 SEED_PACKAGES = ["golang-go", "golang-github-gorilla-websocket-dev"]
-PIPELINE_DEPTH = 32  # frames a block in the scaling scenario (two blocks in flight)
+PIPELINE_DEPTH = 128  # frames a block in the scaling scenario (two blocks in flight)
 DRAIN_LIMIT = 60  # seconds from SIGTERM to every client closed, at most
 SAME_CORE = 0.9  # a load generator over this many cores of CPU set the pace
 
