@@ -280,3 +280,14 @@ def server_process() -> Iterator[type[ServerProcess]]:
         proc.stop()
         if proc.proc.stdout is not None:
             proc.proc.stdout.close()
+
+
+def requirement_pins(path: Path) -> dict[str, str]:
+    """``name==version`` lines of a requirements file, by normalised name."""
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            out[name.lower().replace("_", "-")] = version
+    return out

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import re
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +31,7 @@ from e2e.validate import (
     restricted_errors,
 )
 
-from .conftest import ServerProcess, run_python
+from .conftest import ServerProcess, requirement_pins, run_python
 
 ROUTES = routes()
 NAMES = sorted({r.name for r in ROUTES})
@@ -463,17 +462,8 @@ def test_server_runs_with_exactly_the_rendered_settings(
 
 
 def test_image_pins_match_the_tested_pins() -> None:
-    def pins(path: Path) -> dict[str, str]:
-        out = {}
-        for line in path.read_text().splitlines():
-            line = line.split("#")[0].strip()
-            if "==" in line:
-                name, version = line.split("==")
-                out[name.lower().replace("_", "-")] = version
-        return out
-
-    runtime = pins(ROOT / "requirements" / "runtime.txt")
-    ci = pins(ROOT / "requirements" / "ci.txt")
+    runtime = requirement_pins(ROOT / "requirements" / "runtime.txt")
+    ci = requirement_pins(ROOT / "requirements" / "ci.txt")
     assert runtime
     for name, version in runtime.items():
         assert ci.get(name) == version, name

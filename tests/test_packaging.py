@@ -24,20 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import requirement_pins
+
 ROOT = Path(__file__).resolve().parent.parent
 WHEELS = ROOT / "wheels"
 #: What the Dockerfile copies into the build context for the package.
 SOURCES = ["pyproject.toml", "setup.py", "README.md", "LICENSE", "_build_backend", "server"]
-
-
-def pins(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if "==" in line:
-            name, version = line.split("==")
-            out[name.lower().replace("_", "-")] = version
-    return out
 
 
 def _have_wheel(name: str, version: str) -> bool:
@@ -49,7 +41,10 @@ def _have_wheel(name: str, version: str) -> bool:
 def wheels() -> Path:
     """wheels/ with the runtime and build pins (scripts/build-wheels.sh, which
     downloads from the package index as scripts/setup.sh does, when any is missing)."""
-    wanted = {**pins(ROOT / "requirements/runtime.txt"), **pins(ROOT / "requirements/build.txt")}
+    wanted = {
+        **requirement_pins(ROOT / "requirements/runtime.txt"),
+        **requirement_pins(ROOT / "requirements/build.txt"),
+    }
     if not all(_have_wheel(n, v) for n, v in wanted.items()):
         subprocess.run(
             ["scripts/build-wheels.sh"],
@@ -187,7 +182,7 @@ def test_a_wheel_builds_from_the_sdist(tmp_path: Path, wheels: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
-    setuptools = pins(ROOT / "requirements/build.txt")["setuptools"]
+    setuptools = requirement_pins(ROOT / "requirements/build.txt")["setuptools"]
     offline = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
     subprocess.run(
         [python, "-m", "pip", "install", "-q", f"setuptools=={setuptools}"],
@@ -226,8 +221,8 @@ def test_an_unknown_kws_mypyc_value_is_refused_by_name(tmp_path: Path, wheels: P
 
 
 def test_the_compiled_build_uses_the_pinned_mypy() -> None:
-    ci = pins(ROOT / "requirements/ci.txt")
-    build_pins = pins(ROOT / "requirements/build.txt")
+    ci = requirement_pins(ROOT / "requirements/ci.txt")
+    build_pins = requirement_pins(ROOT / "requirements/build.txt")
     assert "mypy" in build_pins
     for name, version in build_pins.items():
         if name != "setuptools":  # the build backend; CI's venv does not install it
