@@ -163,6 +163,16 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         self.messages_out = 0
         self._subprotocol: str | None = None
         self._written: asyncio.Future[None] | None = None
+        # Every attribute a handler will have is set here, while it is made:
+        # CPython 3.11 shares one key table among a class's instances only
+        # for the names set while the first few instances are made, and a
+        # burst of upgrades makes many handlers before any runs ``get``.
+        # A name first set later gives every later handler a dict of its
+        # own: about 1.3 KiB more for each open connection. Tornado sets
+        # these two again in ``_execute``; ``ws`` is set once open.
+        self.path_args: list[str] = []
+        self.path_kwargs: dict[str, str] = {}
+        self.ws = None
 
     @property
     def metrics(self) -> Metrics:
