@@ -151,7 +151,9 @@ class Blaster(asyncio.Protocol):
     handshake it writes ``blocks`` blocks of ``inflight`` ready-made masked
     frames, and writes another block each time a block's worth of echo
     bytes is back. It parses no frame: it counts bytes, and checks only that
-    the first block came back byte for byte as the unmasked frames. With it
+    the first block came back byte for byte as the unmasked frames. A wrong
+    echo or a connection the server ends is its ``failure``, and fails the
+    run, as does a connection with no echo in the measured window. With it
     the server, not the client, is what runs out of CPU."""
 
     def __init__(self, request: bytes, block: bytes, echo_block: bytes, blocks: int) -> None:
@@ -163,6 +165,7 @@ class Blaster(asyncio.Protocol):
         self.received = 0  # echo bytes since the upgrade
         self.pending = 0  # echo bytes not yet counted towards a block
         self.running = True
+        self.failure: str | None = None
         self.lost = asyncio.get_event_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -183,7 +186,10 @@ class Blaster(asyncio.Protocol):
         if len(self.first) < len(self.echo_block):
             self.first += data[: len(self.echo_block) - len(self.first)]
             if len(self.first) == len(self.echo_block) and self.first != self.echo_block:
-                raise RuntimeError("the first block's echo is not the frames sent")
+                self.failure = "the first block's echo is not the frames sent"
+                assert self.transport is not None
+                self.transport.abort()
+                return
         self.received += len(data)
         self.pending += len(data)
         size = len(self.echo_block)
@@ -201,6 +207,8 @@ class Blaster(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.upgraded.done():
             self.upgraded.set_exception(ConnectionError("closed before the upgrade"))
+        elif self.running and self.failure is None:
+            self.failure = f"the server ended the connection ({exc or 'closed'})"
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -252,15 +260,28 @@ async def blast(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(args.warmup)
     server = args.server_pid
     s0 = tree_cpu_seconds(server) if server else 0.0
-    b0, t0, cpu0 = sum(c.received for c in clients), time.perf_counter(), time.process_time()
+    before = [c.received for c in clients]
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.sleep(args.seconds)
-    b1, t1, cpu1 = sum(c.received for c in clients), time.perf_counter(), time.process_time()
+    after = [c.received for c in clients]
+    t1, cpu1 = time.perf_counter(), time.process_time()
     s1 = tree_cpu_seconds(server) if server else 0.0
+    b0, b1 = sum(before), sum(after)
+    # A connection with its blocks in flight and nothing back over the whole
+    # window has stalled (a close frame the client does not answer, a server
+    # that stopped reading): the figure would not be what it claims.
+    failures = [
+        c.failure or "no echo in the measured window"
+        for c, b, a in zip(clients, before, after, strict=True)
+        if c.failure is not None or a == b
+    ]
     for c in clients:
         c.running = False
         assert c.transport is not None
         c.transport.close()
     await asyncio.wait([c.lost for c in clients], timeout=5)
+    if failures:
+        sys.exit(f"blast: {len(failures)} of {len(clients)} connections failed: {failures[0]}")
     dt = t1 - t0
     return {
         "msgs_per_s": (b1 - b0) / len(echo_frame) / dt,

@@ -50,9 +50,23 @@ from .wire import CloseCode, ErrorKind
 
 __all__ = ["HandshakePolicy", "KnativeWebSocketHandler", "MessageLog", "Service"]
 
-#: Stands in for the handshake's request headers once the connection is
-#: open; nothing writes to it.
-_NO_HEADERS = tornado.httputil.HTTPHeaders()
+
+class _ReleasedHeaders(tornado.httputil.HTTPHeaders):
+    """The handshake's request headers once ``open()`` is done: empty, and
+    read-only, as one object stands in for them on every connection (a
+    write would show on all the others)."""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(
+            "the upgrade request's headers are released once open() returns: "
+            "keep what you need of them in open()"
+        )
+
+    add = __setitem__ = __delitem__ = _read_only
+
+
+#: Stands in for the handshake's request headers once the connection is open.
+_NO_HEADERS = _ReleasedHeaders()
 
 _NOT_A_WEBSOCKET = (
     "400 Bad Request: /ws is a WebSocket endpoint. Connect with a WebSocket client "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import sys
 from typing import Any, ClassVar
 
@@ -15,10 +16,11 @@ import pytest
 import tornado.http1connection
 import tornado.iostream
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
 
 from server.echo import EchoWebSocket
 
-from .conftest import until
+from .conftest import events, until
 
 
 def _live(cls: type) -> int:
@@ -110,3 +112,38 @@ async def test_a_burst_of_upgrades_leaves_each_handler_a_shared_key_dict(port: i
     finally:
         for ws in clients:
             await ws.close()
+
+
+class _HeaderTagger(EchoWebSocket):
+    """Reads the request's headers in on_message, then writes one there:
+    the bug of a handler that treats them as its own after ``open()``."""
+
+    def on_message(self, message: str | bytes) -> None:
+        assert isinstance(message, str)
+        self.write_message(repr(sorted(self.request.headers.get_all())))
+        self.request.headers["X-Tag"] = message
+
+
+@pytest.mark.handler.with_args(_HeaderTagger)
+async def test_after_open_the_headers_are_gone_and_a_write_to_them_fails_only_that_connection(
+    ws_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One empty stand-in serves every open connection: a handler writing
+    to it gets an error (1011, ``handler_exception``), and no other
+    connection sees what it wrote."""
+    caplog.set_level(logging.INFO)
+    async with connect(ws_url, additional_headers={"X-Team": "platform"}) as a:
+        await a.send("from-a")
+        assert await a.recv() == "[]"  # released: not the handshake's any more
+        with pytest.raises(ConnectionClosedError):
+            await asyncio.wait_for(a.recv(), 5)
+    assert a.close_code == 1011
+    async with connect(ws_url) as b:
+        await b.send("from-b")
+        assert await b.recv() == "[]"  # nothing of a's
+    await until(lambda: len(events(caplog, "close")) == 2)
+    errors = [e for e in events(caplog, "error") if e["kind"] == "handler_exception"]
+    assert len(errors) == 2
+    record = next(r for r in caplog.records if getattr(r, "event", None) == "error")
+    assert record.exc_info is not None
+    assert "keep what you need of them in open()" in str(record.exc_info[1])
