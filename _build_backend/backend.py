@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+import setuptools.build_meta
 from setuptools.build_meta import *  # noqa: F403 - every other hook as setuptools has it
 
 #: What the compiled build needs besides setuptools. mypy's pin is
@@ -40,3 +41,22 @@ def get_requires_for_build_editable(
     config_settings: dict[str, str | list[str]] | None = None,
 ) -> list[str]:
     return _mypyc_requires()
+
+
+# An sdist is source: whether the wire core is compiled is decided when a
+# wheel is built from it. KWS_MYPYC does not apply to the sdist hooks
+# (setup.py would otherwise ask for mypy just to pack the source).
+
+
+def get_requires_for_build_sdist(
+    config_settings: dict[str, str | list[str]] | None = None,
+) -> list[str]:
+    os.environ.pop("KWS_MYPYC", None)
+    return list(setuptools.build_meta.get_requires_for_build_sdist(config_settings))
+
+
+def build_sdist(
+    sdist_directory: str, config_settings: dict[str, str | list[str]] | None = None
+) -> str:
+    os.environ.pop("KWS_MYPYC", None)
+    return str(setuptools.build_meta.build_sdist(sdist_directory, config_settings))

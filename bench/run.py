@@ -475,13 +475,20 @@ def report(
         f"Measured {meta['date']} on {meta['machine']}: Python {v['python']}, Tornado "
         f"{v['tornado']}, uvloop {v['uvloop']}, websockets {v['websockets']}, aiohttp "
         f"{v['aiohttp']}, picows {v['picows']}, Go {v['go']}, Gorilla WebSocket {v['gorilla']}; "
-        f"each server on CPU {SERVER_CPU}, the load generator on CPU {LOADGEN_CPU}; "
-        f"medians of {meta['runs']} run(s) of {meta['seconds']:g} s.",
-        "",
-        "100 connections, one message in flight each; ratios to ours and to the seed in the "
-        "same run:",
-        "",
+        + (
+            f"each server on CPU {SERVER_CPU}, the load generator on CPU {LOADGEN_CPU}; "
+            if results
+            else ""
+        )
+        + f"medians of {meta['runs']} run(s) of {meta['seconds']:g} s.",
     ]
+    if results:
+        out += [
+            "",
+            "100 connections, one message in flight each; ratios to ours and to the seed in "
+            "the same run:",
+            "",
+        ]
     saturated = False
     rows = []
     for s in servers:
@@ -500,7 +507,8 @@ def report(
             ]
         rows.append(row)
     header = ["server", "32 B msgs/s", "vs ours", "vs seed", "64 KiB MB/s", "vs ours", "vs seed"]
-    out.append(markdown(header, rows) if rows else "(no server in this run)")
+    if rows:
+        out.append(markdown(header, rows))
     if saturated:
         out += [
             "",
