@@ -453,8 +453,7 @@ class WebSocketTransport(asyncio.Protocol):
             assert exc is not None
             self.handler_failed((type(exc), exc, exc.__traceback__))
             return
-        pending = list(self._pending)
-        self._pending.clear()
+        pending, self._pending = self._pending, []
         if pending:
             self._dispatch(pending)
         if self._handler_busy:
