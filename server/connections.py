@@ -7,8 +7,9 @@ drains them itself:
 
 1. from the moment :meth:`Registry.drain` starts, ``draining`` is true:
    ``/readyz`` answers 503 and new upgrades get 503;
-2. each connection is sent close 1001 (going away) as soon as everything it
-   had sent has been handled, or after a grace period if it never pauses;
+2. each connection is sent close 1001 (going away) once everything it had
+   sent has been handled and nothing has come in on it for a moment (see
+   ``DrainPolicy.quiet``), or after a grace period if it never pauses;
 3. it returns once every connection is gone, or when the timeout runs out
    (aborting those left).
 
@@ -42,9 +43,10 @@ class Managed(Protocol):
     def check_pong(self, timeout: float) -> None:
         """Fail the connection if the last ping went unanswered."""
 
-    def go_away(self, force: bool) -> bool:
-        """Close with 1001 if everything received was handled (or ``force``);
-        True once the close frame is sent."""
+    def go_away(self, force: bool, quiet: float) -> bool:
+        """Close with 1001 if everything received was handled and nothing
+        came in for ``quiet`` seconds (or ``force``); True once the close
+        frame is sent."""
 
     def abort(self) -> None:
         """Drop the connection at once."""
@@ -63,6 +65,13 @@ class DrainPolicy:
     """How long a drain may take, and when it stops waiting for a pause."""
 
     timeout: float = 20.0
+    #: A connection is closed only once nothing has come in on it for this
+    #: many seconds: a client with Nagle's algorithm on (as Tornado's own
+    #: client is) holds its small writes until we acknowledge what it sent
+    #: before, and Linux delays that acknowledgement by up to 200 ms. What
+    #: it had written before the SIGTERM would otherwise reach us after our
+    #: close frame, and go unanswered.
+    quiet: float = 0.25
     #: A connection that never pauses is closed anyway after this share of
     #: the timeout, capped at ``force_after_max`` seconds.
     force_share: float = 0.5
@@ -123,7 +132,7 @@ class Registry:
         while self.connections and loop.time() < deadline:
             force = loop.time() >= force_at
             for connection in list(self.connections):
-                connection.go_away(force)
+                connection.go_away(force, policy.quiet)
             await asyncio.sleep(_DRAIN_TICK)
         aborted = len(self.connections)
         for connection in list(self.connections):

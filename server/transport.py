@@ -42,6 +42,7 @@ import socket
 import sys
 import termios
 from collections.abc import Awaitable
+from time import monotonic as _monotonic
 from typing import Any, Protocol, cast
 
 from tornado.httputil import HTTPServerRequest
@@ -219,6 +220,7 @@ class WebSocketTransport(asyncio.Protocol):
         "_eof_before_start",
         "_exc_info",
         "_handler_busy",
+        "_last_read",
         "_leftover",
         "_lingering",
         "_lost",
@@ -273,6 +275,7 @@ class WebSocketTransport(asyncio.Protocol):
         self._exc_info: Any = None
         self._lingering = False
         self._lost = False
+        self._last_read = 0.0  # time.monotonic() of the last read: see quiescent()
         # One Future for every writer waiting while writing is paused.
         self._drained: asyncio.Future[None] | None = None
         self._started = False
@@ -312,6 +315,7 @@ class WebSocketTransport(asyncio.Protocol):
         self._maybe_resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        self._last_read = _monotonic()
         if not self._started:  # before the handler is open: keep it for start()
             self._leftover += data
             if self.transport is not None:
@@ -771,22 +775,26 @@ class WebSocketTransport(asyncio.Protocol):
         detail = f"no pong within {timeout:g} s"
         self.fail(ErrorKind.PING_TIMEOUT, CloseCode.INTERNAL_ERROR, detail, linger=False)
 
-    def quiescent(self) -> bool:
+    def quiescent(self, quiet: float = 0.0) -> bool:
         """Nothing received is left unhandled: no partial frame or message,
-        no handler at work, no bytes waiting in the kernel. Closing now
-        loses no message that reached us."""
+        no handler at work, no bytes waiting in the kernel, and nothing read
+        for ``quiet`` seconds. Closing now loses no message that reached us
+        (nor, with ``quiet``, one a client had held back for a moment)."""
         if self._lost or self._handler_busy or self._pending or not self.conn.idle:
+            return False
+        if quiet > 0 and _monotonic() - self._last_read < quiet:
             return False
         transport = self.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
         return sock is not None and _unread_bytes(sock) == 0
 
-    def go_away(self, force: bool) -> bool:
+    def go_away(self, force: bool, quiet: float = 0.0) -> bool:
         """Drain: close with 1001 once everything received has been handled
-        (or at once with ``force``); True once the close frame is sent."""
+        and nothing came in for ``quiet`` seconds (or at once with
+        ``force``); True once the close frame is sent."""
         if self.conn.close_sent is not None or self._lost:
             return True
-        if not (force or self.quiescent()):
+        if not (force or self.quiescent(quiet)):
             return False
         self.close(CloseCode.GOING_AWAY, "server shutting down")
         return True

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from server.connections import Registry
 
@@ -102,6 +102,37 @@ def test_sigterm_drains_with_zero_lost_messages(server_process: type[ServerProce
     drained = server.wait_event("drained")
     assert drained["aborted"] == 0
     assert server.wait_event("exit")["status"] == 0
+
+
+def test_sigterm_still_answers_what_arrives_just_after_it(
+    server_process: type[ServerProcess],
+) -> None:
+    """A message that reaches the server just after its drain began - sent
+    before the client saw anything of it, as a client with Nagle's algorithm
+    on sends what it held back once its earlier bytes are acknowledged - is
+    echoed before the 1001: the drain waits for a moment of quiet
+    (DrainPolicy.quiet), not only for what had arrived when it started."""
+    server = server_process(env={"WS_LOG_MESSAGES": "false"})
+    server.wait_ready()
+
+    async def scenario() -> tuple[int | None, list[str | bytes]]:
+        async with connect(server.ws_url) as ws:
+            await ws.send("before")
+            assert await ws.recv() == "before"
+            server.signal(signal.SIGTERM)
+            await asyncio.to_thread(server.wait_event, "drain")
+            try:
+                await ws.send("just after")
+            except ConnectionClosed:  # the 1001 came first: the failure this test is for
+                return ws.close_code, []
+            received = await recv_until_closed(ws)
+            return ws.close_code, received
+
+    code, received = asyncio.run(scenario())
+    assert received == ["just after"]
+    assert code == 1001
+    assert server.wait(timeout=15) == 0
+    assert server.wait_event("drained")["aborted"] == 0
 
 
 def test_readiness_fails_and_upgrades_are_refused_while_draining(
