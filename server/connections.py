@@ -8,8 +8,9 @@ drains them itself:
 1. from the moment :meth:`Registry.drain` starts, ``draining`` is true:
    ``/readyz`` answers 503 and new upgrades get 503;
 2. each connection is sent close 1001 (going away) once everything it had
-   sent has been handled and nothing has come in on it for a moment (see
-   ``DrainPolicy.quiet``), or after a grace period if it never pauses;
+   sent has been handled and - in the drain's first moment only - nothing
+   has come in on it for that moment (see ``DrainPolicy.quiet``), or after
+   a grace period if it never pauses;
 3. it returns once every connection is gone, or when the timeout runs out
    (aborting those left).
 
@@ -65,12 +66,16 @@ class DrainPolicy:
     """How long a drain may take, and when it stops waiting for a pause."""
 
     timeout: float = 20.0
-    #: A connection is closed only once nothing has come in on it for this
-    #: many seconds: a client with Nagle's algorithm on (as Tornado's own
-    #: client is) holds its small writes until we acknowledge what it sent
-    #: before, and Linux delays that acknowledgement by up to 200 ms. What
-    #: it had written before the SIGTERM would otherwise reach us after our
-    #: close frame, and go unanswered.
+    #: For this many seconds from the start of the drain, a connection is
+    #: closed only once nothing has come in on it for this many seconds: a
+    #: client with Nagle's algorithm on (as Tornado's own client is) holds
+    #: its small writes until we acknowledge what it sent before, and Linux
+    #: delays that acknowledgement by up to 200 ms. What it had written
+    #: before the SIGTERM would otherwise reach us after our close frame,
+    #: and go unanswered. Such writes follow a read from before the drain,
+    #: so they are in by then; after it, a connection is closed at its first
+    #: pause (a client in a send-and-wait-for-the-echo loop is never quiet
+    #: for long, and would otherwise be held until the force point).
     quiet: float = 0.25
     #: A connection that never pauses is closed anyway after this share of
     #: the timeout, capped at ``force_after_max`` seconds.
@@ -129,10 +134,13 @@ class Registry:
         start = loop.time()
         deadline = start + timeout
         force_at = start + min(timeout * policy.force_share, policy.force_after_max)
+        quiet_until = start + policy.quiet
         while self.connections and loop.time() < deadline:
-            force = loop.time() >= force_at
+            now = loop.time()
+            force = now >= force_at
+            quiet = policy.quiet if now < quiet_until else 0.0
             for connection in list(self.connections):
-                connection.go_away(force, policy.quiet)
+                connection.go_away(force, quiet)
             await asyncio.sleep(_DRAIN_TICK)
         aborted = len(self.connections)
         for connection in list(self.connections):

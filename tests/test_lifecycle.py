@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 import urllib.error
@@ -11,7 +12,7 @@ import urllib.request
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from server.connections import Registry
@@ -107,11 +108,12 @@ def test_sigterm_drains_with_zero_lost_messages(server_process: type[ServerProce
 def test_sigterm_still_answers_what_arrives_just_after_it(
     server_process: type[ServerProcess],
 ) -> None:
-    """A message that reaches the server just after its drain began - sent
-    before the client saw anything of it, as a client with Nagle's algorithm
-    on sends what it held back once its earlier bytes are acknowledged - is
-    echoed before the 1001: the drain waits for a moment of quiet
-    (DrainPolicy.quiet), not only for what had arrived when it started."""
+    """A message that reaches the server just after its drain began, from a
+    client busy just before it - as a client with Nagle's algorithm on sends
+    what it held back once its earlier bytes are acknowledged - is echoed
+    before the 1001: the drain waits for a moment of quiet
+    (DrainPolicy.quiet), not only for what had arrived when it started. (A
+    client quiet for that long before the SIGTERM gets its 1001 at once.)"""
     server = server_process(env={"WS_LOG_MESSAGES": "false"})
     server.wait_ready()
 
@@ -131,6 +133,49 @@ def test_sigterm_still_answers_what_arrives_just_after_it(
     code, received = asyncio.run(scenario())
     assert received == ["just after"]
     assert code == 1001
+    assert server.wait(timeout=15) == 0
+    assert server.wait_event("drained")["aborted"] == 0
+
+
+def test_sigterm_closes_clients_in_an_echo_loop_at_a_pause_not_the_force_point(
+    server_process: type[ServerProcess],
+) -> None:
+    """Clients that send, wait for the echo and send again are never quiet
+    for DrainPolicy.quiet, but they do pause between messages: the drain
+    closes each at such a pause soon after the quiet moment, not after the
+    force point (5 s with the default WS_DRAIN_TIMEOUT), and every message
+    sent before the 1001 but the one crossing it is echoed."""
+    server = server_process(env={"WS_LOG_MESSAGES": "false"})
+    server.wait_ready()
+
+    async def echo_loop(ws: ClientConnection, counts: list[int]) -> None:
+        i = 0
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.send(f"m{i}")
+                counts[0] += 1
+                assert await ws.recv() == f"m{i}"
+                counts[1] += 1
+                i += 1
+
+    async def scenario() -> tuple[float, list[int | None], list[list[int]]]:
+        clients = [await connect(server.ws_url) for _ in range(5)]
+        counts = [[0, 0] for _ in clients]
+        loops = [
+            asyncio.ensure_future(echo_loop(ws, c)) for ws, c in zip(clients, counts, strict=True)
+        ]
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.gather(*loops), 10)
+        return time.monotonic() - started, [ws.close_code for ws in clients], counts
+
+    took, codes, counts = asyncio.run(scenario())
+    assert codes == [1001] * 5
+    assert took < 2.5, f"clients closed {took:.2f} s after SIGTERM"
+    for sent, echoed in counts:
+        assert echoed > 0
+        assert sent - echoed <= 1
     assert server.wait(timeout=15) == 0
     assert server.wait_event("drained")["aborted"] == 0
 
