@@ -32,7 +32,7 @@ from .config import Settings
 from .connections import DrainPolicy, Keepalive, Registry
 from .echo import EchoWebSocket
 from .events import emit
-from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler
+from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler, warm_up_metrics
 from .metrics import Metrics
 from .telemetry import record_error
 from .transport import SendLimits
@@ -172,6 +172,11 @@ def make_http_server(
     )
 
 
+#: Seconds after listening when the ``/metrics`` code is imported, on a thread
+#: (kept out of the start that Knative's scale from zero waits on).
+_METRICS_WARM_UP = 1.0
+
+
 async def serve(
     settings: Settings,
     started: float | None = None,
@@ -220,6 +225,7 @@ async def serve(
     if started is not None:
         fields["startup_ms"] = round(1000 * (time.perf_counter() - started), 1)
     emit("listening", **fields)
+    warm_up_metrics(_METRICS_WARM_UP)
 
     await stop.wait()
     registry = service.registry

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import pkgutil
+import threading
 from typing import Any
 
 import tornado.web
 
 from .connections import Registry
-from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .metrics import Metrics
 
-__all__ = ["ConsoleHandler", "HealthHandler", "MetricsHandler", "ReadyHandler"]
+__all__ = [
+    "ConsoleHandler",
+    "HealthHandler",
+    "MetricsHandler",
+    "ReadyHandler",
+    "warm_up_metrics",
+]
 
 
 class _JsonHandler(tornado.web.RequestHandler):
@@ -54,8 +61,27 @@ class MetricsHandler(tornado.web.RequestHandler):
         self.metrics = metrics
 
     def get(self) -> None:
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(self.metrics.render())
+        # Here, not at the top: see server.exposition (and warm_up_metrics).
+        from . import exposition
+
+        self.set_header("Content-Type", exposition.CONTENT_TYPE_LATEST)
+        self.finish(exposition.render(self.metrics))
+
+
+def _import_exposition() -> None:
+    from . import exposition
+
+    del exposition
+
+
+def warm_up_metrics(delay: float) -> threading.Timer:
+    """Import what ``/metrics`` needs on a daemon thread, ``delay`` seconds
+    from now: after the start that Knative waits on, and before a first
+    scrape would have to import it on the event loop."""
+    timer = threading.Timer(delay, _import_exposition)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _package_data(name: str) -> bytes:

@@ -1,12 +1,14 @@
-"""Prometheus metrics, served at ``/metrics``.
+"""The server's metrics: counters, a gauge and a histogram, as plain numbers.
 
-The per-message counters are plain integers that the handlers bump (an
-addition costs nanoseconds; a ``prometheus_client`` ``Counter.inc()`` takes a
-lock), and a collector turns them into Prometheus counters when ``/metrics``
-is scraped. Rarer events - connections, closes, errors, refusals - use the
-client library's own types.
+The handlers bump plain numbers (an addition costs nanoseconds; a
+``prometheus_client`` ``Counter.inc()`` takes a lock), and
+:mod:`server.exposition` turns them into Prometheus text when ``/metrics``
+is scraped. This module does not import ``prometheus_client``: its import
+(with ``http.server`` and ``wsgiref`` behind it) took about a tenth of the
+server's start, which Knative's scale from zero waits on; it is imported a
+second after the server is listening, or at the first scrape.
 
-Each :class:`Metrics` owns its own registry, so several servers in one
+Each :class:`Metrics` has its own numbers, so several servers in one
 process (the test suite runs many) never share counters.
 
 No label value comes from a client as is: each labelled counter takes its
@@ -17,29 +19,31 @@ client can add a series. Every series there can be is listed at start.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import bisect
+import time
+from collections.abc import Callable
 from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.registry import Collector
 
 from .wire import REFUSALS, CloseCode, ErrorKind
 
 __all__ = [
     "ACCEPT_ERRORS",
     "CLOSE_CODE_LABELS",
-    "CONTENT_TYPE_LATEST",
     "ERROR_KINDS",
     "HANDSHAKE_REASONS",
+    "MESSAGE_TYPES",
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "LabelledCounter",
     "MessageCounts",
     "Metrics",
     "close_code_label",
 ]
 
 _NS = "websocket"
-_TYPES = ("text", "binary")
+#: The ``type`` label of the message counters, by ``is_binary``.
+MESSAGE_TYPES = ("text", "binary")
 
 #: Close codes RFC 6455 (7.4.1) and the IANA registry name; each is a label
 #: of its own. 1005 and 1006 are never sent but are what the server records
@@ -81,20 +85,77 @@ def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str]:
     return fold
 
 
-class _FoldedCounter:
-    """A labelled counter whose one label value is folded into a fixed set
-    before it is used: ``labels(anything)`` never makes a new series. Every
-    allowed value is created at start, so the series are there (at 0)
-    before the first event."""
+class Counter:
+    """A count that only goes up, with the time it started (Prometheus'
+    ``_created`` series)."""
 
-    def __init__(self, counter: Counter, fold: Callable[[Any], str], values: tuple[str, ...]):
-        self._counter = counter
+    __slots__ = ("created", "doc", "name", "value")
+
+    def __init__(self, name: str = "", doc: str = "") -> None:
+        self.name = name
+        self.doc = doc
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class LabelledCounter:
+    """A counter with one label whose values come from a fixed set:
+    ``labels(anything)`` folds the value into that set, so it never makes a
+    new series. Every allowed value is there (at 0) from the start."""
+
+    __slots__ = ("_fold", "children", "doc", "label", "name")
+
+    def __init__(
+        self, name: str, doc: str, label: str, fold: Callable[[Any], str], values: tuple[str, ...]
+    ) -> None:
+        self.name = name
+        self.doc = doc
+        self.label = label
         self._fold = fold
-        for value in values:
-            counter.labels(value)
+        #: The series, in the order of ``values``.
+        self.children = {value: Counter() for value in values}
 
-    def labels(self, value: Any) -> Any:
-        return self._counter.labels(self._fold(value))
+    def labels(self, value: Any) -> Counter:
+        return self.children[self._fold(value)]
+
+
+class Gauge:
+    """A number that goes up and down."""
+
+    __slots__ = ("doc", "name", "value")
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name
+        self.doc = doc
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+
+class Histogram:
+    """Observations counted in buckets by upper bound (the last is +Inf),
+    with their sum."""
+
+    __slots__ = ("bounds", "counts", "created", "doc", "name", "sum")
+
+    def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
+        self.name = name
+        self.doc = doc
+        self.bounds = (*sorted(bounds), float("inf"))
+        self.counts = [0] * len(self.bounds)  # per bucket, not cumulative
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
 
 
 class MessageCounts:
@@ -109,96 +170,60 @@ class MessageCounts:
         self.bytes_out = [0, 0]
 
 
-class _MessageCollector(Collector):
-    def __init__(self, counts: MessageCounts) -> None:
-        self.counts = counts
-
-    def collect(self) -> Iterator[Metric]:
-        c = self.counts
-        for name, doc, values in (
-            ("messages_received", "Messages received, by type", c.messages_in),
-            ("messages_sent", "Messages sent, by type", c.messages_out),
-            ("received_bytes", "Message payload bytes received, by type", c.bytes_in),
-            ("sent_bytes", "Message payload bytes sent, by type", c.bytes_out),
-        ):
-            family = CounterMetricFamily(f"{_NS}_{name}", doc, labels=["type"])
-            for index, kind in enumerate(_TYPES):
-                family.add_metric([kind], values[index])
-            yield family
-
-
-class _LogDropCollector(Collector):
-    def collect(self) -> Iterator[Metric]:
-        from .events import log_events_dropped
-
-        family = CounterMetricFamily(
-            f"{_NS}_log_events_dropped",
-            "Log lines dropped because stdout did not keep up",
-        )
-        family.add_metric([], log_events_dropped())
-        yield family
-
-
 class Metrics:
-    """The server's counters and gauges."""
+    """The server's counters, gauge and histogram."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.open_connections = Gauge(
-            f"{_NS}_open_connections", "WebSocket connections open now", registry=r
-        )
+        self.open_connections = Gauge(f"{_NS}_open_connections", "WebSocket connections open now")
         self.connections_opened = Counter(
-            f"{_NS}_connections_opened", "WebSocket connections accepted", registry=r
+            f"{_NS}_connections_opened", "WebSocket connections accepted"
         )
-        self.connections_closed = _FoldedCounter(
-            Counter(
-                f"{_NS}_connections_closed",
-                "WebSocket connections ended, by close code (1006: no close frame; "
-                "3xxx, 4xxx: the registered and private ranges)",
-                ["code"],
-                registry=r,
-            ),
+        self.connections_closed = LabelledCounter(
+            f"{_NS}_connections_closed",
+            "WebSocket connections ended, by close code (1006: no close frame; "
+            "3xxx, 4xxx: the registered and private ranges)",
+            "code",
             close_code_label,
             CLOSE_CODE_LABELS,
         )
-        self.handshakes_rejected = _FoldedCounter(
-            Counter(
-                f"{_NS}_handshakes_rejected",
-                "Upgrade requests refused, by reason",
-                ["reason"],
-                registry=r,
-            ),
+        self.handshakes_rejected = LabelledCounter(
+            f"{_NS}_handshakes_rejected",
+            "Upgrade requests refused, by reason",
+            "reason",
             _one_of(HANDSHAKE_REASONS),
             HANDSHAKE_REASONS,
         )
         self.connection_duration = Histogram(
             f"{_NS}_connection_duration_seconds",
             "How long WebSocket connections stayed open",
-            buckets=(0.1, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
-            registry=r,
+            (0.1, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
         )
-        self.errors = _FoldedCounter(
-            Counter(f"{_NS}_errors", "WebSocket errors, by kind", ["kind"], registry=r),
+        self.errors = LabelledCounter(
+            f"{_NS}_errors",
+            "WebSocket errors, by kind",
+            "kind",
             _one_of(ERROR_KINDS),
             ERROR_KINDS,
         )
-        self.accept_errors = _FoldedCounter(
-            Counter(
-                f"{_NS}_accept_errors",
-                "Connections the listener could not accept, by errno "
-                "(EMFILE/ENFILE: out of file descriptors; accepting pauses)",
-                ["errno"],
-                registry=r,
-            ),
+        self.accept_errors = LabelledCounter(
+            f"{_NS}_accept_errors",
+            "Connections the listener could not accept, by errno "
+            "(EMFILE/ENFILE: out of file descriptors; accepting pauses)",
+            "errno",
             _one_of(ACCEPT_ERRORS),
             ACCEPT_ERRORS,
         )
-        r.register(_LogDropCollector())
         #: The per-message counters, bumped by the handlers.
         self.messages = MessageCounts()
-        r.register(_MessageCollector(self.messages))
-
-    def render(self) -> bytes:
-        """The registry in Prometheus text format."""
-        return generate_latest(self.registry)
+        #: Everything above but the message counts, in the order scraped.
+        self.series: tuple[Gauge | Counter | LabelledCounter | Histogram, ...] = (
+            self.open_connections,
+            self.connections_opened,
+            self.connections_closed,
+            self.handshakes_rejected,
+            self.connection_duration,
+            self.errors,
+            self.accept_errors,
+        )
+        #: Where :mod:`server.exposition` keeps its Prometheus registry.
+        self.exposition: Any = None

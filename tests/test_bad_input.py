@@ -14,6 +14,7 @@ from tornado.ioloop import IOLoop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
+from server import exposition
 from server.echo import EchoWebSocket
 from server.metrics import Metrics
 
@@ -117,7 +118,7 @@ async def test_oversized_headers_get_431(
     assert error["detail"] == "request head over 16384 bytes"
     assert str(error["peer"]).startswith("127.0.0.1:")
     assert (
-        metrics.registry.get_sample_value(
+        exposition.registry(metrics).get_sample_value(
             "websocket_handshakes_rejected_total", {"reason": "headers_too_large"}
         )
         == 1
@@ -395,7 +396,7 @@ async def test_failed_write_is_an_error_event(
     assert "write_failed" in kinds
     [failed] = [e for e in events(caplog, "error") if e["kind"] == "write_failed"]
     assert failed["peer"].startswith("127.0.0.1:")
-    assert metrics.errors.labels("write_failed")._value.get() == 1
+    assert metrics.errors.labels("write_failed").value == 1
     assert metrics.messages.messages_out == [0, 0]
 
 
@@ -416,7 +417,10 @@ async def test_client_that_never_reads_is_closed_with_1008(
     assert closed["code"] == 1008
     assert closed["messages_in"] < 400  # it stopped reading long before the end
     assert (
-        metrics.registry.get_sample_value("websocket_errors_total", {"kind": "slow_consumer"}) == 1
+        exposition.registry(metrics).get_sample_value(
+            "websocket_errors_total", {"kind": "slow_consumer"}
+        )
+        == 1
     )
     # The server sent its close frame, stopped sending and reads (and
     # discards) what is still coming for a moment, then drops the socket:

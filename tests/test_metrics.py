@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
+import prometheus_client
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
+
+from server import exposition
+from server.metrics import Counter, Gauge, Histogram, LabelledCounter, Metrics
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -65,3 +75,114 @@ async def test_metrics_follow_connections_messages_and_errors(port: int, ws_url:
     assert value(after, "websocket_errors_total", kind="origin_rejected") == 1
     assert value(after, "websocket_handshakes_rejected_total", reason="origin_rejected") == 1
     assert value(after, "websocket_connection_duration_seconds_count") == 2
+
+
+# -- the numbers against prometheus_client's own types ---------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _reference(metrics: Metrics) -> tuple[prometheus_client.CollectorRegistry, dict[str, Any]]:
+    """prometheus_client's own Counter, Gauge and Histogram, named as ours."""
+    registry = prometheus_client.CollectorRegistry()
+    made: dict[str, Any] = {}
+    for series in metrics.series:
+        if isinstance(series, Gauge):
+            made[series.name] = prometheus_client.Gauge(series.name, series.doc, registry=registry)
+        elif isinstance(series, Counter):
+            made[series.name] = prometheus_client.Counter(
+                series.name, series.doc, registry=registry
+            )
+        elif isinstance(series, LabelledCounter):
+            counter = prometheus_client.Counter(
+                series.name, series.doc, [series.label], registry=registry
+            )
+            for value in series.children:
+                counter.labels(value)
+            made[series.name] = counter
+        elif isinstance(series, Histogram):
+            made[series.name] = prometheus_client.Histogram(
+                series.name, series.doc, buckets=series.bounds, registry=registry
+            )
+    return registry, made
+
+
+def _samples(text: str, names: set[str]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the families in ``names``, but the ``_created`` times."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name in names
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+_operation = st.one_of(
+    st.tuples(st.just("gauge"), st.sampled_from(["inc", "dec"])),
+    st.tuples(st.just("opened"), st.just("inc")),
+    st.tuples(st.just("closed"), st.one_of(st.integers(0, 70000), st.text(max_size=5))),
+    st.tuples(st.just("errors"), st.text(max_size=20)),
+    st.tuples(st.just("rejected"), st.sampled_from(["draining", "over_capacity", "x"])),
+    st.tuples(st.just("accept"), st.sampled_from(["EMFILE", "ENOMEM", "EBADF"])),
+    st.tuples(
+        st.just("duration"),
+        st.one_of(
+            st.sampled_from([0.0, 0.1, 1.0, 5.0, 3600.0, 3600.5]),
+            st.floats(0, 10000, allow_nan=False),
+        ),
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_operation, max_size=40))
+def test_scrape_matches_prometheus_client_for_any_sequence_of_events(
+    operations: list[tuple[str, object]],
+) -> None:
+    """Our plain numbers, scraped, read the same as prometheus_client's own
+    types fed the same events (the bucket edges included: an observation of
+    exactly 1.0 counts in le="1.0"); only the ``_created`` times differ."""
+    ours = Metrics()
+    reference, ref = _reference(ours)
+    for kind, arg in operations:
+        if kind == "gauge":
+            getattr(ours.open_connections, str(arg))()
+            getattr(ref["websocket_open_connections"], str(arg))()
+        elif kind == "opened":
+            ours.connections_opened.inc()
+            ref["websocket_connections_opened"].inc()
+        elif kind == "duration":
+            ours.connection_duration.observe(float(arg))  # type: ignore[arg-type]
+            ref["websocket_connection_duration_seconds"].observe(arg)
+        else:
+            ours_series, name = {
+                "closed": (ours.connections_closed, "websocket_connections_closed"),
+                "errors": (ours.errors, "websocket_errors"),
+                "rejected": (ours.handshakes_rejected, "websocket_handshakes_rejected"),
+                "accept": (ours.accept_errors, "websocket_accept_errors"),
+            }[kind]
+            child = ours_series.labels(arg)
+            child.inc()
+            # the reference is fed the label ours folded it into
+            folded = next(v for v, c in ours_series.children.items() if c is child)
+            ref[name].labels(folded).inc()
+    names = {s.name for s in ours.series}
+    assert _samples(exposition.render(ours).decode(), names) == _samples(
+        prometheus_client.generate_latest(reference).decode(), names
+    )
+
+
+def test_starting_the_server_does_not_import_prometheus_client() -> None:
+    """prometheus_client (with http.server and wsgiref) is imported at the
+    first scrape or a second after listening, not in the start Knative's
+    scale from zero waits on."""
+    code = (
+        "import sys, server.__main__, server.app\n"
+        "print(sorted(m for m in ('prometheus_client', 'http.server', 'wsgiref')"
+        " if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
