@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import Counter as _ClientCounter
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -29,6 +30,21 @@ from .metrics import MESSAGE_TYPES, Counter, Gauge, Histogram, LabelledCounter, 
 
 __all__ = ["CONTENT_TYPE_LATEST", "registry", "render"]
 
+#: One of prometheus_client's own counters, in no registry: whether its
+#: samples include ``_created`` tells whether the operator turned those
+#: series off (``PROMETHEUS_DISABLE_CREATED_SERIES=True``, or
+#: ``prometheus_client.disable_created_metrics()``), which the library's
+#: own types obey at each scrape and the families below would not.
+_CREATED_PROBE = _ClientCounter("created_probe", "", registry=None)
+
+
+def _created_series() -> bool:
+    return any(
+        sample.name.endswith("_created")
+        for family in _CREATED_PROBE.collect()
+        for sample in family.samples
+    )
+
 
 class _Collector(Collector):
     """Reads a :class:`Metrics` at each scrape."""
@@ -37,8 +53,9 @@ class _Collector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
+        created = _created_series()
         for series in self.metrics.series:
-            yield _family(series)
+            yield _family(series, created)
         family = CounterMetricFamily(
             "websocket_log_events_dropped", "Log lines dropped because stdout did not keep up"
         )
@@ -57,19 +74,19 @@ class _Collector(Collector):
             yield family
 
 
-def _family(series: Gauge | Counter | LabelledCounter | Histogram) -> Metric:
+def _family(series: Gauge | Counter | LabelledCounter | Histogram, created: bool) -> Metric:
     if isinstance(series, Gauge):
         gauge = GaugeMetricFamily(series.name, series.doc)
         gauge.add_metric([], series.value)
         return gauge
     if isinstance(series, Counter):
         counter = CounterMetricFamily(series.name, series.doc)
-        counter.add_metric([], series.value, created=series.created)
+        counter.add_metric([], series.value, created=series.created if created else None)
         return counter
     if isinstance(series, LabelledCounter):
         labelled = CounterMetricFamily(series.name, series.doc, labels=[series.label])
         for value, child in series.children.items():
-            labelled.add_metric([value], child.value, created=child.created)
+            labelled.add_metric([value], child.value, created=child.created if created else None)
         return labelled
     histogram = HistogramMetricFamily(series.name, series.doc)
     buckets, total = [], 0
@@ -77,7 +94,8 @@ def _family(series: Gauge | Counter | LabelledCounter | Histogram) -> Metric:
         total += count
         buckets.append((floatToGoString(bound), total))  # type: ignore[no-untyped-call]
     histogram.add_metric([], buckets, series.sum)
-    histogram.add_sample(f"{series.name}_created", {}, series.created)
+    if created:
+        histogram.add_sample(f"{series.name}_created", {}, series.created)
     return histogram
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from server import exposition
 from server.metrics import Counter, Gauge, Histogram, LabelledCounter, Metrics
+
+from .conftest import ServerProcess
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -107,14 +110,18 @@ def _reference(metrics: Metrics) -> tuple[prometheus_client.CollectorRegistry, d
     return registry, made
 
 
-def _samples(text: str, names: set[str]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the families in ``names``, but the ``_created`` times."""
+def _samples(
+    text: str, names: set[str]
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float | None]:
+    """Every sample of the families in ``names`` and of their ``_created``
+    families (which are there, not their times: those differ)."""
     return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
+        (s.name, tuple(sorted(s.labels.items()))): (
+            None if s.name.endswith("_created") else s.value
+        )
         for family in text_string_to_metric_families(text)
-        if family.name in names
+        if family.name in names or family.name.removesuffix("_created") in names
         for s in family.samples
-        if not s.name.endswith("_created")
     }
 
 
@@ -142,7 +149,8 @@ def test_scrape_matches_prometheus_client_for_any_sequence_of_events(
 ) -> None:
     """Our plain numbers, scraped, read the same as prometheus_client's own
     types fed the same events (the bucket edges included: an observation of
-    exactly 1.0 counts in le="1.0"); only the ``_created`` times differ."""
+    exactly 1.0 counts in le="1.0"), with the same ``_created`` series; only
+    their times differ."""
     ours = Metrics()
     reference, ref = _reference(ours)
     for kind, arg in operations:
@@ -186,3 +194,45 @@ def test_starting_the_server_does_not_import_prometheus_client() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_created_series_can_be_turned_off_as_in_prometheus_client() -> None:
+    """prometheus_client's switch for the ``_created`` series
+    (``disable_created_metrics()``, which ``PROMETHEUS_DISABLE_CREATED_SERIES``
+    sets at import) turns ours off too, as it did the library's own types."""
+    ours = Metrics()
+    reference, ref = _reference(ours)
+    ours.connections_opened.inc()
+    ref["websocket_connections_opened"].inc()
+    ours.connection_duration.observe(2.0)
+    ref["websocket_connection_duration_seconds"].observe(2.0)
+    names = {s.name for s in ours.series}
+    was_on = exposition._created_series()
+    prometheus_client.disable_created_metrics()
+    try:
+        text = exposition.render(ours).decode()
+        assert _samples(text, names) == _samples(
+            prometheus_client.generate_latest(reference).decode(), names
+        )
+    finally:
+        if was_on:
+            prometheus_client.enable_created_metrics()
+    assert "_created" not in text
+    assert "websocket_connections_opened_total 1.0" in text
+    if was_on:
+        assert "websocket_connections_opened_created" in exposition.render(ours).decode()
+
+
+def test_server_started_with_created_series_disabled_has_none(
+    server_process: type[ServerProcess],
+) -> None:
+    """An operator's ``PROMETHEUS_DISABLE_CREATED_SERIES=True`` (read by
+    prometheus_client at import, a second after start here) reaches a real
+    server's ``/metrics``."""
+    server = server_process(env={"PROMETHEUS_DISABLE_CREATED_SERIES": "True"})
+    server.wait_ready()
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert "websocket_connections_opened_total 0.0" in text
+    assert 'websocket_connection_duration_seconds_bucket{le="+Inf"} 0.0' in text
+    assert "_created" not in text
