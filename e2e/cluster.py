@@ -356,8 +356,17 @@ class Cluster:
                 _pipe(conn, remote, stop)
             finally:
                 conn.close()
+                with contextlib.suppress(Exception):
+                    pf.close()  # our end of each port's socket pair
+                # The client's proxy thread sees that, closes its own end and
+                # the API server's websocket, and returns. Closing the
+                # websocket under it instead can fail its select() and leave
+                # its end open, for a ResourceWarning at some later test.
+                deadline = time.monotonic() + _PORT_FORWARD_CLOSE
+                while pf.connected and time.monotonic() < deadline:
+                    time.sleep(0.01)
                 # shutdown() drops the API server socket even when close() fails.
-                for close in (remote.close, pf.close, pf.websocket.close, pf.websocket.shutdown):
+                for close in (pf.websocket.close, pf.websocket.shutdown):
                     with contextlib.suppress(Exception):
                         close()
 
@@ -386,6 +395,10 @@ class Cluster:
             thread.join(2)
             for relay_thread in relays:  # each closes its API server connection
                 relay_thread.join(5)
+
+
+#: Seconds a port-forward's proxy thread gets to close its websocket itself.
+_PORT_FORWARD_CLOSE = 2.0
 
 
 def _pipe(a: Any, b: Any, stop: threading.Event) -> None:

@@ -29,7 +29,7 @@ from tornado.iostream import IOStream, UnsatisfiableReadError
 from .accept import GuardedHTTPServer
 from .base import Forwarding, HandshakePolicy, KnativeWebSocketHandler, MessageLog, Service
 from .config import Settings
-from .connections import DrainPolicy, Keepalive, Registry
+from .connections import STOP_SIGNALS, DrainPolicy, Keepalive, Registry
 from .echo import EchoWebSocket
 from .events import emit
 from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler, warm_up_metrics
@@ -209,8 +209,11 @@ async def serve(
             logging.shutdown()
             os._exit(128 + signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
+    # A worker starts with them blocked (server/workers.py): one that came
+    # while it started is delivered now, to on_signal.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     fields: dict[str, Any] = {
         "address": f"{settings.host}:{settings.port}",

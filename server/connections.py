@@ -27,9 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
 from typing import Protocol
 
-__all__ = ["DrainPolicy", "Keepalive", "Managed", "Registry"]
+__all__ = ["STOP_SIGNALS", "DrainPolicy", "Keepalive", "Managed", "Registry"]
+
+#: The signals that start a drain (Knative sends SIGTERM; SIGINT is Ctrl-C).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 #: How often the drain loop looks at the connections still open.
 _DRAIN_TICK = 0.01

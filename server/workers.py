@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from .connections import STOP_SIGNALS
 from .events import emit
 from .telemetry import record_error
 from .wire import ErrorKind
@@ -57,7 +58,17 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
     stopping = False
 
     def start() -> None:
-        pid = os.fork()
+        # SIGTERM and SIGINT are blocked across the fork: the worker keeps
+        # them blocked until its event loop handles them (server.app.serve
+        # unblocks them), so one sent while it starts waits for its drain
+        # instead of killing it, or running the supervisor's handler in it.
+        # The supervisor takes them again once it knows the worker's pid.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            raise
         if pid == 0:  # the worker
             status = 1
             try:
@@ -77,6 +88,7 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
                 logging.shutdown()
                 os._exit(status)
         workers[pid] = time.monotonic()
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def stop_all(signum: int) -> None:
         for pid in workers:

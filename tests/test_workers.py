@@ -99,6 +99,21 @@ def test_sigterm_drains_every_worker(server_process: type[ServerProcess]) -> Non
     assert server.log[-1]["event"] == "exit"
 
 
+def test_sigterm_while_the_workers_start_is_a_clean_exit(
+    server_process: type[ServerProcess],
+) -> None:
+    """SIGTERM that reaches the workers before their event loops handle it
+    (Knative may scale a pod down just as it starts) is held until they do,
+    and then drains as usual: every worker exits 0, and so does the
+    supervisor - not 143, killed by the signal's default action."""
+    server = server_process(env={"WS_WORKERS": "2"})
+    server.wait_event("workers")
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=20) == 0
+    exits = [d for d in server.log if d.get("event") == "exit"]
+    assert [d["status"] for d in exits] == [0, 0, 0]  # two workers, then the supervisor
+
+
 def test_a_worker_that_dies_is_started_again(server_process: type[ServerProcess]) -> None:
     server = server_process(env={"WS_WORKERS": "2"})
     _listening(server, 2)
