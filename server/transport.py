@@ -775,20 +775,20 @@ class WebSocketTransport(asyncio.Protocol):
         detail = f"no pong within {timeout:g} s"
         self.fail(ErrorKind.PING_TIMEOUT, CloseCode.INTERNAL_ERROR, detail, linger=False)
 
-    def quiescent(self, quiet: float = 0.0) -> bool:
+    def quiescent(self, quiet: float) -> bool:
         """Nothing received is left unhandled: no partial frame or message,
         no handler at work, no bytes waiting in the kernel, and nothing read
         for ``quiet`` seconds. Closing now loses no message that reached us
-        (nor, with ``quiet``, one a client had held back for a moment)."""
+        (nor, with a ``quiet`` moment, one a client had held back)."""
         if self._lost or self._handler_busy or self._pending or not self.conn.idle:
             return False
-        if quiet > 0 and _monotonic() - self._last_read < quiet:
+        if _monotonic() - self._last_read < quiet:
             return False
         transport = self.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
         return sock is not None and _unread_bytes(sock) == 0
 
-    def go_away(self, force: bool, quiet: float = 0.0) -> bool:
+    def go_away(self, force: bool, quiet: float) -> bool:
         """Drain: close with 1001 once everything received has been handled
         and nothing came in for ``quiet`` seconds (or at once with
         ``force``); True once the close frame is sent."""
