@@ -180,13 +180,18 @@ def server_cmd(name: str, port: int) -> tuple[list[str], dict[str, str]]:
     return [*pin, PY, str(ROOT / "bench" / "peers.py"), name, str(port)], env
 
 
-def ready(port: int) -> bool:
+def http_status(port: int, path: str) -> bytes:
+    """The status line's start of ``GET path`` (b"" if the server is not up)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            return s.recv(16).startswith(b"HTTP/1.1 200")
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            return s.recv(16)
     except OSError:
-        return False
+        return b""
+
+
+def ready(port: int) -> bool:
+    return http_status(port, "/readyz").startswith(b"HTTP/1.1 200")
 
 
 @contextlib.contextmanager
@@ -339,6 +344,11 @@ def _hold(port: int, conns: int) -> subprocess.Popen[str]:
 
 def scenario_idle(name: str, conns: int) -> float:
     with running(name) as (proc, port, _):
+        if name.startswith("ours") or name == "baseline":
+            # Our server imports prometheus_client at the first scrape (or a
+            # second after start): a cost of the process, not of the
+            # connections opened after it.
+            http_status(port, "/metrics")
         time.sleep(0.3)
         before = rss_kib(proc.pid)  # taskset execs: same pid
         gen = _hold(port, conns)
