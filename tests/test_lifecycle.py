@@ -144,8 +144,9 @@ def test_sigterm_closes_clients_in_an_echo_loop_at_a_pause_not_the_force_point(
     for DrainPolicy.quiet, but they do pause between messages: the drain
     closes each at such a pause soon after the quiet moment, not after the
     force point (5 s with the default WS_DRAIN_TIMEOUT), and every message
-    sent before the 1001 but the one crossing it is echoed."""
-    server = server_process(env={"WS_LOG_MESSAGES": "false"})
+    sent before the 1001 but the one crossing it is echoed. (No spread:
+    every connection's slot is the drain's start.)"""
+    server = server_process(env={"WS_LOG_MESSAGES": "false", "WS_DRAIN_SPREAD": "0"})
     server.wait_ready()
 
     async def echo_loop(ws: ClientConnection, counts: list[int]) -> None:
