@@ -205,6 +205,12 @@ class Registry:
             self._drain_active.pop(connection, None)
         return self._causes.pop(connection, None)
 
+    def set_cause(self, connection: Managed, cause: CloseCause) -> None:
+        """Record why the server side is closing ``connection`` (a handler's
+        own close); :meth:`discard` returns it."""
+        if connection in self.connections:
+            self._causes.setdefault(connection, cause)
+
     def _go_away(
         self, connection: Managed, force: bool, quiet: float, cause: CloseCause, reason: str
     ) -> bool:

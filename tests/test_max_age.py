@@ -52,10 +52,11 @@ async def test_connections_opened_together_close_apart_before_their_age(
     )
     lived = sorted(r[0] for r in results)
     assert {(code, reason) for _, code, reason, _ in results} == {(1001, MAX_AGE_REASON)}
-    assert lived[0] >= 0.9 * AGE - 0.05, lived
-    # The client's clock starts after the server's: the close frame is sent
-    # no later than the age (plus one drain tick and the loopback trip).
-    assert lived[-1] <= AGE + 0.05, lived
+    # The client's clock starts after the server's (by the handshake's last
+    # trip), and the close frame is sent no later than the age (plus a
+    # drain tick and the loopback trip): 0.2 s of slack for a busy machine.
+    assert lived[0] >= 0.9 * AGE - 0.2, lived
+    assert lived[-1] <= AGE + 0.2, lived
     assert lived[-1] - lived[0] > 0.05, f"closed together: {lived}"
     await until(lambda: len(events(caplog, "close")) == 8)
     closes = events(caplog, "close")
@@ -119,7 +120,7 @@ async def test_a_client_that_never_pauses_is_closed_at_its_age(ws_url: str) -> N
         with pytest.raises((asyncio.CancelledError, ConnectionClosed)):
             await sending
     assert ws.close_code == 1001
-    assert 0.9 * AGE - 0.05 <= time.monotonic() - opened <= AGE + 0.3
+    assert 0.9 * AGE - 0.2 <= time.monotonic() - opened <= AGE + 0.3
 
 
 def test_env_variable_sets_the_age(server_process: type[ServerProcess]) -> None:
@@ -130,7 +131,7 @@ def test_env_variable_sets_the_age(server_process: type[ServerProcess]) -> None:
     assert server.wait_event("listening")["max_connection_age"] == 1.5
     lived, code, reason, _ = asyncio.run(_open_and_wait(server.ws_url))
     assert (code, reason) == (1001, MAX_AGE_REASON)
-    assert 1.35 - 0.05 <= lived <= 1.55
+    assert 1.35 - 0.2 <= lived <= 1.5 + 0.2
     close = server.wait_event("close")
     assert close["cause"] == "max_age"
     assert close["code"] == 1001
