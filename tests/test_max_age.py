@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -25,6 +27,15 @@ def test_each_deadline_is_in_the_last_tenth_of_the_age() -> None:
     assert age.deadline(0.0) == 100.0
     assert age.deadline(0.5) == pytest.approx(95.0)
     assert 90.0 < age.deadline(0.999999) < 90.001
+
+
+@given(
+    st.floats(min_value=1, max_value=31 * 86400),
+    st.floats(min_value=0, max_value=1, exclude_max=True),
+)
+def test_no_deadline_is_after_the_age_or_before_its_last_tenth(age: float, draw: float) -> None:
+    deadline = MaxAge(age).deadline(draw)
+    assert 0.9 * age <= deadline <= age
 
 
 async def _open_and_wait(ws_url: str) -> tuple[float, int | None, str | None, list[str | bytes]]:
