@@ -177,6 +177,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         self.messages_out = 0
         self._subprotocol: str | None = None
         self._written: asyncio.Future[None] | None = None
+        #: Whether this upgrade holds a place under the connection cap.
+        self._reserved = False
         # Every attribute a handler will have is set here, while it is made:
         # CPython 3.11 shares one key table among a class's instances only
         # for the names set while the first few instances are made, and a
@@ -241,11 +243,15 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         if registry.draining:
             self._refuse(503, ErrorKind.DRAINING, "server is shutting down; reconnect")
             return False
+        # The cap counts upgrades from here, not from their hand-over: a
+        # burst that arrives in one loop turn would all pass a check of the
+        # open connections alone. ``get`` gives the place back.
         limit = self.service.policy.max_connections
-        if limit and len(registry) >= limit:
+        if not registry.reserve(limit):
             detail = f"connection limit of {limit} reached; try again later"
             self._refuse(503, ErrorKind.OVER_CAPACITY, detail)
             return False
+        self._reserved = True
         return True
 
     def _response(self, deflate: wire.Deflate | None) -> bytes:
@@ -265,6 +271,17 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         if not self._check_handshake():
             return
+        try:
+            await self._upgrade(*args, **kwargs)
+        finally:
+            self._release_place()  # on every path that did not open
+
+    def _release_place(self) -> None:
+        if self._reserved:
+            self._reserved = False
+            self.service.registry.release()
+
+    async def _upgrade(self, *args: Any, **kwargs: Any) -> None:
         headers = self.request.headers
         offered = [
             p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
@@ -325,6 +342,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     def _opened(self, deflate: wire.Deflate | None) -> None:
         assert self.ws is not None
         self.opened_at = time.monotonic()
+        self._release_place()  # the registry counts it from here
         self.service.registry.add(self.ws)
         m = self.metrics
         m.connections_opened.inc()
