@@ -316,10 +316,9 @@ class JsonFormatter(logging.Formatter):
         return _safe_json(_ENCODE(doc))
 
 
-def _text_line(timestamp: str, levelname: str, head: str, fields: dict[str, Any]) -> str:
-    if _TEXT_QUOTE_RE.search(head):
-        head = head.translate(_TEXT_ESCAPES)
-    parts = [f"{timestamp} {levelname:<7} {head}"]
+def _text_line(timestamp: str, levelname: str, event: str, fields: dict[str, Any]) -> str:
+    """One text line: the event name is the server's own (a plain word)."""
+    parts = [f"{timestamp} {levelname:<7} {escape_text(event)}"]
     for key, value in fields.items():
         # Not a string: ASCII-only JSON, every control character escaped.
         text = escape_text(value) if isinstance(value, str) else json.dumps(value, default=str)
@@ -328,15 +327,25 @@ def _text_line(timestamp: str, levelname: str, head: str, fields: dict[str, Any]
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL event key=value ...`` for a person at a terminal."""
+    """``time LEVEL event key=value ...`` for a person at a terminal, and
+    for a logfmt parser: a record from another logger (Tornado's own, whose
+    messages can carry a client's Host header or request line) is the event
+    ``log`` with ``logger=`` and ``msg=`` fields, the message quoted and
+    escaped like any other value; a traceback is the field ``exception``,
+    escaped too, so nothing a client wrote can start a line or a field."""
 
     def format(self, record: logging.LogRecord) -> str:
         event = getattr(record, "event", None)
-        head = event or f"{record.name}: {_cap(record.getMessage())}"
-        line = _text_line(_timestamp(record), record.levelname, head, _capped(_fields(record)))
+        fields = _fields(record)
+        if not event:
+            event = "log"
+            extra = fields
+            fields = {"logger": record.name, "msg": record.getMessage()}
+            fields.update((k, v) for k, v in extra.items() if k not in fields)
+        fields = _capped(fields)
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+            fields = {**fields, "exception": self.formatException(record.exc_info)}
+        return _text_line(_timestamp(record), record.levelname, event, fields)
 
 
 class _FdWriter:

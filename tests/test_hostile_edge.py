@@ -7,15 +7,26 @@ connection. Raw sockets on loopback; the server's own stdout.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from .rawws import RawWebSocket, frame, upgrade_request
+from server.events import FIELD_CHARS, TextFormatter
+
+from .conftest import ROOT
+from .rawws import frame, upgrade_request
 from .test_hostile import Server, connect
 
 
@@ -111,3 +122,131 @@ def test_a_burst_of_upgrades_never_exceeds_the_connection_cap(start: Any) -> Non
             await ws.writer.wait_closed()
 
     asyncio.run(five_again())
+
+
+# -- 8: client-made text in Tornado's own records, text format ------------------------
+
+LOGFMT_SOURCE = ROOT / "tests" / "logfmt" / "main.go"
+
+
+class Logfmt:
+    """go-logfmt's decoder (the one Go kit and Grafana Loki's ``logfmt``
+    stage use), built from Debian's package by scripts/setup.sh's Go: an
+    independent reader of our text lines. One process; a line in, its
+    key/value pairs out."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = workdir / "logfmt"
+        env = {
+            **os.environ,
+            "GO111MODULE": "off",
+            "GOPATH": "/usr/share/gocode",
+            "GOCACHE": str(workdir / "cache"),
+        }
+        subprocess.run(
+            ["go", "build", "-o", str(binary), str(LOGFMT_SOURCE)],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        self.proc = subprocess.Popen(
+            [str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def parse(self, line: str) -> list[tuple[str, str]]:
+        """The pairs of one line; AssertionError if it is not one valid record."""
+        assert "\n" not in line.rstrip("\n"), line
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(line.rstrip("\n") + "\n")
+        self.proc.stdin.flush()
+        doc = json.loads(self.proc.stdout.readline())
+        assert not doc.get("error"), (doc, line)
+        return [(k, v) for k, v in doc["pairs"]]
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+        self.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def logfmt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logfmt]:
+    reader = Logfmt(tmp_path_factory.mktemp("logfmt"))
+    yield reader
+    reader.close()
+
+
+def _keys(pairs: list[tuple[str, str]]) -> list[str]:
+    return [k for k, _ in pairs]
+
+
+HOSTILE_HOSTS = [
+    "a peer=6.6.6.6 event=close",
+    'a" peer=6.6.6.6 x="',
+    "a\\\" peer=6.6.6.6",
+    "a\tpeer=6.6.6.6",
+]
+
+
+def test_tornado_records_in_text_format_carry_no_client_fields(
+    start: Any, logfmt: Logfmt
+) -> None:
+    """``Host: a peer=6.6.6.6 event=close`` makes Tornado log ``Invalid Host
+    header: 'a peer=6.6.6.6 event=close'``. In the text format every line a
+    logfmt reader gets is one record whose fields are the server's: time,
+    level, the event ``log``, ``logger`` and ``msg`` holding the whole
+    message (it was the head of the line, and a reader took ``peer=6.6.6.6``
+    from it)."""
+    server = start(env={"WS_LOG_FORMAT": "text"})
+    for host in HOSTILE_HOSTS:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(upgrade_request(host=host))
+            status, _ = _status_and_headers(_read_head(sock))
+            assert status == 400
+    server.settle(0.5)
+    malformed = [line for line in server.lines if "Invalid Host header" in line]
+    assert len(malformed) == len(HOSTILE_HOSTS), server.lines
+    for line in server.lines:
+        pairs = logfmt.parse(line)
+        assert ("peer", "6.6.6.6") not in pairs, line
+    for line, host in zip(malformed, HOSTILE_HOSTS, strict=True):
+        pairs = logfmt.parse(line)
+        assert _keys(pairs)[2:] == ["log", "logger", "msg"], pairs
+        assert pairs[3] == ("logger", "tornado.general")
+        assert pairs[4][1].endswith(f"Invalid Host header: {host!r}"), (pairs, host)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(text=st.text(max_size=300), name=st.sampled_from(["tornado.general", "tornado.access"]))
+def test_any_message_of_another_logger_is_one_quoted_field(
+    logfmt: Logfmt, text: str, name: str
+) -> None:
+    """Arbitrary text in a record of another logger (as a Host header or
+    request line reaches Tornado's messages): go-logfmt reads exactly the
+    server's fields, and ``msg`` gives back the message (cut at 256
+    characters)."""
+    record = logging.LogRecord(name, logging.WARNING, __file__, 1, "Invalid Host: %s", (text,), None)
+    line = TextFormatter().format(record)
+    pairs = logfmt.parse(line)
+    assert _keys(pairs)[1:] == ["WARNING", "log", "logger", "msg"], (pairs, line)
+    assert pairs[3][1] == name
+    message = f"Invalid Host: {text}"
+    expected = message if len(message) <= FIELD_CHARS else message[: FIELD_CHARS - 3] + "..."
+    assert pairs[4][1] == expected
+
+
+def test_a_traceback_in_text_format_is_one_escaped_field(logfmt: Logfmt) -> None:
+    """A traceback whose exception message a client wrote (Tornado's
+    ``Invalid header value`` does) stays inside the ``exception`` field."""
+    try:
+        raise ValueError("bad value\npeer=6.6.6.6 event=close")
+    except ValueError:
+        record = logging.LogRecord(
+            "tornado.application", logging.ERROR, __file__, 1, "Uncaught", (), sys.exc_info()
+        )
+    line = TextFormatter().format(record)
+    pairs = logfmt.parse(line)
+    assert _keys(pairs)[1:] == ["ERROR", "log", "logger", "msg", "exception"], pairs
+    assert pairs[5][1].endswith("ValueError: bad value\npeer=6.6.6.6 event=close")
