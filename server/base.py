@@ -40,8 +40,9 @@ import tornado.websocket
 from tornado.iostream import StreamClosedError
 
 from . import wire
+from .accept import answer_and_close
 from .connections import Registry
-from .events import EVENT_LOGGER, MessageLogBudget, emit, emit_message
+from .events import EVENT_LOGGER, EventBudget, MessageLogBudget, emit, emit_message
 from .forwarded import resolve_peer
 from .metrics import Metrics
 from .telemetry import record_error
@@ -126,6 +127,13 @@ class Service:
     limits: SendLimits = dataclasses.field(default_factory=SendLimits)
     message_log: MessageLog = dataclasses.field(default_factory=MessageLog)
     forwarding: Forwarding = dataclasses.field(default_factory=Forwarding)
+    #: ``error`` events of refused upgrades: 100, then 10 a second.
+    refusal_log: EventBudget = dataclasses.field(default_factory=lambda: EventBudget(10.0, 100))
+    #: ``request`` events: 100, then 10 a second; on one connection 10,
+    #: then 1 a second.
+    request_log: EventBudget = dataclasses.field(
+        default_factory=lambda: EventBudget(10.0, 100, 1.0, 10)
+    )
 
 
 def _client_address(
@@ -196,19 +204,39 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     # -- the handshake -------------------------------------------------------
 
-    def _refuse(self, status: int, kind: ErrorKind, detail: str, body: str | None = None) -> None:
-        origin = self.request.headers.get("Origin")
-        extra: dict[str, Any] = {"origin": origin} if origin is not None else {}
-        if self.via is not None:
-            extra["via"] = self.via
+    def _refuse(
+        self,
+        status: int,
+        kind: ErrorKind,
+        detail: str,
+        body: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """Answer ``status`` with ``Connection: close`` and close the
+        connection (a client pipelining upgrades gets one answer, not one
+        each), and log one ``error`` event within the service's budget for
+        refusals (the count of those left out is on the next one)."""
+        logged = self.service.refusal_log.allow()
+        if logged is not None:
+            origin = self.request.headers.get("Origin")
+            if origin is not None:
+                logged["origin"] = origin
+            if self.via is not None:
+                logged["via"] = self.via
         record_error(
-            self.metrics, kind, detail, refused=True, status=status, peer=self.peer, **extra
+            self.metrics,
+            kind,
+            detail,
+            refused=True,
+            log=logged is not None,
+            status=status,
+            peer=self.peer,
+            **(logged or {}),
         )
-        self.set_status(status)
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
         if status == 503:
-            self.set_header("Retry-After", "1")
-        self.finish(body if body is not None else f"{status} {_REASONS[status]}: {detail}\n")
+            headers += (("Retry-After", "1"),)
+        text = body if body is not None else f"{status} {_REASONS[status]}: {detail}\n"
+        answer_and_close(self.detach(), status, _REASONS[status], text, headers)
 
     def _check_handshake(self) -> bool:
         """Refuse the upgrade with a specific answer; True if it may proceed."""
@@ -232,8 +260,12 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             self._refuse(400, bad, "Sec-WebSocket-Key must be 16 bytes in base64")
             return False
         if headers.get("Sec-WebSocket-Version") != "13":
-            self.set_header("Sec-WebSocket-Version", "13")
-            self._refuse(426, bad, "unsupported Sec-WebSocket-Version (this server speaks 13)")
+            self._refuse(
+                426,
+                bad,
+                "unsupported Sec-WebSocket-Version (this server speaks 13)",
+                headers=(("Sec-WebSocket-Version", "13"),),
+            )
             return False
         origin = headers.get("Origin")
         if origin is not None and not self.check_origin(origin):

@@ -40,11 +40,13 @@ import re
 import sys
 import threading
 import time
+import weakref
 from typing import IO, Any
 
 __all__ = [
     "BUFFER_BYTES",
     "EVENT_LOGGER",
+    "EventBudget",
     "FIELD_CHARS",
     "EventSink",
     "JsonFormatter",
@@ -169,6 +171,51 @@ class MessageLogBudget:
         if not self.skipped:
             return {}
         return {"messages_unlogged": self.skipped, "bytes_unlogged": self.skipped_bytes}
+
+
+class EventBudget:
+    """How often one kind of event (a request, a refused upgrade) is
+    logged: ``burst`` at once, then ``rate`` a second, for the process; and,
+    for each connection, ``connection_burst`` then ``connection_rate``
+    (keyed by an object that lives as long as the connection: Tornado's
+    ``request.connection.context``). An event logged after some were left
+    out carries their number, ``unlogged``: each one is either a line or
+    counted on a later line."""
+
+    def __init__(
+        self, rate: float, burst: int, connection_rate: float = 0.0, connection_burst: int = 0
+    ) -> None:
+        self.process = MessageLogBudget(rate, burst)
+        self.connection_rate = connection_rate
+        self.connection_burst = connection_burst
+        self._connections: weakref.WeakKeyDictionary[Any, MessageLogBudget] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: Events left out since the last one logged.
+        self.unlogged = 0
+
+    def allow(self, connection: Any = None) -> dict[str, int] | None:
+        """None to leave this event out (it is counted); else the fields to
+        add to it (``unlogged``, when some were left out before it)."""
+        if connection is not None and self.connection_burst:
+            try:
+                budget = self._connections.get(connection)
+                if budget is None:
+                    budget = MessageLogBudget(self.connection_rate, self.connection_burst)
+                    self._connections[connection] = budget
+            except TypeError:  # not weakly referable: the process budget only
+                budget = None
+            if budget is not None and not budget.allow(0):
+                self.unlogged += 1
+                return None
+        if not self.process.allow(0):
+            self.unlogged += 1
+            return None
+        if not self.unlogged:
+            return {}
+        fields = {"unlogged": self.unlogged}
+        self.unlogged = 0
+        return fields
 
 
 def _direct_sink() -> EventSink | None:

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -250,3 +251,97 @@ def test_a_traceback_in_text_format_is_one_escaped_field(logfmt: Logfmt) -> None
     pairs = logfmt.parse(line)
     assert _keys(pairs)[1:] == ["ERROR", "log", "logger", "msg", "exception"], pairs
     assert pairs[5][1].endswith("ValueError: bad value\npeer=6.6.6.6 event=close")
+
+
+# -- 9: log volume on one keep-alive connection ----------------------------------------
+
+
+def _read_all(sock: socket.socket, until: Any, timeout: float = 20.0) -> bytes:
+    """Read until ``until(data)`` or EOF."""
+    sock.settimeout(timeout)
+    data = b""
+    while not until(data):
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_pipelined_refused_upgrades_get_one_answer_and_one_line(start: Any) -> None:
+    """2,000 upgrades without a key, pipelined on one connection: one 400
+    with ``Connection: close``, then the server closes; one ``error`` line
+    (there were 2,000: 1.3 MiB of log a second)."""
+    server = start()
+    before_lines, before_bytes = len(server.lines), server.bytes
+    bad = upgrade_request(Sec_WebSocket_Key=None)  # type: ignore[arg-type]
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(bad * 2000)
+        data = _read_all(sock, lambda d: False)  # to EOF: the server closes
+    assert data.count(b"HTTP/1.1 ") == 1, data[:300]
+    status, headers = _status_and_headers(data.split(b"\r\n\r\n", 1)[0])
+    assert status == 400 and headers["connection"] == "close", headers
+    server.settle(0.5)
+    new = server.lines[before_lines:]
+    assert [e["kind"] for e in server.events("error")] == ["bad_handshake"], new
+    assert len(new) == 1 and server.bytes - before_bytes < 1024, new
+
+
+def test_pipelined_404s_log_a_bounded_number_of_lines_with_counts(start: Any) -> None:
+    """1,000 pipelined 404s on one keep-alive connection are all answered;
+    their ``request`` lines stop after 10 (then 1 a second), and the next
+    one logged says how many were left out (they made 392 KiB of log)."""
+    server = start()
+    before_bytes = server.bytes
+    request = b"GET /nothing-here HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(request * 1000)
+        data = _read_all(sock, lambda d: d.count(b"HTTP/1.1 404 ") >= 1000)
+    assert data.count(b"HTTP/1.1 404 ") == 1000
+    server.settle(1.2)
+    logged = [e for e in server.events("request") if e["path"] == "/nothing-here"]
+    elapsed_allowance = 10 + 5  # 10 at once, then 1 a second for a few seconds at most
+    assert 10 <= len(logged) <= elapsed_allowance, len(logged)
+    assert server.bytes - before_bytes < 10 * 1024, server.bytes - before_bytes
+    # One more request, on a new connection: logged, with the count left out.
+    assert urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5).status == 200
+    server.settle(0.5)
+    requests = server.events("request")
+    assert requests[-1]["path"] == "/", requests[-1]
+    counted = len(logged) + sum(e.get("unlogged", 0) for e in requests)
+    assert counted == 1000, (len(logged), requests[-1])
+
+
+def test_refusals_from_many_connections_are_logged_within_a_budget(start: Any) -> None:
+    """300 connections, each refused (403: a foreign origin): at most 100
+    ``error`` lines and then 10 a second, every refusal counted in
+    ``websocket_handshakes_rejected_total``, and the next logged refusal
+    says how many were left out."""
+    server = start()
+
+    async def refused(origin: str) -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(upgrade_request(Origin=origin))
+        status = _status_and_headers(await reader.readuntil(b"\r\n\r\n"))[0]
+        writer.close()
+        await writer.wait_closed()
+        return status
+
+    async def scenario() -> None:
+        statuses = await asyncio.gather(*(refused("http://evil.example") for _ in range(300)))
+        assert set(statuses) == {403}
+
+    started = time.monotonic()
+    asyncio.run(scenario())
+    elapsed = time.monotonic() - started
+    server.settle(1.2)
+    rejected = [e for e in server.events("error") if e["kind"] == "origin_rejected"]
+    assert 100 <= len(rejected) <= 100 + 10 * (elapsed + 1.5), (len(rejected), elapsed)
+    text = server.get("/metrics")[1].decode()
+    assert 'websocket_handshakes_rejected_total{reason="origin_rejected"} 300.0' in text
+    assert asyncio.run(refused("http://late.example")) == 403
+    server.settle(0.5)
+    lines = [e for e in server.events("error") if e["kind"] == "origin_rejected"]
+    assert lines[-1]["origin"] == "http://late.example"
+    assert lines[-1]["unlogged"] > 0
+    assert len(lines) + sum(e.get("unlogged", 0) for e in lines) == 301
