@@ -216,8 +216,9 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         connection (a client pipelining upgrades gets one answer, not one
         each), and log one ``error`` event within the service's budget for
         refusals (the count of those left out is on the next one)."""
-        logged = self.service.refusal_log.allow()
-        if logged is not None:
+        allowed = self.service.refusal_log.allow()
+        logged: dict[str, Any] = dict(allowed or {})
+        if allowed is not None:
             origin = self.request.headers.get("Origin")
             if origin is not None:
                 logged["origin"] = origin
@@ -228,10 +229,10 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             kind,
             detail,
             refused=True,
-            log=logged is not None,
+            log=allowed is not None,
             status=status,
             peer=self.peer,
-            **(logged or {}),
+            **logged,
         )
         if status == 503:
             headers += (("Retry-After", "1"),)

@@ -46,8 +46,8 @@ from typing import IO, Any
 __all__ = [
     "BUFFER_BYTES",
     "EVENT_LOGGER",
-    "EventBudget",
     "FIELD_CHARS",
+    "EventBudget",
     "EventSink",
     "JsonFormatter",
     "MessageLogBudget",

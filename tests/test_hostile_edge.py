@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -158,7 +157,8 @@ class Logfmt:
     def parse(self, line: str) -> list[tuple[str, str]]:
         """The pairs of one line; AssertionError if it is not one valid record."""
         assert "\n" not in line.rstrip("\n"), line
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.write(line.rstrip("\n") + "\n")
         self.proc.stdin.flush()
         doc = json.loads(self.proc.stdout.readline())
@@ -166,7 +166,8 @@ class Logfmt:
         return [(k, v) for k, v in doc["pairs"]]
 
     def close(self) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.close()
         self.proc.wait(10)
         self.proc.stdout.close()
@@ -186,14 +187,12 @@ def _keys(pairs: list[tuple[str, str]]) -> list[str]:
 HOSTILE_HOSTS = [
     "a peer=6.6.6.6 event=close",
     'a" peer=6.6.6.6 x="',
-    "a\\\" peer=6.6.6.6",
+    'a\\" peer=6.6.6.6',
     "a\tpeer=6.6.6.6",
 ]
 
 
-def test_tornado_records_in_text_format_carry_no_client_fields(
-    start: Any, logfmt: Logfmt
-) -> None:
+def test_tornado_records_in_text_format_carry_no_client_fields(start: Any, logfmt: Logfmt) -> None:
     """``Host: a peer=6.6.6.6 event=close`` makes Tornado log ``Invalid Host
     header: 'a peer=6.6.6.6 event=close'``. In the text format every line a
     logfmt reader gets is one record whose fields are the server's: time,
@@ -228,7 +227,9 @@ def test_any_message_of_another_logger_is_one_quoted_field(
     request line reaches Tornado's messages): go-logfmt reads exactly the
     server's fields, and ``msg`` gives back the message (cut at 256
     characters)."""
-    record = logging.LogRecord(name, logging.WARNING, __file__, 1, "Invalid Host: %s", (text,), None)
+    record = logging.LogRecord(
+        name, logging.WARNING, __file__, 1, "Invalid Host: %s", (text,), None
+    )
     line = TextFormatter().format(record)
     pairs = logfmt.parse(line)
     assert _keys(pairs)[1:] == ["WARNING", "log", "logger", "msg"], (pairs, line)
@@ -280,11 +281,13 @@ def test_pipelined_refused_upgrades_get_one_answer_and_one_line(start: Any) -> N
         data = _read_all(sock, lambda d: False)  # to EOF: the server closes
     assert data.count(b"HTTP/1.1 ") == 1, data[:300]
     status, headers = _status_and_headers(data.split(b"\r\n\r\n", 1)[0])
-    assert status == 400 and headers["connection"] == "close", headers
+    assert status == 400
+    assert headers["connection"] == "close", headers
     server.settle(0.5)
     new = server.lines[before_lines:]
     assert [e["kind"] for e in server.events("error")] == ["bad_handshake"], new
-    assert len(new) == 1 and server.bytes - before_bytes < 1024, new
+    assert len(new) == 1, new
+    assert server.bytes - before_bytes < 1024, new
 
 
 def test_pipelined_404s_log_a_bounded_number_of_lines_with_counts(start: Any) -> None:
