@@ -185,8 +185,6 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         self.messages_out = 0
         self._subprotocol: str | None = None
         self._written: asyncio.Future[None] | None = None
-        #: Whether this upgrade holds a place under the connection cap.
-        self._reserved = False
         # Every attribute a handler will have is set here, while it is made:
         # CPython 3.11 shares one key table among a class's instances only
         # for the names set while the first few instances are made, and a
@@ -284,7 +282,6 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             detail = f"connection limit of {limit} reached; try again later"
             self._refuse(503, ErrorKind.OVER_CAPACITY, detail)
             return False
-        self._reserved = True
         return True
 
     def _response(self, deflate: wire.Deflate | None) -> bytes:
@@ -307,12 +304,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         try:
             await self._upgrade(*args, **kwargs)
         finally:
-            self._release_place()  # on every path that did not open
-
-    def _release_place(self) -> None:
-        if self._reserved:
-            self._reserved = False
-            self.service.registry.release()
+            if not self.opened_at:  # every path that did not open
+                self.service.registry.release()
 
     async def _upgrade(self, *args: Any, **kwargs: Any) -> None:
         headers = self.request.headers
@@ -374,8 +367,10 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def _opened(self, deflate: wire.Deflate | None) -> None:
         assert self.ws is not None
+        # The registry counts it from here, instead of its place. (No
+        # attribute of the handler tracks the place: see initialize.)
         self.opened_at = time.monotonic()
-        self._release_place()  # the registry counts it from here
+        self.service.registry.release()
         self.service.registry.add(self.ws)
         m = self.metrics
         m.connections_opened.inc()

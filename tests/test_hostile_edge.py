@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.events import FIELD_CHARS, TextFormatter
@@ -218,7 +218,7 @@ def test_tornado_records_in_text_format_carry_no_client_fields(start: Any, logfm
         assert pairs[4][1].endswith(f"Invalid Host header: {host!r}"), (pairs, host)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=300), name=st.sampled_from(["tornado.general", "tornado.access"]))
 def test_any_message_of_another_logger_is_one_quoted_field(
     logfmt: Logfmt, text: str, name: str
