@@ -348,3 +348,46 @@ def test_refusals_from_many_connections_are_logged_within_a_budget(start: Any) -
     assert lines[-1]["origin"] == "http://late.example"
     assert lines[-1]["unlogged"] > 0
     assert len(lines) + sum(e.get("unlogged", 0) for e in lines) == 301
+
+
+@pytest.fixture(scope="module")
+def text_server() -> Iterator[Server]:
+    server = Server(env={"WS_LOG_FORMAT": "text"})
+    yield server
+    server.stop()
+
+
+#: The fields of the lines an upgrade refused for its Host header can make.
+_EDGE_FIELDS = {
+    "log": ["logger", "msg"],
+    "error": ["kind", "detail", "status", "peer"],
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    host=st.text(
+        alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+        max_size=120,
+    )
+)
+def test_any_host_header_gives_lines_with_only_the_servers_fields(
+    text_server: Server, logfmt: Logfmt, host: str
+) -> None:
+    """Any Host header (latin-1 text) on an upgrade without a key, against
+    the real server in text format: whether Tornado rejects the header (a
+    ``log`` line) or the server refuses the upgrade (an ``error`` line),
+    go-logfmt reads only the server's fields from what is logged."""
+    before = len(text_server.lines)
+    request = upgrade_request(host="HOST", Sec_WebSocket_Key=None)  # type: ignore[arg-type]
+    with socket.create_connection(("127.0.0.1", text_server.port)) as sock:
+        sock.sendall(request.replace(b"Host: HOST", b"Host: " + host.encode("latin-1")))
+        assert _read_all(sock, lambda d: False, timeout=5).startswith(b"HTTP/1.1 400 ")
+    deadline = time.monotonic() + 5
+    while len(text_server.lines) == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    new = text_server.lines[before:]
+    assert len(new) == 1, new
+    pairs = logfmt.parse(new[0])
+    event = _keys(pairs)[2]
+    assert _keys(pairs)[3:] == _EDGE_FIELDS[event], (pairs, host)
