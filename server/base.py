@@ -9,7 +9,9 @@ makes the echo server fit for Knative:
 
 - handshake policy: every refusal (not an upgrade, a bad key or version,
   HTTP/1.0, a foreign origin, draining, over capacity) gets a specific
-  status and body, one ``error`` event and a count;
+  status and body with ``Connection: close``, a count, and one ``error``
+  event within the process's budget for refusals; the connection cap
+  counts an upgrade from its checks on;
 - permessage-deflate negotiated by the wire core (an invalid offer is
   declined, never a 500);
 - limits: the message size (1009), backpressure with a send timeout (1008);
