@@ -493,12 +493,23 @@ class EventSink(logging.Handler):
         self._flush_scheduled = False
         #: Lines dropped because stdout did not keep up, since start.
         self.dropped = 0
+        #: Records of other loggers than the events': 100, then 10 a second.
+        self.others = EventBudget(10.0, 100)
         self._unnoted = 0
         self._noted_at = 0.0
         fd = _fileno(stream)
         self._writer = _FdWriter(fd, buffer_bytes) if fd is not None else None
 
     def emit(self, record: logging.LogRecord) -> None:
+        if not hasattr(record, "event"):
+            # Another logger's record (Tornado's own: a malformed request,
+            # a bad Host header, one per connection that sends one): within
+            # the process's budget, the count of those left out on the next.
+            allowed = self.others.allow()
+            if allowed is None:
+                return
+            if allowed:
+                record.unlogged = allowed["unlogged"]
         try:
             line = self.format(record)
         except Exception:

@@ -391,3 +391,34 @@ def test_any_host_header_gives_lines_with_only_the_servers_fields(
     pairs = logfmt.parse(new[0])
     event = _keys(pairs)[2]
     assert _keys(pairs)[3:] == _EDGE_FIELDS[event], (pairs, host)
+
+
+def test_tornado_records_from_many_connections_are_logged_within_a_budget(start: Any) -> None:
+    """300 connections, each with a Host header Tornado rejects (400, and one
+    ``Malformed HTTP message`` record each): at most 100 ``log`` lines, then
+    10 a second, and the next one logged says how many were left out."""
+    server = start()
+
+    async def malformed(host: str) -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(upgrade_request(host=host))
+        status = _status_and_headers(await reader.readuntil(b"\r\n\r\n"))[0]
+        writer.close()
+        await writer.wait_closed()
+        return status
+
+    async def flood() -> None:
+        assert set(await asyncio.gather(*(malformed("a b") for _ in range(300)))) == {400}
+
+    started = time.monotonic()
+    asyncio.run(flood())
+    elapsed = time.monotonic() - started
+    server.settle(1.2)
+    lines = server.events("log")
+    assert 100 <= len(lines) <= 100 + 10 * (elapsed + 1.5), (len(lines), elapsed)
+    assert asyncio.run(malformed("late one")) == 400
+    server.settle(0.5)
+    lines = server.events("log")
+    assert "'late one'" in lines[-1]["msg"]
+    assert lines[-1]["unlogged"] > 0
+    assert len(lines) + sum(e.get("unlogged", 0) for e in lines) == 301
