@@ -37,6 +37,7 @@ import tornado.httputil
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 
+from .events import EventBudget
 from .metrics import Metrics
 from .telemetry import record_error
 from .wire import ErrorKind
@@ -279,6 +280,9 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         self.accept_errors = AcceptErrors(metrics)
         self._awaiting_head: dict[IOStream, object] = {}
         self.head_timeouts = 0
+        #: ``error`` events of requests refused before a handler runs (431):
+        #: 100, then 10 a second.
+        self.refusal_log = EventBudget(10.0, 100)
         self._head_unlogged = 0
         self._head_logged_at: float | None = None
 

@@ -145,7 +145,16 @@ class _HTTPServer(GuardedHTTPServer):
     def _refuse_oversized_head(self, stream: IOStream, address: tuple[Any, ...]) -> None:
         peer = f"{address[0]}:{address[1]}" if len(address) >= 2 else str(address)
         detail = f"request head over {MAX_HEADER_BYTES} bytes"
-        record_error(self.metrics, ErrorKind.HEADERS_TOO_LARGE, detail, refused=True, peer=peer)
+        logged = self.refusal_log.allow()
+        record_error(
+            self.metrics,
+            ErrorKind.HEADERS_TOO_LARGE,
+            detail,
+            refused=True,
+            log=logged is not None,
+            peer=peer,
+            **(logged or {}),
+        )
         body = f"431 Request Header Fields Too Large: the limit is {MAX_HEADER_BYTES} bytes\n"
         head = (
             "HTTP/1.1 431 Request Header Fields Too Large\r\n"

@@ -7,6 +7,7 @@ connection. Raw sockets on loopback; the server's own stdout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -426,3 +427,40 @@ def test_tornado_records_from_many_connections_are_logged_within_a_budget(start:
     assert "'late one'" in lines[-1]["msg"]
     assert lines[-1]["unlogged"] > 0
     assert len(lines) + sum(e.get("unlogged", 0) for e in lines) == 301
+
+
+def test_oversized_heads_from_many_connections_are_logged_within_a_budget(start: Any) -> None:
+    """300 connections, each with a request head over 16 KiB (431): at most
+    100 ``headers_too_large`` lines, then 10 a second, every one counted in
+    ``websocket_handshakes_rejected_total``, and the next logged one says
+    how many were left out."""
+    server = start()
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 17000 + b"\r\n\r\n"
+
+    async def oversized() -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(head)
+        status = _status_and_headers(await reader.readuntil(b"\r\n\r\n"))[0]
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        return status
+
+    async def flood(n: int) -> None:
+        assert set(await asyncio.gather(*(oversized() for _ in range(n)))) == {431}
+
+    started = time.monotonic()
+    asyncio.run(flood(300))
+    elapsed = time.monotonic() - started
+    server.settle(1.2)
+
+    def lines() -> list[dict[str, Any]]:
+        return [e for e in server.events("error") if e["kind"] == "headers_too_large"]
+
+    assert 100 <= len(lines()) <= 100 + 10 * (elapsed + 1.5), (len(lines()), elapsed)
+    text = server.get("/metrics")[1].decode()
+    assert 'websocket_handshakes_rejected_total{reason="headers_too_large"} 300.0' in text
+    asyncio.run(flood(1))
+    server.settle(0.5)
+    assert lines()[-1]["unlogged"] > 0
+    assert len(lines()) + sum(e.get("unlogged", 0) for e in lines()) == 301
