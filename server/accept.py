@@ -23,6 +23,7 @@ last one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import resource
@@ -34,19 +35,23 @@ from typing import Any
 import tornado.httpserver
 import tornado.httputil
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError
 
+from .events import EventBudget
 from .metrics import Metrics
 from .telemetry import record_error
 from .wire import ErrorKind
 
 __all__ = [
     "BACKOFF",
+    "LINGER_BYTES",
+    "LINGER_SECONDS",
     "LOG_INTERVAL",
     "MAX_BACKOFF",
     "AcceptErrors",
     "GuardedHTTPServer",
     "add_accept_handler",
+    "answer_and_close",
 ]
 
 #: First pause after a failed accept, in seconds; it doubles while accepts
@@ -64,6 +69,56 @@ _SHORTAGE = {
     errno.ENOBUFS: "ENOBUFS",
     errno.ENOMEM: "ENOMEM",
 }
+
+
+#: After a final answer, at most this many seconds and bytes of what the
+#: client still sends (pipelined requests) are read and dropped before the
+#: socket is closed: closing with unread data makes the kernel send a
+#: reset, which can destroy the answer before the client has read it.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
+
+_answering: set[asyncio.Future[None]] = set()
+
+
+def answer_and_close(
+    stream: IOStream,
+    status: int,
+    reason: str,
+    body: str,
+    headers: Iterable[tuple[str, str]] = (),
+) -> None:
+    """Write a whole response with ``Connection: close`` to ``stream`` (a
+    connection taken from Tornado), then close it: nothing more is read
+    from it as a request."""
+    payload = body.encode()
+    head = [
+        f"HTTP/1.1 {status} {reason}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(payload)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in headers),
+    ]
+    data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload
+    task = asyncio.ensure_future(_write_and_linger(stream, data))
+    _answering.add(task)
+    task.add_done_callback(_answering.discard)
+
+
+async def _write_and_linger(stream: IOStream, data: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        await stream.write(data)
+        if stream.socket is not None:
+            stream.socket.shutdown(socket.SHUT_WR)
+        deadline = loop.time() + LINGER_SECONDS
+        left = LINGER_BYTES
+        while left > 0 and (wait := deadline - loop.time()) > 0:
+            left -= len(await asyncio.wait_for(stream.read_bytes(65536, partial=True), wait))
+    except (StreamClosedError, OSError, asyncio.TimeoutError):
+        pass
+    finally:
+        stream.close()
 
 
 class AcceptErrors:
@@ -225,6 +280,9 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         self.accept_errors = AcceptErrors(metrics)
         self._awaiting_head: dict[IOStream, object] = {}
         self.head_timeouts = 0
+        #: ``error`` events of requests refused before a handler runs (431):
+        #: 100, then 10 a second.
+        self.refusal_log = EventBudget(10.0, 100)
         self._head_unlogged = 0
         self._head_logged_at: float | None = None
 

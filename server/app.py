@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -31,7 +32,7 @@ from .base import Forwarding, HandshakePolicy, KnativeWebSocketHandler, MessageL
 from .config import Settings
 from .connections import STOP_SIGNALS, DrainPolicy, Keepalive, MaxAge, Registry
 from .echo import EchoWebSocket
-from .events import emit
+from .events import EVENT_LOGGER, EventBudget, emit
 from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler, warm_up_metrics
 from .metrics import Metrics
 from .telemetry import record_error
@@ -74,9 +75,11 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     )
 
 
-def _log_request(handler: tornado.web.RequestHandler) -> None:
+def _log_request(budget: EventBudget, handler: tornado.web.RequestHandler) -> None:
     """Request log: probes and scrapes at debug, WebSocket traffic is logged
-    by its own events, everything else at info."""
+    by its own events, everything else at info, within ``budget`` for the
+    process and for each keep-alive connection (the count of those left
+    out is on the next one logged)."""
     status = handler.get_status()
     request = handler.request
     if isinstance(handler, KnativeWebSocketHandler) and status < 500:
@@ -84,6 +87,11 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     level = logging.DEBUG if request.path in ("/healthz", "/readyz", "/metrics") else logging.INFO
     if status >= 500:
         level = logging.ERROR
+    if not EVENT_LOGGER.isEnabledFor(level):
+        return
+    logged = budget.allow(getattr(request.connection, "context", None))
+    if logged is None:
+        return
     emit(
         "request",
         level,
@@ -92,6 +100,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
         status=status,
         ms=round(1000.0 * request.request_time(), 2),
         peer=request.remote_ip,
+        **logged,
     )
 
 
@@ -107,7 +116,7 @@ def make_app(
             (r"/metrics", MetricsHandler, {"metrics": service.metrics}),
             (r"/", ConsoleHandler),
         ],
-        log_function=_log_request,
+        log_function=functools.partial(_log_request, service.request_log),
     )
 
 
@@ -137,7 +146,16 @@ class _HTTPServer(GuardedHTTPServer):
     def _refuse_oversized_head(self, stream: IOStream, address: tuple[Any, ...]) -> None:
         peer = f"{address[0]}:{address[1]}" if len(address) >= 2 else str(address)
         detail = f"request head over {MAX_HEADER_BYTES} bytes"
-        record_error(self.metrics, ErrorKind.HEADERS_TOO_LARGE, detail, refused=True, peer=peer)
+        logged = self.refusal_log.allow()
+        record_error(
+            self.metrics,
+            ErrorKind.HEADERS_TOO_LARGE,
+            detail,
+            refused=True,
+            log=logged is not None,
+            peer=peer,
+            **(logged or {}),
+        )
         body = f"431 Request Header Fields Too Large: the limit is {MAX_HEADER_BYTES} bytes\n"
         head = (
             "HTTP/1.1 431 Request Header Fields Too Large\r\n"

@@ -9,7 +9,9 @@ makes the echo server fit for Knative:
 
 - handshake policy: every refusal (not an upgrade, a bad key or version,
   HTTP/1.0, a foreign origin, draining, over capacity) gets a specific
-  status and body, one ``error`` event and a count;
+  status and body with ``Connection: close``, a count, and one ``error``
+  event within the process's budget for refusals; the connection cap
+  counts an upgrade from its checks on;
 - permessage-deflate negotiated by the wire core (an invalid offer is
   declined, never a 500);
 - limits: the message size (1009), backpressure with a send timeout (1008);
@@ -40,8 +42,9 @@ import tornado.websocket
 from tornado.iostream import StreamClosedError
 
 from . import wire
+from .accept import answer_and_close
 from .connections import Registry
-from .events import EVENT_LOGGER, MessageLogBudget, emit, emit_message
+from .events import EVENT_LOGGER, EventBudget, MessageLogBudget, emit, emit_message
 from .forwarded import resolve_peer
 from .metrics import Metrics
 from .telemetry import record_error
@@ -126,6 +129,13 @@ class Service:
     limits: SendLimits = dataclasses.field(default_factory=SendLimits)
     message_log: MessageLog = dataclasses.field(default_factory=MessageLog)
     forwarding: Forwarding = dataclasses.field(default_factory=Forwarding)
+    #: ``error`` events of refused upgrades: 100, then 10 a second.
+    refusal_log: EventBudget = dataclasses.field(default_factory=lambda: EventBudget(10.0, 100))
+    #: ``request`` events: 100, then 10 a second; on one connection 10,
+    #: then 1 a second.
+    request_log: EventBudget = dataclasses.field(
+        default_factory=lambda: EventBudget(10.0, 100, 1.0, 10)
+    )
 
 
 def _client_address(
@@ -194,19 +204,40 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     # -- the handshake -------------------------------------------------------
 
-    def _refuse(self, status: int, kind: ErrorKind, detail: str, body: str | None = None) -> None:
-        origin = self.request.headers.get("Origin")
-        extra: dict[str, Any] = {"origin": origin} if origin is not None else {}
-        if self.via is not None:
-            extra["via"] = self.via
+    def _refuse(
+        self,
+        status: int,
+        kind: ErrorKind,
+        detail: str,
+        body: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """Answer ``status`` with ``Connection: close`` and close the
+        connection (a client pipelining upgrades gets one answer, not one
+        each), and log one ``error`` event within the service's budget for
+        refusals (the count of those left out is on the next one)."""
+        allowed = self.service.refusal_log.allow()
+        logged: dict[str, Any] = dict(allowed or {})
+        if allowed is not None:
+            origin = self.request.headers.get("Origin")
+            if origin is not None:
+                logged["origin"] = origin
+            if self.via is not None:
+                logged["via"] = self.via
         record_error(
-            self.metrics, kind, detail, refused=True, status=status, peer=self.peer, **extra
+            self.metrics,
+            kind,
+            detail,
+            refused=True,
+            log=allowed is not None,
+            status=status,
+            peer=self.peer,
+            **logged,
         )
-        self.set_status(status)
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
         if status == 503:
-            self.set_header("Retry-After", "1")
-        self.finish(body if body is not None else f"{status} {_REASONS[status]}: {detail}\n")
+            headers += (("Retry-After", "1"),)
+        text = body if body is not None else f"{status} {_REASONS[status]}: {detail}\n"
+        answer_and_close(self.detach(), status, _REASONS[status], text, headers)
 
     def _check_handshake(self) -> bool:
         """Refuse the upgrade with a specific answer; True if it may proceed."""
@@ -230,8 +261,12 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             self._refuse(400, bad, "Sec-WebSocket-Key must be 16 bytes in base64")
             return False
         if headers.get("Sec-WebSocket-Version") != "13":
-            self.set_header("Sec-WebSocket-Version", "13")
-            self._refuse(426, bad, "unsupported Sec-WebSocket-Version (this server speaks 13)")
+            self._refuse(
+                426,
+                bad,
+                "unsupported Sec-WebSocket-Version (this server speaks 13)",
+                headers=(("Sec-WebSocket-Version", "13"),),
+            )
             return False
         origin = headers.get("Origin")
         if origin is not None and not self.check_origin(origin):
@@ -241,8 +276,11 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         if registry.draining:
             self._refuse(503, ErrorKind.DRAINING, "server is shutting down; reconnect")
             return False
+        # The cap counts upgrades from here, not from their hand-over: a
+        # burst that arrives in one loop turn would all pass a check of the
+        # open connections alone. ``get`` gives the place back.
         limit = self.service.policy.max_connections
-        if limit and len(registry) >= limit:
+        if not registry.reserve(limit):
             detail = f"connection limit of {limit} reached; try again later"
             self._refuse(503, ErrorKind.OVER_CAPACITY, detail)
             return False
@@ -265,6 +303,13 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         if not self._check_handshake():
             return
+        try:
+            await self._upgrade(*args, **kwargs)
+        finally:
+            if not self.opened_at:  # every path that did not open
+                self.service.registry.release()
+
+    async def _upgrade(self, *args: Any, **kwargs: Any) -> None:
         headers = self.request.headers
         offered = [
             p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
@@ -324,7 +369,10 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def _opened(self, deflate: wire.Deflate | None) -> None:
         assert self.ws is not None
+        # The registry counts it from here, instead of its place. (No
+        # attribute of the handler tracks the place: see initialize.)
         self.opened_at = time.monotonic()
+        self.service.registry.release()
         self.service.registry.add(self.ws)
         m = self.metrics
         m.connections_opened.inc()

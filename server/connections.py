@@ -154,6 +154,9 @@ class Registry:
         self.drain_policy = drain
         self.max_age = max_age or MaxAge()
         self.connections: set[Managed] = set()
+        #: Upgrades accepted and not yet open (or failed): they count
+        #: against the cap from the moment they are let in.
+        self.reserved = 0
         self.draining = False
         self._keepalive_task: asyncio.Task[None] | None = None
         # With a maximum age: each connection's timer, those past their
@@ -169,6 +172,20 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self.connections)
+
+    def reserve(self, limit: int) -> bool:
+        """Hold a place for an upgrade about to be handed over; False when
+        ``limit`` (0: none) open or reserved connections are there already.
+        Every True is matched by one :meth:`release`."""
+        if limit and len(self.connections) + self.reserved >= limit:
+            return False
+        self.reserved += 1
+        return True
+
+    def release(self) -> None:
+        """Give back a place :meth:`reserve` held (the upgrade is open and
+        added, or it failed)."""
+        self.reserved -= 1
 
     def add(self, connection: Managed) -> None:
         """Track an open connection; start the shared keepalive if needed,

@@ -40,12 +40,14 @@ import re
 import sys
 import threading
 import time
+import weakref
 from typing import IO, Any
 
 __all__ = [
     "BUFFER_BYTES",
     "EVENT_LOGGER",
     "FIELD_CHARS",
+    "EventBudget",
     "EventSink",
     "JsonFormatter",
     "MessageLogBudget",
@@ -169,6 +171,51 @@ class MessageLogBudget:
         if not self.skipped:
             return {}
         return {"messages_unlogged": self.skipped, "bytes_unlogged": self.skipped_bytes}
+
+
+class EventBudget:
+    """How often one kind of event (a request, a refused upgrade) is
+    logged: ``burst`` at once, then ``rate`` a second, for the process; and,
+    for each connection, ``connection_burst`` then ``connection_rate``
+    (keyed by an object that lives as long as the connection: Tornado's
+    ``request.connection.context``). An event logged after some were left
+    out carries their number, ``unlogged``: each one is either a line or
+    counted on a later line."""
+
+    def __init__(
+        self, rate: float, burst: int, connection_rate: float = 0.0, connection_burst: int = 0
+    ) -> None:
+        self.process = MessageLogBudget(rate, burst)
+        self.connection_rate = connection_rate
+        self.connection_burst = connection_burst
+        self._connections: weakref.WeakKeyDictionary[Any, MessageLogBudget] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: Events left out since the last one logged.
+        self.unlogged = 0
+
+    def allow(self, connection: Any = None) -> dict[str, int] | None:
+        """None to leave this event out (it is counted); else the fields to
+        add to it (``unlogged``, when some were left out before it)."""
+        if connection is not None and self.connection_burst:
+            try:
+                budget = self._connections.get(connection)
+                if budget is None:
+                    budget = MessageLogBudget(self.connection_rate, self.connection_burst)
+                    self._connections[connection] = budget
+            except TypeError:  # not weakly referable: the process budget only
+                budget = None
+            if budget is not None and not budget.allow(0):
+                self.unlogged += 1
+                return None
+        if not self.process.allow(0):
+            self.unlogged += 1
+            return None
+        if not self.unlogged:
+            return {}
+        fields = {"unlogged": self.unlogged}
+        self.unlogged = 0
+        return fields
 
 
 def _direct_sink() -> EventSink | None:
@@ -316,10 +363,9 @@ class JsonFormatter(logging.Formatter):
         return _safe_json(_ENCODE(doc))
 
 
-def _text_line(timestamp: str, levelname: str, head: str, fields: dict[str, Any]) -> str:
-    if _TEXT_QUOTE_RE.search(head):
-        head = head.translate(_TEXT_ESCAPES)
-    parts = [f"{timestamp} {levelname:<7} {head}"]
+def _text_line(timestamp: str, levelname: str, event: str, fields: dict[str, Any]) -> str:
+    """One text line: the event name is the server's own (a plain word)."""
+    parts = [f"{timestamp} {levelname:<7} {escape_text(event)}"]
     for key, value in fields.items():
         # Not a string: ASCII-only JSON, every control character escaped.
         text = escape_text(value) if isinstance(value, str) else json.dumps(value, default=str)
@@ -328,15 +374,25 @@ def _text_line(timestamp: str, levelname: str, head: str, fields: dict[str, Any]
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL event key=value ...`` for a person at a terminal."""
+    """``time LEVEL event key=value ...`` for a person at a terminal, and
+    for a logfmt parser: a record from another logger (Tornado's own, whose
+    messages can carry a client's Host header or request line) is the event
+    ``log`` with ``logger=`` and ``msg=`` fields, the message quoted and
+    escaped like any other value; a traceback is the field ``exception``,
+    escaped too, so nothing a client wrote can start a line or a field."""
 
     def format(self, record: logging.LogRecord) -> str:
         event = getattr(record, "event", None)
-        head = event or f"{record.name}: {_cap(record.getMessage())}"
-        line = _text_line(_timestamp(record), record.levelname, head, _capped(_fields(record)))
+        fields = _fields(record)
+        if not event:
+            event = "log"
+            extra = fields
+            fields = {"logger": record.name, "msg": record.getMessage()}
+            fields.update((k, v) for k, v in extra.items() if k not in fields)
+        fields = _capped(fields)
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+            fields = {**fields, "exception": self.formatException(record.exc_info)}
+        return _text_line(_timestamp(record), record.levelname, event, fields)
 
 
 class _FdWriter:
@@ -437,12 +493,23 @@ class EventSink(logging.Handler):
         self._flush_scheduled = False
         #: Lines dropped because stdout did not keep up, since start.
         self.dropped = 0
+        #: Records of other loggers than the events': 100, then 10 a second.
+        self.others = EventBudget(10.0, 100)
         self._unnoted = 0
         self._noted_at = 0.0
         fd = _fileno(stream)
         self._writer = _FdWriter(fd, buffer_bytes) if fd is not None else None
 
     def emit(self, record: logging.LogRecord) -> None:
+        if not hasattr(record, "event"):
+            # Another logger's record (Tornado's own: a malformed request,
+            # a bad Host header, one per connection that sends one): within
+            # the process's budget, the count of those left out on the next.
+            allowed = self.others.allow()
+            if allowed is None:
+                return
+            if allowed:
+                record.unlogged = allowed["unlogged"]
         try:
             line = self.format(record)
         except Exception:

@@ -58,8 +58,9 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: The headers the server can take the client from (``WS_FORWARDED_HEADER``).
 FORWARDED_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "none")
-#: A header longer than this is ignored whole (Tornado caps the whole head
-#: at 16 KiB; a real chain of a few proxies is well under 1 KiB).
+#: Of a longer header only the last this many characters are read, less
+#: the entry they cut through (Tornado caps the whole head at 16 KiB; a
+#: real chain of a few proxies is well under 1 KiB).
 MAX_HEADER_CHARS = 4096
 #: At most this many entries are read, from the right.
 MAX_ENTRIES = 32
