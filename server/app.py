@@ -233,6 +233,7 @@ async def serve(
     await stop.wait()
     registry = service.registry
     drain_start = loop.time()
+    service.metrics.drain_started.value = time.time()
     emit("drain", open=len(registry), timeout=settings.drain_timeout)
     aborted = await registry.drain()
     emit(
