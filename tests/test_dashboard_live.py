@@ -209,7 +209,8 @@ def test_every_dashboard_query_returns_data_from_a_loaded_server(
     loop = asyncio.new_event_loop()
     try:
         counts = loop.run_until_complete(run())
-        assert counts["sessions"] > 20 and counts["refused"] > 10
+        assert counts["sessions"] > 20
+        assert counts["refused"] > 10
         time.sleep(2)  # two more scrapes after the load
 
         # Prometheus scraped the server, and loaded every alert.
@@ -251,11 +252,15 @@ def test_every_dashboard_query_returns_data_from_a_loaded_server(
     open_now = sum(float(s["value"][1]) for s in answers["Open connections per pod [A]"])
     assert open_now >= 1  # the held connections (one worker's share, or all)
     closed = by("Connections opened and closed (by close code) per second [B]", "code")
-    assert closed["1000"] > 0 and closed["4xxx"] > 0 and closed["1001"] > 0
+    assert closed["1000"] > 0
+    assert closed["4xxx"] > 0
+    assert closed["1001"] > 0
     for what in ("Messages per second by type", "Payload bytes per second by type"):
         received = by(f"{what} [A]", "type")
-        assert received["text"] > 0 and received["binary"] > 0, what
+        assert received["text"] > 0, what
+        assert received["binary"] > 0, what
     refusals = by("Handshake refusals per second by reason [A]", "reason")
-    assert refusals["bad_handshake"] > 0 and refusals["origin_rejected"] > 0
+    assert refusals["bad_handshake"] > 0
+    assert refusals["origin_rejected"] > 0
     [p50] = _values({"data": {"result": answers["Connection duration percentiles [A]"]}})
     assert 0 < p50 < 1

@@ -32,7 +32,9 @@ MONITORED = [r for r in ROUTES if r.name.endswith("monitoring")]
 
 
 def _alerts() -> list[dict[str, Any]]:
-    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+    return [
+        rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
+    ]
 
 
 ALERTS = [rule["alert"] for rule in _alerts()]
@@ -49,7 +51,9 @@ def _kind(docs: list[dict[str, Any]], kind: str, api_version: str = MONITORING) 
 
 
 def _dashboard_map(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    [doc] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+    [doc] = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")
+    ]
     return doc
 
 
@@ -116,7 +120,8 @@ def test_podmonitor_scrapes_the_user_port_of_the_services_pods(
     service = _kind(docs, "Service", "serving.knative.dev/v1")
     pod_labels = service["spec"]["template"]["metadata"]["labels"]
     selector = monitor["spec"]["selector"]["matchLabels"]
-    assert selector and selector.items() <= pod_labels.items()
+    assert selector
+    assert selector.items() <= pod_labels.items()
 
 
 @pytest.mark.parametrize(
@@ -132,7 +137,8 @@ def test_servicemonitor_scrapes_the_services_named_port(
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
     selector = monitor["spec"]["selector"]["matchLabels"]
-    assert selector and selector.items() <= service["metadata"]["labels"].items()
+    assert selector
+    assert selector.items() <= service["metadata"]["labels"].items()
 
 
 def test_helm_values_reach_the_monitors(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -166,7 +172,7 @@ def test_helm_values_reach_the_monitors(rendered: dict[str, list[dict[str, Any]]
 
 
 def test_helm_refuses_a_servicemonitor_in_knative_mode() -> None:
-    with pytest.raises(RenderError, match="monitoring.serviceMonitor needs mode: kubernetes"):
+    with pytest.raises(RenderError, match=r"monitoring\.serviceMonitor needs mode: kubernetes"):
         helm_template(set_values={"monitoring.serviceMonitor.enabled": "true"})
 
 
@@ -218,7 +224,8 @@ def test_a_stale_kustomize_copy_is_caught(tmp_path: Path) -> None:
 def test_each_kustomize_component_says_what_it_is_for() -> None:
     for name in ("monitoring", "podmonitor", "servicemonitor"):
         text = (KUSTOMIZE / "components" / name / "kustomization.yaml").read_text()
-        assert text.startswith("# ") and "kind: Component" in text
+        assert text.startswith("# ")
+        assert "kind: Component" in text
 
 
 # -- the alerts ----------------------------------------------------------------------
@@ -263,7 +270,8 @@ def test_every_alert_is_unit_tested_and_has_a_runbook() -> None:
         url = rule["annotations"]["runbook_url"]
         base, anchor = url.split("#")
         assert base.endswith("/blob/main/README.md"), url
-        assert anchor == rule["alert"].lower() and anchor in headings, url
+        assert anchor == rule["alert"].lower(), url
+        assert anchor in headings, url
         assert rule["labels"]["severity"] in {"warning", "critical"}
 
 
