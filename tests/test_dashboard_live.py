@@ -17,6 +17,8 @@ import contextlib
 import json
 import math
 import shutil
+import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -34,6 +36,7 @@ from websockets.exceptions import InvalidStatus
 from e2e.render import CHART
 
 from .conftest import ServerProcess, free_port
+from .rawws import frame, upgrade_request
 
 DASHBOARD = CHART / "files" / "grafana-dashboard.json"
 RULES = CHART / "files" / "prometheus-rules.yaml"
@@ -264,3 +267,83 @@ def test_every_dashboard_query_returns_data_from_a_loaded_server(
     assert refusals["origin_rejected"] > 0
     [p50] = _values({"data": {"result": answers["Connection duration percentiles [A]"]}})
     assert 0 < p50 < 1
+
+
+async def _slow_reader_in_a_lingering_close(port: int) -> asyncio.StreamWriter:
+    """A client with a small receive buffer that sends 3 MiB to be echoed
+    and its close frame, without reading: the server's echoes wait in its
+    backlog. Then it reads 32 KiB a second: the server lingers to deliver
+    what it wrote before its close frame (while the client takes it, up to
+    30 s), which a drain of 20 s cannot wait out."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=16384)
+    writer.write(upgrade_request())
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    for _ in range(48):
+        writer.write(frame(0x2, b"x" * 65536))
+    writer.write(frame(0x8, b"\x03\xe8"))
+
+    async def read_slowly() -> None:
+        while await reader.read(8192):
+            await asyncio.sleep(0.25)
+
+    _background.append(asyncio.ensure_future(read_slowly()))
+    return writer
+
+
+_background: list[asyncio.Future[None]] = []
+
+
+def test_the_drain_overrun_alert_fires_in_a_real_prometheus(
+    server_process: type[ServerProcess], prometheus: type[Prometheus], tmp_path: Path
+) -> None:
+    """A drain that hits its timeout (a slow reader keeps the server
+    lingering past WS_DRAIN_TIMEOUT): more than 10 s into it Prometheus,
+    scraping every second and evaluating the shipped rules, fires
+    WebSocketDrainOverrun for that server, and not before."""
+    server = server_process(env={"WS_DRAIN_TIMEOUT": "20"})
+    server.wait_ready()
+    target = f"127.0.0.1:{server.port}"
+    prom = prometheus(tmp_path, target)
+    prom.wait_ready()
+
+    def firing() -> list[dict[str, Any]]:
+        alerts = prom.api("alerts")["data"]["alerts"]
+        return [
+            a
+            for a in alerts
+            if a["labels"]["alertname"] == "WebSocketDrainOverrun" and a["state"] == "firing"
+        ]
+
+    async def scenario() -> float:
+        writer = await _slow_reader_in_a_lingering_close(server.port)
+        deadline = time.monotonic() + 10
+        while _values(prom.query('websocket_open_connections{job="websocket-server"}')) != [1.0]:
+            assert time.monotonic() < deadline, "the open connection was never scraped"
+            await asyncio.sleep(0.2)
+        assert firing() == []
+        signalled = time.monotonic()
+        server.signal(signal.SIGTERM)
+        while not (alerts := firing()):
+            elapsed = time.monotonic() - signalled
+            assert elapsed < 19, "WebSocketDrainOverrun never fired"
+            await asyncio.sleep(0.2)
+        fired_after = time.monotonic() - signalled
+        [alert] = alerts
+        assert alert["labels"]["instance"] == target
+        assert alert["labels"]["severity"] == "warning"
+        assert alert["annotations"]["runbook_url"].endswith("#websocketdrainoverrun")
+        # The client goes on reading slowly until the drain gives up on it.
+        assert await asyncio.to_thread(server.wait, 15) == 0
+        for task in _background:
+            task.cancel()
+        writer.close()
+        return fired_after
+
+    fired_after = asyncio.run(scenario())
+    assert fired_after > 10
+    # It was a drain that hit its timeout.
+    assert server.wait_event("drained")["aborted"] == 1
