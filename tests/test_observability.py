@@ -306,3 +306,52 @@ def test_promtool_fails_when_an_alert_is_broken(tmp_path: Path, alert: str, muta
     proc = _promtool_run("test", "rules", _broken(tmp_path, alert, mutate))
     assert proc.returncode != 0, proc.stdout
     assert f"alertname: {alert}," in proc.stdout + proc.stderr
+
+
+# -- the dashboard -------------------------------------------------------------------
+
+
+def test_the_dashboard_is_a_well_formed_grafana_dashboard() -> None:
+    """What Grafana needs to import it (tests/test_dashboard_live.py runs
+    its queries): unique panel ids, panels that do not overlap on the
+    24-column grid, every query on the data source variable, and the
+    panels the README lists."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "knative-websocket-server"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        mine = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not mine & cells, f"{panel['title']} overlaps another panel"
+        cells |= mine
+        assert panel["datasource"]["uid"] == "${datasource}"
+        refs = [t["refId"] for t in panel["targets"]]
+        assert refs, panel["title"]
+        assert len(set(refs)) == len(refs), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}"
+            assert "$__rate_interval" in target["expr"] or "rate(" not in target["expr"]
+    titles = " | ".join(p["title"].lower() for p in panels)
+    for words in (
+        "open connections per pod",
+        "opened and closed",
+        "duration percentiles",
+        "messages per second by type",
+        "bytes per second by type",
+        "errors per second by kind",
+        "handshake refusals",
+        "slow consumers",
+        "log events dropped",
+        "the drain",
+    ):
+        assert words in titles, words
