@@ -102,8 +102,9 @@ class Route:
 
     @property
     def mode(self) -> str:
-        """ "kubernetes" (Deployment + Service) or "knative" (a Knative Service)."""
-        return "kubernetes" if self.name == "kubernetes" else "knative"
+        """ "kubernetes" (Deployment + Service: the route ``kubernetes`` and
+        those named ``kubernetes-...``) or "knative" (a Knative Service)."""
+        return "kubernetes" if self.name.split("-")[0] == "kubernetes" else "knative"
 
     def render(self, namespace: str = "default") -> list[dict[str, Any]]:
         if self.tool == "helm":

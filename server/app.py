@@ -253,6 +253,7 @@ async def serve(
     await stop.wait()
     registry = service.registry
     drain_start = loop.time()
+    service.metrics.drain_started.value = time.time()
     emit(
         "drain",
         open=len(registry),

@@ -224,6 +224,10 @@ class Metrics:
             _one_of(ACCEPT_ERRORS),
             ACCEPT_ERRORS,
         )
+        self.drain_started = Gauge(
+            f"{_NS}_drain_started_timestamp_seconds",
+            "When the SIGTERM drain started, in Unix seconds (0: not draining)",
+        )
         #: The per-message counters, bumped by the handlers.
         self.messages = MessageCounts()
         #: Everything above but the message counts, in the order scraped.
@@ -236,6 +240,7 @@ class Metrics:
             self.connection_duration,
             self.errors,
             self.accept_errors,
+            self.drain_started,
         )
         #: Where :mod:`server.exposition` keeps its Prometheus registry.
         self.exposition: Any = None

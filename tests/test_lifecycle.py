@@ -313,3 +313,39 @@ def test_startup_log_line_and_port_from_env(server_process: type[ServerProcess])
     listening = server.wait_event("listening")
     assert listening["address"] == f"127.0.0.1:{server.port}"
     assert listening["startup_ms"] > 0
+
+
+def _sample(page: str, name: str) -> float:
+    [value] = [line.split()[-1] for line in page.splitlines() if line.startswith(name + " ")]
+    return float(value)
+
+
+def test_a_drain_shows_in_metrics_with_its_start(
+    server_process: type[ServerProcess],
+) -> None:
+    """``websocket_drain_started_timestamp_seconds`` is 0 until SIGTERM, then
+    the drain's start: with the open connections, what the
+    WebSocketDrainOverrun alert (chart/files/prometheus-rules.yaml) reads
+    from a scrape taken during the drain."""
+    server = server_process(env={"WS_DRAIN_TIMEOUT": "5"})
+    server.wait_ready()
+
+    def scrape() -> str:
+        with urllib.request.urlopen(server.url + "/metrics", timeout=2) as page:
+            return str(page.read().decode())
+
+    async def scenario() -> None:
+        raw = await RawWebSocket.connect(server.port)  # never answers the 1001
+        before = scrape()
+        assert _sample(before, "websocket_drain_started_timestamp_seconds") == 0
+        signalled = time.time()
+        server.signal(signal.SIGTERM)
+        assert (await raw.recv_close()).close_code == 1001
+        during = scrape()
+        started = _sample(during, "websocket_drain_started_timestamp_seconds")
+        assert signalled - 1 <= started <= time.time()
+        assert _sample(during, "websocket_open_connections") == 1
+        raw.close()
+
+    asyncio.run(scenario())
+    assert server.wait(timeout=10) == 0
