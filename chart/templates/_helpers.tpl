@@ -112,6 +112,8 @@ env:
     value: {{ .Values.server.compression | toString | quote }}
   - name: WS_DRAIN_TIMEOUT
     value: {{ .Values.server.drainTimeout | toString | quote }}
+  - name: WS_DRAIN_SPREAD
+    value: {{ .Values.server.drainSpread | toString | quote }}
   - name: WS_SEND_TIMEOUT
     value: {{ .Values.server.sendTimeout | toString | quote }}
   - name: WS_WORKERS
