@@ -197,20 +197,37 @@ async def _read_until_closed(one: Held) -> None:
 @dataclass
 class Lifetime:
     """What :func:`echo_until_closed` saw on one connection: seconds after
-    it was opened of each echo that came back, and of its end."""
+    it was opened of each echo that came back, and of its end; how many
+    messages sent got no echo, and how long before the end the first of
+    them was sent (0.0 when none)."""
 
     echoes: list[float]
     closed_after: float
     code: int
     reason: str | None
     lost: int
+    lost_since: float = 0.0
+
+    @property
+    def all_echoed(self) -> bool:
+        """Every message was echoed, but for one that can have crossed the
+        server's close frame (sent within the last ``CROSSING`` s)."""
+        return self.lost == 0 or (self.lost == 1 and self.lost_since <= CROSSING)
 
     def __str__(self) -> str:
         last = f"{self.echoes[-1]:.1f}" if self.echoes else "-"
+        lost = f"{self.lost} lost" + (
+            f" (the first sent {self.lost_since:.2f} s before the end)" if self.lost else ""
+        )
         return (
             f"closed {self.code} {self.reason!r} after {self.closed_after:.1f} s; "
-            f"{len(self.echoes)} echoes, the last at {last} s; {self.lost} lost"
+            f"{len(self.echoes)} echoes, the last at {last} s; {lost}"
         )
+
+
+#: How long a message may be in flight towards the server while the
+#: server's close frame is in flight back: the server cannot echo it.
+CROSSING = 0.3
 
 
 async def echo_until_closed(one: Held, every: float, limit: float) -> Lifetime:
@@ -220,6 +237,7 @@ async def echo_until_closed(one: Held, every: float, limit: float) -> Lifetime:
     ``lost`` counts those sent but never echoed before the end."""
     one.sent, one.received = [], []
     echoes: list[float] = []
+    sent_at: list[float] = []
     n = 0
     while True:
         elapsed = time.monotonic() - one.opened_at
@@ -229,6 +247,7 @@ async def echo_until_closed(one: Held, every: float, limit: float) -> Lifetime:
             message = f"tick {n}"
             n += 1
             one.sent.append(message)
+            sent_at.append(time.monotonic())
             with contextlib.suppress(WebSocketClosedError):
                 await one.conn.write_message(message)
         deadline = time.monotonic() + every
@@ -239,12 +258,14 @@ async def echo_until_closed(one: Held, every: float, limit: float) -> Lifetime:
                 break
             if echo is None:
                 one.closed_at = time.monotonic()
+                lost = len(one.sent) - len(one.received)
                 return Lifetime(
                     echoes,
                     one.closed_at - one.opened_at,
                     one.close_code,
                     one.conn.close_reason,
-                    len(one.sent) - len(one.received),
+                    lost,
+                    one.closed_at - sent_at[len(one.received)] if lost else 0.0,
                 )
             one.received.append(str(echo))
             echoes.append(time.monotonic() - one.opened_at)
