@@ -29,7 +29,7 @@ from tornado.iostream import IOStream, UnsatisfiableReadError
 from .accept import GuardedHTTPServer
 from .base import Forwarding, HandshakePolicy, KnativeWebSocketHandler, MessageLog, Service
 from .config import Settings
-from .connections import STOP_SIGNALS, DrainPolicy, Keepalive, Registry
+from .connections import STOP_SIGNALS, DrainPolicy, Keepalive, MaxAge, Registry
 from .echo import EchoWebSocket
 from .events import emit
 from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler, warm_up_metrics
@@ -53,7 +53,8 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
         metrics=metrics or Metrics(),
         registry=Registry(
             Keepalive(settings.ping_interval, settings.ping_timeout),
-            DrainPolicy(settings.drain_timeout),
+            DrainPolicy(settings.drain_timeout, spread=settings.drain_spread),
+            MaxAge(settings.max_connection_age),
         ),
         policy=HandshakePolicy(
             allowed_origins=settings.allowed_origins,
@@ -220,6 +221,7 @@ async def serve(
         "pid": os.getpid(),
         "max_message_bytes": settings.max_message_bytes,
         "ping_interval": settings.ping_interval,
+        "max_connection_age": settings.max_connection_age,
         "max_connections": settings.max_connections,
         "compression": settings.compression,
         "event_loop": settings.event_loop,
@@ -233,7 +235,12 @@ async def serve(
     await stop.wait()
     registry = service.registry
     drain_start = loop.time()
-    emit("drain", open=len(registry), timeout=settings.drain_timeout)
+    emit(
+        "drain",
+        open=len(registry),
+        timeout=settings.drain_timeout,
+        spread=registry.drain_policy.window(settings.drain_timeout),
+    )
     aborted = await registry.drain()
     emit(
         "drained",

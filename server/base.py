@@ -46,7 +46,7 @@ from .forwarded import resolve_peer
 from .metrics import Metrics
 from .telemetry import record_error
 from .transport import Outcome, SendLimits, WebSocketTransport, release_request, take_over
-from .wire import CloseCode, ErrorKind
+from .wire import CloseCause, CloseCode, ErrorKind
 
 __all__ = ["HandshakePolicy", "KnativeWebSocketHandler", "MessageLog", "Service"]
 
@@ -176,6 +176,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         self.messages_in = 0
         self.messages_out = 0
         self._subprotocol: str | None = None
+        #: Set when the handler calls close(): the ``cause`` "app".
+        self._closed_by_app = False
         self._written: asyncio.Future[None] | None = None
         # Every attribute a handler will have is set here, while it is made:
         # CPython 3.11 shares one key table among a class's instances only
@@ -393,6 +395,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         if self.ws is not None:
             if code is None and reason:
                 code = CloseCode.NORMAL_CLOSURE
+            if not self.ws.closing():
+                self._closed_by_app = True
             self.ws.close(code, reason or "")
 
     def ping(self, data: str | bytes = b"") -> None:
@@ -448,8 +452,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def ws_closed(self, outcome: Outcome) -> None:
         ws = self.ws
-        if ws is not None:
-            self.service.registry.discard(ws)
+        cause = self.service.registry.discard(ws) if ws is not None else None
         if not self.opened_at:
             return
         m = self.metrics
@@ -479,10 +482,21 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             self._call_on_error(ErrorKind.ABNORMAL_CLOSURE, detail)
         elif not outcome.clean:
             fields["clean"] = False  # we sent a close frame, the peer never answered
+        if failure is not None:
+            cause = CloseCause.ERROR
+        elif cause is None:
+            if self._closed_by_app:
+                cause = CloseCause.APP
+            elif outcome.close_received is not None:
+                cause = CloseCause.CLIENT
+            else:
+                cause = CloseCause.DROPPED
         m.connections_closed.labels(str(int(code))).inc()
+        m.closed_by_cause.labels(cause).inc()
         fields.update(
             code=int(code),
             reason=outcome.reason,
+            cause=cause.value,
             duration=round(duration, 3),
             messages_in=self.messages_in,
             messages_out=self.messages_out,

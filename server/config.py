@@ -54,6 +54,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     compression: bool = False
     drain_timeout: float = 20.0
+    drain_spread: float = 5.0
     send_timeout: float = 30.0
     event_loop: str = "uvloop"
     workers: int = 1
@@ -63,6 +64,7 @@ class Settings:
     log_message_burst: int = 100
     request_head_timeout: float = 5.0
     idle_timeout: float = 75.0
+    max_connection_age: float = 0.0
 
 
 # -- value parsers: each takes the raw string and returns the value or raises
@@ -142,6 +144,13 @@ def _trusted(raw: str) -> tuple[str, ...]:
 
     parse_trusted(raw)  # raises ValueError naming the bad item
     return tuple(item.strip().lower() for item in raw.split(",") if item.strip()) or ("none",)
+
+
+def _age(raw: str) -> float:
+    value = _seconds(0, 31 * 86400)(raw)
+    if 0 < value < 1:
+        raise ValueError("expected 0 (off) or a number of seconds from 1 to 2678400")
+    return value
 
 
 def _rate(raw: str) -> float:
@@ -251,6 +260,14 @@ OPTIONS: tuple[_Option, ...] = (
         "seconds a SIGTERM drain may take before the process exits anyway",
     ),
     _Option(
+        "drain_spread",
+        "WS_DRAIN_SPREAD",
+        "--drain-spread",
+        _seconds(0, 3600),
+        "seconds over which a SIGTERM drain spreads its 1001 closes, so clients do not "
+        "all reconnect at once (0: all at once); at most half of WS_DRAIN_TIMEOUT is used",
+    ),
+    _Option(
         "send_timeout",
         "WS_SEND_TIMEOUT",
         "--send-timeout",
@@ -319,6 +336,16 @@ OPTIONS: tuple[_Option, ...] = (
         _seconds(0, 86400),
         "seconds a kept-alive plain HTTP connection may wait for its next request "
         "(0: Tornado's default, 3600)",
+    ),
+    _Option(
+        "max_connection_age",
+        "WS_MAX_CONNECTION_AGE",
+        "--max-connection-age",
+        _age,
+        "seconds after which a WebSocket is closed with 1001 'max connection age', at a "
+        "moment drawn from its last tenth so connections opened together do not "
+        "close together (0: never); set it below the platform's timeout (Knative's "
+        "timeoutSeconds) so the client gets a close frame, not a cut",
     ),
 )
 

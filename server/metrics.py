@@ -13,7 +13,7 @@ process (the test suite runs many) never share counters.
 
 No label value comes from a client as is: each labelled counter takes its
 values from a fixed set (:func:`close_code_label`, :data:`ERROR_KINDS`,
-:data:`HANDSHAKE_REASONS`), anything else is folded into a bucket, so no
+:data:`HANDSHAKE_REASONS`, :data:`CLOSE_CAUSES`), anything else is folded into a bucket, so no
 client can add a series. Every series there can be is listed at start.
 """
 
@@ -24,10 +24,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .wire import REFUSALS, CloseCode, ErrorKind
+from .wire import REFUSALS, CloseCause, CloseCode, ErrorKind
 
 __all__ = [
     "ACCEPT_ERRORS",
+    "CLOSE_CAUSES",
     "CLOSE_CODE_LABELS",
     "ERROR_KINDS",
     "HANDSHAKE_REASONS",
@@ -55,6 +56,8 @@ CLOSE_CODE_LABELS = (*(str(c) for c in _NAMED_CODES), "3xxx", "4xxx", "other")
 ERROR_KINDS = (*(k.value for k in ErrorKind), "other")
 #: Every value of ``websocket_handshakes_rejected_total``'s ``reason``.
 HANDSHAKE_REASONS = (*(k.value for k in REFUSALS), "other")
+#: Every value of ``websocket_connections_closed_by_cause_total``'s ``cause``.
+CLOSE_CAUSES = tuple(c.value for c in CloseCause)
 #: Every value of ``websocket_accept_errors_total``'s ``errno``.
 ACCEPT_ERRORS = ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM", "other")
 
@@ -186,6 +189,14 @@ class Metrics:
             close_code_label,
             CLOSE_CODE_LABELS,
         )
+        self.closed_by_cause = LabelledCounter(
+            f"{_NS}_connections_closed_by_cause",
+            "WebSocket connections ended, by what ended them (max_age: "
+            "WS_MAX_CONNECTION_AGE; drain: SIGTERM; client, dropped, error, app)",
+            "cause",
+            _one_of(CLOSE_CAUSES),
+            CLOSE_CAUSES,
+        )
         self.handshakes_rejected = LabelledCounter(
             f"{_NS}_handshakes_rejected",
             "Upgrade requests refused, by reason",
@@ -220,6 +231,7 @@ class Metrics:
             self.open_connections,
             self.connections_opened,
             self.connections_closed,
+            self.closed_by_cause,
             self.handshakes_rejected,
             self.connection_duration,
             self.errors,

@@ -788,15 +788,22 @@ class WebSocketTransport(asyncio.Protocol):
         sock = transport.get_extra_info("socket") if transport is not None else None
         return sock is not None and _unread_bytes(sock) == 0
 
-    def go_away(self, force: bool, quiet: float) -> bool:
-        """Drain: close with 1001 once everything received has been handled
-        and nothing came in for ``quiet`` seconds (or at once with
-        ``force``); True once the close frame is sent."""
+    def go_away(
+        self,
+        force: bool,
+        quiet: float,
+        code: int = CloseCode.GOING_AWAY,
+        reason: str = "server shutting down",
+    ) -> bool:
+        """Drain or maximum age: close with ``code`` and ``reason`` once
+        everything received has been handled and nothing came in for
+        ``quiet`` seconds (or at once with ``force``); True once the close
+        frame is sent."""
         if self.conn.close_sent is not None or self._lost:
             return True
         if not (force or self.quiescent(quiet)):
             return False
-        self.close(CloseCode.GOING_AWAY, "server shutting down")
+        self.close(code, reason)
         return True
 
     # -- the outcome -------------------------------------------------------

@@ -44,6 +44,7 @@ __all__ = [
     "COMPILED",
     "GUID",
     "REFUSALS",
+    "CloseCause",
     "CloseCode",
     "Connection",
     "Deflate",
@@ -128,6 +129,24 @@ REFUSALS = (
     ErrorKind.OVER_CAPACITY,
     ErrorKind.HEADERS_TOO_LARGE,
 )
+
+
+class CloseCause(enum.StrEnum):
+    """What ended a connection: the ``cause`` of a ``close`` event, and the
+    label of ``websocket_connections_closed_by_cause_total``."""
+
+    #: The client's close frame came first.
+    CLIENT = "client"
+    #: The TCP connection ended without a close frame (code 1006).
+    DROPPED = "dropped"
+    #: The server failed the connection (1002, 1007, 1008, 1009, 1011).
+    ERROR = "error"
+    #: The handler called ``close()``.
+    APP = "app"
+    #: ``WS_MAX_CONNECTION_AGE`` was reached (1001 "max connection age").
+    MAX_AGE = "max_age"
+    #: The SIGTERM drain (1001 "server shutting down").
+    DRAIN = "drain"
 
 
 class Opcode(enum.IntEnum):

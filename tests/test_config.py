@@ -37,6 +37,8 @@ def test_environment_is_read() -> None:
             "WS_ALLOWED_ORIGINS": "https://a.example, http://localhost:3000/",
             "WS_COMPRESSION": "true",
             "WS_DRAIN_TIMEOUT": "9",
+            "WS_DRAIN_SPREAD": "2.5",
+            "WS_MAX_CONNECTION_AGE": "540",
         },
     )
     assert s == Settings(
@@ -53,6 +55,8 @@ def test_environment_is_read() -> None:
         allowed_origins=("https://a.example", "http://localhost:3000"),
         compression=True,
         drain_timeout=9.0,
+        drain_spread=2.5,
+        max_connection_age=540.0,
     )
 
 
@@ -83,6 +87,10 @@ def test_empty_variable_means_default() -> None:
         ({"WS_MAX_CONNECTIONS": "-5"}, "invalid WS_MAX_CONNECTIONS='-5'"),
         ({"WS_ALLOWED_ORIGINS": "example.com"}, "is not an origin"),
         ({"WS_DRAIN_TIMEOUT": "soon"}, "invalid WS_DRAIN_TIMEOUT='soon'"),
+        ({"WS_DRAIN_SPREAD": "-1"}, "invalid WS_DRAIN_SPREAD='-1'"),
+        ({"WS_MAX_CONNECTION_AGE": "0.5"}, "invalid WS_MAX_CONNECTION_AGE='0.5': expected 0 (off)"),
+        ({"WS_MAX_CONNECTION_AGE": "10m"}, "invalid WS_MAX_CONNECTION_AGE='10m'"),
+        ({"WS_MAX_CONNECTION_AGE": "inf"}, "invalid WS_MAX_CONNECTION_AGE='inf'"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import signal
 import time
@@ -16,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from server.connections import Registry
+from server.metrics import Metrics
 
 from .conftest import ServerProcess, events, recv_until_closed
 from .rawws import RawWebSocket, frame
@@ -70,6 +72,72 @@ async def test_drain_aborts_a_peer_that_never_answers_at_the_timeout(
     assert close.close_code == 1001
     assert await raw.at_eof()
     raw.close()
+
+
+@pytest.mark.settings(drain_spread=2.0)
+async def test_drain_spreads_the_1001s_over_its_window_echoing_everything(
+    ws_url: str, registry: Registry, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """20 held connections, each with 50 messages in flight when the drain
+    starts and 5 of them in a send-and-await-echo loop: their 1001s come
+    spread over the 2 s window (never more than 3 in any 100 ms, where
+    all 20 came in the first without the spread), every message sent
+    before a client saw its 1001 is echoed, but the one crossing it."""
+    count, window = 20, 2.0
+    clients = [await connect(ws_url) for _ in range(count)]
+    sent = [[f"c{c} m{i}" for i in range(50)] for c in range(count)]
+    for ws, messages in zip(clients, sent, strict=True):
+        for m in messages:
+            await ws.send(m)
+
+    async def held(ws: ClientConnection, messages: list[str], looping: bool) -> tuple[float, int]:
+        got = [await ws.recv() for _ in messages]
+        assert got == messages
+        crossing = 0
+        i = 0
+        with contextlib.suppress(ConnectionClosed):
+            while looping:
+                await ws.send(f"loop {i}")
+                crossing = 1
+                assert await ws.recv() == f"loop {i}"
+                crossing = 0
+                i += 1
+            while True:
+                await ws.recv()
+        closed = loop.time() - start
+        assert ws.close_code == 1001
+        assert ws.close_reason == "server shutting down"
+        return closed, crossing
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    drain = asyncio.ensure_future(registry.drain(10.0))
+    results = await asyncio.gather(
+        *(held(ws, m, c < 5) for c, (ws, m) in enumerate(zip(clients, sent, strict=True)))
+    )
+    assert await drain == 0
+    times = sorted(t for t, _ in results)
+    assert all(crossing <= 1 for _, crossing in results)
+    per_100ms = collections.Counter(int(t * 10) for t in times)
+    assert max(per_100ms.values()) <= 3, f"close times {times}"
+    assert times[-1] - times[0] >= 0.7 * window * (count - 1) / count, times
+    assert times[-1] < window + 1.0, times
+    closes = events(caplog, "close")
+    assert [c["cause"] for c in closes] == ["drain"] * count
+    assert metrics.closed_by_cause.labels("drain").value == count
+
+
+@pytest.mark.settings(drain_spread=30.0, drain_timeout=2.0)
+async def test_the_spread_fits_inside_the_drain_timeout(ws_url: str, registry: Registry) -> None:
+    """A spread longer than the timeout allows uses half the timeout: every
+    connection still gets its 1001 in time."""
+    clients = [await connect(ws_url) for _ in range(4)]
+    started = time.monotonic()
+    assert await registry.drain() == 0
+    assert time.monotonic() - started < 2.0
+    for ws in clients:
+        await ws.wait_closed()
+        assert ws.close_code == 1001
 
 
 # -- a real process, real signals ---------------------------------------------------
@@ -144,8 +212,9 @@ def test_sigterm_closes_clients_in_an_echo_loop_at_a_pause_not_the_force_point(
     for DrainPolicy.quiet, but they do pause between messages: the drain
     closes each at such a pause soon after the quiet moment, not after the
     force point (5 s with the default WS_DRAIN_TIMEOUT), and every message
-    sent before the 1001 but the one crossing it is echoed."""
-    server = server_process(env={"WS_LOG_MESSAGES": "false"})
+    sent before the 1001 but the one crossing it is echoed. (No spread:
+    every connection's slot is the drain's start.)"""
+    server = server_process(env={"WS_LOG_MESSAGES": "false", "WS_DRAIN_SPREAD": "0"})
     server.wait_ready()
 
     async def echo_loop(ws: ClientConnection, counts: list[int]) -> None:

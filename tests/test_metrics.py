@@ -74,6 +74,9 @@ async def test_metrics_follow_connections_messages_and_errors(port: int, ws_url:
     assert value(after, "websocket_open_connections") == 0
     assert value(after, "websocket_connections_closed_total", code="1000") == 1
     assert value(after, "websocket_connections_closed_total", code="1009") == 1
+    assert value(after, "websocket_connections_closed_by_cause_total", cause="client") == 1
+    assert value(after, "websocket_connections_closed_by_cause_total", cause="error") == 1
+    assert value(after, "websocket_connections_closed_by_cause_total", cause="max_age") == 0
     assert value(after, "websocket_errors_total", kind="message_too_big") == 1
     assert value(after, "websocket_errors_total", kind="origin_rejected") == 1
     assert value(after, "websocket_handshakes_rejected_total", reason="origin_rejected") == 1
