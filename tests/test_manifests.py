@@ -513,6 +513,8 @@ def test_server_runs_with_exactly_the_rendered_settings(
     assert result.returncode == 0, result.stderr
     listening = server.wait_event("listening")
     assert listening["max_connections"] == int(env["WS_MAX_CONNECTIONS"])
+    # The server reads the maximum age the manifests set (0 would mean off).
+    assert listening["max_connection_age"] == float(env["WS_MAX_CONNECTION_AGE"]) > 0
 
 
 # -- the image ---------------------------------------------------------------------
