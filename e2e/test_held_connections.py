@@ -34,6 +34,7 @@ from .held import (
     GOING_AWAY,
     MAX_AGE_REASON,
     assert_drained,
+    close_all,
     drain,
     e2e_timeout,
     echo_each,
@@ -150,6 +151,7 @@ def test_a_connection_gets_the_clean_close_at_its_maximum_age(
                 )
             async with hold(address, 1) as again:
                 await echo_each(again, "after the age")
+                await close_all(again)
 
         with cluster.port_forward(ns, pod, 8080) as port:
             asyncio.run(scenario(port))

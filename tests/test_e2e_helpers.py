@@ -24,6 +24,7 @@ from e2e.held import (
     NO_CLOSE_FRAME,
     Lifetime,
     assert_drained,
+    close_all,
     drain,
     echo_each,
     echo_until_closed,
@@ -245,6 +246,7 @@ def test_echo_until_closed_fails_a_connection_that_outlives_its_limit(
         async with hold(f"127.0.0.1:{server.port}", 1) as [one]:
             with pytest.raises(AssertionError, match="still open after"):
                 await echo_until_closed(one, 0.2, 1)
+            await close_all([one])
 
     asyncio.run(scenario())
 
