@@ -354,7 +354,8 @@ async def hold(args: argparse.Namespace) -> dict[str, Any]:
         codes: dict[str, int] = {}
         for c in clients:
             codes[str(c.close_code)] = codes.get(str(c.close_code), 0) + 1
-        return {"last_closed_at": max(all_closed.result()), "close_codes": codes}
+        closed_at = sorted(all_closed.result())
+        return {"last_closed_at": closed_at[-1], "close_codes": codes, "closed_at": closed_at}
     for c in clients:
         assert c.transport is not None
         c.transport.send_close(WSCloseCode.OK)

@@ -176,8 +176,6 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         self.messages_in = 0
         self.messages_out = 0
         self._subprotocol: str | None = None
-        #: Set when the handler calls close(): the ``cause`` "app".
-        self._closed_by_app = False
         self._written: asyncio.Future[None] | None = None
         # Every attribute a handler will have is set here, while it is made:
         # CPython 3.11 shares one key table among a class's instances only
@@ -395,8 +393,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         if self.ws is not None:
             if code is None and reason:
                 code = CloseCode.NORMAL_CLOSURE
-            if not self.ws.closing():
-                self._closed_by_app = True
+            if not self.ws.closing():  # the handler starts the close: cause "app"
+                self.service.registry.set_cause(self.ws, CloseCause.APP)
             self.ws.close(code, reason or "")
 
     def ping(self, data: str | bytes = b"") -> None:
@@ -485,12 +483,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         if failure is not None:
             cause = CloseCause.ERROR
         elif cause is None:
-            if self._closed_by_app:
-                cause = CloseCause.APP
-            elif outcome.close_received is not None:
-                cause = CloseCause.CLIENT
-            else:
-                cause = CloseCause.DROPPED
+            cause = CloseCause.CLIENT if outcome.close_received is not None else CloseCause.DROPPED
         m.connections_closed.labels(str(int(code))).inc()
         m.closed_by_cause.labels(cause).inc()
         fields.update(

@@ -103,13 +103,13 @@ class DrainPolicy:
     """How long a drain may take, and when it stops waiting for a pause."""
 
     timeout: float = 20.0
-    #: For this many seconds from the start of the drain, a connection is
+    #: For this many seconds from its slot in the drain, a connection is
     #: closed only once nothing has come in on it for this many seconds: a
     #: client with Nagle's algorithm on (as Tornado's own client is) holds
     #: its small writes until we acknowledge what it sent before, and Linux
     #: delays that acknowledgement by up to 200 ms. What it had written
-    #: before the SIGTERM would otherwise reach us after our close frame,
-    #: and go unanswered. Such writes follow a read from before the drain,
+    #: before its slot would otherwise reach us after our close frame,
+    #: and go unanswered. Such writes follow a read from before the slot,
     #: so they are in by then; after it, a connection is closed at its first
     #: pause (a client in a send-and-wait-for-the-echo loop is never quiet
     #: for long, and would otherwise be held until the force point).
@@ -204,6 +204,12 @@ class Registry:
         if self._drain_active is not None:
             self._drain_active.pop(connection, None)
         return self._causes.pop(connection, None)
+
+    def set_cause(self, connection: Managed, cause: CloseCause) -> None:
+        """Record why the server side is closing ``connection`` (a handler's
+        own close); :meth:`discard` returns it."""
+        if connection in self.connections:
+            self._causes.setdefault(connection, cause)
 
     def _go_away(
         self, connection: Managed, force: bool, quiet: float, cause: CloseCause, reason: str

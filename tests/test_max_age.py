@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -25,6 +27,15 @@ def test_each_deadline_is_in_the_last_tenth_of_the_age() -> None:
     assert age.deadline(0.0) == 100.0
     assert age.deadline(0.5) == pytest.approx(95.0)
     assert 90.0 < age.deadline(0.999999) < 90.001
+
+
+@given(
+    st.floats(min_value=1, max_value=31 * 86400),
+    st.floats(min_value=0, max_value=1, exclude_max=True),
+)
+def test_no_deadline_is_after_the_age_or_before_its_last_tenth(age: float, draw: float) -> None:
+    deadline = MaxAge(age).deadline(draw)
+    assert 0.9 * age <= deadline <= age
 
 
 async def _open_and_wait(ws_url: str) -> tuple[float, int | None, str | None, list[str | bytes]]:
@@ -52,10 +63,11 @@ async def test_connections_opened_together_close_apart_before_their_age(
     )
     lived = sorted(r[0] for r in results)
     assert {(code, reason) for _, code, reason, _ in results} == {(1001, MAX_AGE_REASON)}
-    assert lived[0] >= 0.9 * AGE - 0.05, lived
-    # The client's clock starts after the server's: the close frame is sent
-    # no later than the age (plus one drain tick and the loopback trip).
-    assert lived[-1] <= AGE + 0.05, lived
+    # The client's clock starts after the server's (by the handshake's last
+    # trip), and the close frame is sent no later than the age (plus a
+    # drain tick and the loopback trip): 0.2 s of slack for a busy machine.
+    assert lived[0] >= 0.9 * AGE - 0.2, lived
+    assert lived[-1] <= AGE + 0.2, lived
     assert lived[-1] - lived[0] > 0.05, f"closed together: {lived}"
     await until(lambda: len(events(caplog, "close")) == 8)
     closes = events(caplog, "close")
@@ -119,7 +131,7 @@ async def test_a_client_that_never_pauses_is_closed_at_its_age(ws_url: str) -> N
         with pytest.raises((asyncio.CancelledError, ConnectionClosed)):
             await sending
     assert ws.close_code == 1001
-    assert 0.9 * AGE - 0.05 <= time.monotonic() - opened <= AGE + 0.3
+    assert 0.9 * AGE - 0.2 <= time.monotonic() - opened <= AGE + 0.3
 
 
 def test_env_variable_sets_the_age(server_process: type[ServerProcess]) -> None:
@@ -130,7 +142,7 @@ def test_env_variable_sets_the_age(server_process: type[ServerProcess]) -> None:
     assert server.wait_event("listening")["max_connection_age"] == 1.5
     lived, code, reason, _ = asyncio.run(_open_and_wait(server.ws_url))
     assert (code, reason) == (1001, MAX_AGE_REASON)
-    assert 1.35 - 0.05 <= lived <= 1.55
+    assert 1.35 - 0.2 <= lived <= 1.5 + 0.2
     close = server.wait_event("close")
     assert close["cause"] == "max_age"
     assert close["code"] == 1001

@@ -19,9 +19,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from server import exposition
+from server.echo import EchoWebSocket
 from server.metrics import Counter, Gauge, Histogram, LabelledCounter, Metrics
 
-from .conftest import ServerProcess
+from .conftest import ServerProcess, events, until
+from .rawws import RawWebSocket
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -38,6 +40,45 @@ async def scrape(port: int) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+class _ClosesOnMessage(EchoWebSocket):
+    """Closes the connection itself when a message says so."""
+
+    def on_message(self, message: str | bytes) -> None:
+        if message == "close":
+            self.close(4001, "closed by the app")
+        else:
+            super().on_message(message)
+
+
+@pytest.mark.handler.with_args(_ClosesOnMessage)
+async def test_close_cause_says_what_ended_the_connection(
+    port: int, ws_url: str, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ``close`` event's ``cause`` and the by-cause counter: the
+    handler's own close (app), a client's close frame (client), a TCP
+    connection that ends without one (dropped)."""
+    async with connect(ws_url) as ws:
+        await ws.send("close")
+        await ws.wait_closed()
+    assert (ws.close_code, ws.close_reason) == (4001, "closed by the app")
+    async with connect(ws_url) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+    raw = await RawWebSocket.connect(port)
+    raw.close()  # no close frame
+    await until(lambda: len(events(caplog, "close")) == 3)
+    assert [c["cause"] for c in events(caplog, "close")] == ["app", "client", "dropped"]
+    by_cause = {k: c.value for k, c in metrics.closed_by_cause.children.items()}
+    assert by_cause == {
+        "client": 1,
+        "dropped": 1,
+        "error": 0,
+        "app": 1,
+        "max_age": 0,
+        "drain": 0,
+    }
 
 
 @pytest.mark.settings(max_message_bytes=100)

@@ -55,6 +55,18 @@ class _Closer(tornado.websocket.WebSocketHandler):
         self.close(4000, "nope")
 
 
+class _Cutter(tornado.websocket.WebSocketHandler):
+    """Echoes three messages, then cuts the TCP connection without a close
+    frame (as Knative's queue-proxy does at timeoutSeconds)."""
+
+    def on_message(self, message: str | bytes) -> None:
+        self.write_message(message, binary=isinstance(message, bytes))
+        self.count = getattr(self, "count", 0) + 1
+        if self.count == 3:
+            assert self.ws_connection is not None
+            self.ws_connection.stream.close()  # type: ignore[attr-defined]
+
+
 async def _serve(handler: type[tornado.websocket.WebSocketHandler]) -> tuple[str, object]:
     port = free_port()
     app = tornado.web.Application([("/ws", handler)])
@@ -76,6 +88,37 @@ async def test_probe_fails_when_the_connection_closes() -> None:
     server.stop()  # type: ignore[attr-defined]
 
 
+async def test_probe_reports_the_close_it_got(ws_url: str) -> None:
+    result = await probe(ws_url)
+    # The server answers our 1000 with 1000 (and no reason).
+    assert result.close_code == 1000
+    assert not result.server_closed
+    assert result.describe_close() == "closed with close code 1000, reason ''"
+
+
+@pytest.mark.settings(max_connection_age=1.5)
+async def test_probe_until_close_reports_the_servers_close(ws_url: str) -> None:
+    """--until-close: echo until the server's maximum age closes the
+    connection; the result names its code and reason."""
+    result = await probe(ws_url, until_close=10)
+    assert result.server_closed
+    assert (result.close_code, result.close_reason) == (1001, "max connection age")
+    assert 1.3 <= result.seconds < 3
+    assert result.echoes >= 3
+    assert result.describe_close() == (
+        "server closed with close code 1001, reason 'max connection age'"
+    )
+
+
+async def test_probe_until_close_fails_on_a_cut_and_without_a_close(ws_url: str) -> None:
+    url, server = await _serve(_Cutter)
+    with pytest.raises(ProbeError, match=r"close code 1006 \(no close frame"):
+        await probe(url, until_close=10)
+    server.stop()  # type: ignore[attr-defined]
+    with pytest.raises(ProbeError, match=r"did not close the connection within 1\.5 s"):
+        await probe(ws_url, until_close=1.5)
+
+
 async def test_probe_reports_http_status(port: int) -> None:
     with pytest.raises(ProbeError, match="HTTP 404"):
         await probe(f"ws://127.0.0.1:{port}/nope")
@@ -95,6 +138,7 @@ def test_probe_cli_exit_codes(server_process: type[ServerProcess]) -> None:
     ok = run_python("-m", "server.probe", server.ws_url, "--count", "4")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith(f"probe: OK {server.ws_url}: 4 echoes")
+    assert ok.stdout.rstrip().endswith("; closed with close code 1000, reason ''")
     bad = run_python("-m", "server.probe", f"ws://127.0.0.1:{free_port()}/ws", "--timeout", "1")
     assert bad.returncode == 1
     assert bad.stderr.startswith("probe: FAIL")
