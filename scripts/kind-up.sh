@@ -55,6 +55,14 @@ retry() {
   "$@"
 }
 
+# Before anything is downloaded: kubectl of the same minor as the node image's Kubernetes (kindest/node:vX.Y.Z@...).
+node_minor=$(sed -E 's/^[^:]*:v([0-9]+\.[0-9]+)\..*$/\1/' <<<"$KIND_NODE_IMAGE")
+kubectl_minor=$(sed -E 's/^v([0-9]+\.[0-9]+)\..*$/\1/' <<<"$KUBECTL_VERSION")
+if [ "$node_minor" != "$kubectl_minor" ]; then
+  echo "kubectl $KUBECTL_VERSION does not match the node's Kubernetes $node_minor ($KIND_NODE_IMAGE)" >&2
+  exit 1
+fi
+
 mkdir -p "$BIN"
 export PATH="$BIN:$PATH"
 # `kind version -q` prints the bare semver ("0.32.0"), without the leading v.
@@ -76,13 +84,6 @@ if ! command -v kind >/dev/null 2>&1 || [ "$(kind version -q 2>/dev/null)" != "$
 fi
 log "kind $(kind version -q)"
 
-# Same minor as the node image's Kubernetes (kindest/node:vX.Y.Z@...).
-node_minor=$(sed -E 's/^[^:]*:v([0-9]+\.[0-9]+)\..*$/\1/' <<<"$KIND_NODE_IMAGE")
-kubectl_minor=$(sed -E 's/^v([0-9]+\.[0-9]+)\..*$/\1/' <<<"$KUBECTL_VERSION")
-if [ "$node_minor" != "$kubectl_minor" ]; then
-  echo "kubectl $KUBECTL_VERSION does not match the node's Kubernetes $node_minor ($KIND_NODE_IMAGE)" >&2
-  exit 1
-fi
 if [ ! -x "$BIN/kubectl" ] || [ "$(sha256sum "$BIN/kubectl" | cut -d' ' -f1)" != "$KUBECTL_SHA256" ]; then
   log "installing kubectl $KUBECTL_VERSION"
   url="https://dl.k8s.io/release/$KUBECTL_VERSION/bin/linux/amd64/kubectl"
