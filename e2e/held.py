@@ -29,17 +29,22 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tornado.httpclient import HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 __all__ = [
     "DRAIN_TIMEOUT",
+    "GOING_AWAY",
+    "MAX_AGE_REASON",
+    "NO_CLOSE_FRAME",
     "READY_TIMEOUT",
     "Held",
+    "Lifetime",
     "assert_drained",
     "close_all",
     "drain",
     "e2e_timeout",
     "echo_each",
+    "echo_until_closed",
     "hold",
     "in_thread",
     "wait_for",
@@ -56,6 +61,14 @@ DRAIN_TIMEOUT = 120.0
 #: through Knative's activator that can include a cold start).
 CONNECT_TIMEOUT = 30.0
 HANDSHAKE_TIMEOUT = 90.0
+
+
+#: The server's close at WS_MAX_CONNECTION_AGE: 1001 (going away) and this reason.
+GOING_AWAY = 1001
+MAX_AGE_REASON = "max connection age"
+#: RFC 6455's code for a connection that ended without a close frame (a cut);
+#: Tornado's client reports it as ``close_code`` None.
+NO_CLOSE_FRAME = 1006
 
 
 def e2e_timeout(*waits: float, margin: float = 120.0) -> float:
@@ -100,6 +113,16 @@ class Held:
     pings: int = 0
     sent: list[str] = field(default_factory=list)
     received: list[str] = field(default_factory=list)
+    #: time.monotonic() before the connection was opened, and when it was
+    #: seen closed (by :func:`drain` or :func:`echo_until_closed`).
+    opened_at: float = 0.0
+    closed_at: float | None = None
+
+    @property
+    def close_code(self) -> int:
+        """The close code the peer sent; 1006 when it sent no close frame."""
+        code = self.conn.close_code
+        return NO_CLOSE_FRAME if code is None else code
 
     @property
     def open(self) -> bool:
@@ -126,8 +149,9 @@ async def hold(address: str, count: int, host: str | None = None) -> AsyncIterat
     held: list[Held] = []
     try:
         for i in range(count):
+            opened_at = time.monotonic()
             conn = await websocket_connect(_request(address, host))
-            one = Held(conn)
+            one = Held(conn, opened_at=opened_at)
 
             def on_ping(_data: bytes, one: Held = one) -> None:
                 one.pings += 1  # tornado answers with a pong itself
@@ -167,6 +191,84 @@ async def close_all(held: list[Held], code: int = 1000) -> None:
 async def _read_until_closed(one: Held) -> None:
     while (message := await asyncio.wait_for(one.conn.read_message(), DRAIN_TIMEOUT)) is not None:
         one.received.append(str(message))
+    one.closed_at = time.monotonic()
+
+
+@dataclass
+class Lifetime:
+    """What :func:`echo_until_closed` saw on one connection: seconds after
+    it was opened of each echo that came back, and of its end; how many
+    messages sent got no echo, and how long before the end the first of
+    them was sent (0.0 when none)."""
+
+    echoes: list[float]
+    closed_after: float
+    code: int
+    reason: str | None
+    lost: int
+    lost_since: float = 0.0
+
+    @property
+    def all_echoed(self) -> bool:
+        """Every message was echoed, but for one that can have crossed the
+        server's close frame (sent within the last ``CROSSING`` s)."""
+        return self.lost == 0 or (self.lost == 1 and self.lost_since <= CROSSING)
+
+    def __str__(self) -> str:
+        last = f"{self.echoes[-1]:.1f}" if self.echoes else "-"
+        lost = f"{self.lost} lost" + (
+            f" (the first sent {self.lost_since:.2f} s before the end)" if self.lost else ""
+        )
+        return (
+            f"closed {self.code} {self.reason!r} after {self.closed_after:.1f} s; "
+            f"{len(self.echoes)} echoes, the last at {last} s; {lost}"
+        )
+
+
+#: How long a message may be in flight towards the server while the
+#: server's close frame is in flight back: the server cannot echo it.
+CROSSING = 0.3
+
+
+async def echo_until_closed(one: Held, every: float, limit: float) -> Lifetime:
+    """Send a message every ``every`` s and read its echo, until the peer
+    ends the connection or ``limit`` s after it opened (then AssertionError).
+    The messages sent and echoed are kept in ``one.sent``/``one.received``;
+    ``lost`` counts those sent but never echoed before the end."""
+    one.sent, one.received = [], []
+    echoes: list[float] = []
+    sent_at: list[float] = []
+    n = 0
+    while True:
+        elapsed = time.monotonic() - one.opened_at
+        if elapsed > limit:
+            raise AssertionError(f"still open after {elapsed:.1f} s (limit {limit:g} s)")
+        if one.open:
+            message = f"tick {n}"
+            n += 1
+            one.sent.append(message)
+            sent_at.append(time.monotonic())
+            with contextlib.suppress(WebSocketClosedError):
+                await one.conn.write_message(message)
+        deadline = time.monotonic() + every
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                echo = await asyncio.wait_for(one.conn.read_message(), left)
+            except asyncio.TimeoutError:
+                break
+            if echo is None:
+                one.closed_at = time.monotonic()
+                lost = len(one.sent) - len(one.received)
+                return Lifetime(
+                    echoes,
+                    one.closed_at - one.opened_at,
+                    one.close_code,
+                    one.conn.close_reason,
+                    lost,
+                    one.closed_at - sent_at[len(one.received)] if lost else 0.0,
+                )
+            one.received.append(str(echo))
+            echoes.append(time.monotonic() - one.opened_at)
 
 
 async def drain(held: list[Held], delete: Callable[[], Any], in_flight: int = 50) -> None:

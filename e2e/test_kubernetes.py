@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from server.probe import probe_with_retries
 
 from .cluster import Cluster
-from .render import Route, find, is_hook, knative_service, routes
+from .render import Route, find, helm_template, is_hook, knative_service, routes
 from .validate import knative_crd_path
 
 DEPLOYMENT = ("apps/v1", "Deployment")
@@ -36,7 +36,19 @@ SELECTOR = "app.kubernetes.io/name=websocket-server"
 
 
 def plain_docs(route: Route, namespace: str) -> list[dict[str, Any]]:
-    docs = [d for d in copy.deepcopy(route.render(namespace=namespace)) if not is_hook(d)]
+    return with_test_image(copy.deepcopy(route.render(namespace=namespace)))
+
+
+def chart_docs(namespace: str, set_values: dict[str, str]) -> list[dict[str, Any]]:
+    """The chart in plain Kubernetes mode, with these --set values."""
+    return with_test_image(
+        helm_template(set_values={"mode": "kubernetes", **set_values}, namespace=namespace)
+    )
+
+
+def with_test_image(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The documents to apply (hooks left out), running $E2E_IMAGE if set."""
+    docs = [d for d in rendered if not is_hook(d)]
     if IMAGE:
         [container] = find(docs, *DEPLOYMENT)["spec"]["template"]["spec"]["containers"]
         container["image"] = IMAGE

@@ -18,7 +18,19 @@ from e2e.cluster import (
     is_ready,
     unreachable_reason,
 )
-from e2e.held import assert_drained, drain, echo_each, hold, wait_for
+from e2e.held import (
+    GOING_AWAY,
+    MAX_AGE_REASON,
+    NO_CLOSE_FRAME,
+    Lifetime,
+    assert_drained,
+    close_all,
+    drain,
+    echo_each,
+    echo_until_closed,
+    hold,
+    wait_for,
+)
 from e2e.render import knative_service, routes
 
 from .conftest import ServerProcess, run_python
@@ -181,3 +193,66 @@ def test_held_connections_answer_pings_during_api_waits_then_drain(
 
     asyncio.run(scenario())
     assert server.wait() == 0
+
+
+def test_echo_until_closed_reports_the_servers_clean_close_at_its_maximum_age(
+    server_process: type[ServerProcess],
+) -> None:
+    """e2e/held.py's echo_until_closed (what the Knative clock tests and the
+    plain-mode age test read) on a real server process with a 2 s maximum
+    age: echoes until the end, then 1001 "max connection age", in time."""
+    server = server_process(env={"WS_MAX_CONNECTION_AGE": "2", "WS_LOG_MESSAGES": "false"})
+    server.wait_ready()
+
+    async def scenario() -> None:
+        async with hold(f"127.0.0.1:{server.port}", 2) as held:
+            lifetimes = await asyncio.gather(*(echo_until_closed(one, 0.2, 10) for one in held))
+        for lifetime in lifetimes:
+            assert (lifetime.code, lifetime.reason) == (GOING_AWAY, MAX_AGE_REASON), str(lifetime)
+            assert lifetime.closed_after <= 2.5, str(lifetime)
+            assert lifetime.all_echoed, str(lifetime)
+            assert lifetime.echoes[-1] >= lifetime.closed_after - 0.5, str(lifetime)
+
+    asyncio.run(scenario())
+
+
+def test_echo_until_closed_reports_a_cut_as_1006(server_process: type[ServerProcess]) -> None:
+    """A server killed outright (SIGKILL: no close frame, as Knative's
+    timeout handler cuts a connection) is reported as 1006, with the echoes
+    that came back before it."""
+    server = server_process(env={"WS_LOG_MESSAGES": "false"})
+    server.wait_ready()
+
+    async def scenario() -> None:
+        async with hold(f"127.0.0.1:{server.port}", 1) as [one]:
+            asyncio.get_running_loop().call_later(1.0, server.proc.kill)
+            lifetime = await echo_until_closed(one, 0.2, 10)
+        assert lifetime.code == NO_CLOSE_FRAME, str(lifetime)
+        assert lifetime.reason is None
+        assert 0.9 <= lifetime.closed_after <= 3, str(lifetime)
+        assert len(lifetime.echoes) >= 3, str(lifetime)
+
+    asyncio.run(scenario())
+    server.wait()
+
+
+def test_echo_until_closed_fails_a_connection_that_outlives_its_limit(
+    server_process: type[ServerProcess],
+) -> None:
+    server = server_process(env={"WS_LOG_MESSAGES": "false"})
+    server.wait_ready()
+
+    async def scenario() -> None:
+        async with hold(f"127.0.0.1:{server.port}", 1) as [one]:
+            with pytest.raises(AssertionError, match="still open after"):
+                await echo_until_closed(one, 0.2, 1)
+            await close_all([one])
+
+    asyncio.run(scenario())
+
+
+def test_a_lifetime_excuses_only_a_message_that_crossed_the_close() -> None:
+    assert Lifetime([1.0], 2.0, 1001, "max connection age", 0).all_echoed
+    assert Lifetime([1.0], 2.0, 1001, "max connection age", 1, 0.05).all_echoed
+    assert not Lifetime([1.0], 2.0, 1001, "max connection age", 1, 1.5).all_echoed
+    assert not Lifetime([1.0], 2.0, 1001, "max connection age", 2, 0.05).all_echoed

@@ -187,8 +187,21 @@ def test_websocket_knobs_agree_with_each_other(
     assert 0 < float(env["WS_PING_INTERVAL"]) < 60
     # The drain fits in the grace period Knative gives (timeoutSeconds).
     assert float(env["WS_DRAIN_TIMEOUT"]) < spec["timeoutSeconds"] <= 600
+    # Knative's clocks (README: The knobs that matter): no response-start
+    # timer (left unset it is defaulted to 300 s and cuts every WebSocket
+    # there), no idle timer (a fixed lifetime once the connection is
+    # hijacked), and the server's clean close before the cut at timeoutSeconds.
+    assert spec["responseStartTimeoutSeconds"] == 0
+    assert "idleTimeoutSeconds" not in spec
+    assert int(env["WS_MAX_CONNECTION_AGE"]) == default_max_age(spec["timeoutSeconds"])
     port = _container(service)["ports"][0]
     assert port == {"name": "http1", "containerPort": 8080}
+
+
+def default_max_age(timeout_seconds: int) -> int:
+    """The maximum connection age the chart derives and kustomize states:
+    timeoutSeconds minus max(10 s, 10 %)."""
+    return timeout_seconds - max(10, -(-timeout_seconds // 10))
 
 
 def test_overlays_say_what_they_are_for(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -347,6 +360,8 @@ def test_plain_mode_refuses_a_grace_period_shorter_than_the_drain() -> None:
         ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy'"),
         ({"server.allowedOrigins[0]": "example.com"}, "/server/allowedOrigins/0'"),
         ({"extraEnv[0].name": "PORT"}, "/extraEnv/0/name'"),
+        ({"server.maxConnectionAge": "-1"}, "/server/maxConnectionAge': minimum: got -1"),
+        ({"server.maxConnectionAge": "soon"}, "/server/maxConnectionAge': got string"),
     ],
     ids=[
         "unknown-key",
@@ -357,6 +372,8 @@ def test_plain_mode_refuses_a_grace_period_shorter_than_the_drain() -> None:
         "bad-enum",
         "bad-origin",
         "reserved-env",
+        "negative-age",
+        "wordy-age",
     ],
 )
 def test_helm_rejects_bad_values_with_a_clear_error(
@@ -379,6 +396,46 @@ def test_helm_refuses_a_name_knative_cannot_use() -> None:
 def test_helm_refuses_a_drain_longer_than_the_grace_period() -> None:
     with pytest.raises(RenderError, match=r"drainTimeout \(700\) must be below timeoutSeconds"):
         helm_template(set_values={"server.drainTimeout": "700"})
+
+
+@pytest.mark.parametrize(
+    ("timeout", "age"), [(600, 540), (60, 50), (30, 20), (21, 11), (3600, 3240), (601, 540)]
+)
+def test_helm_derives_the_max_age_from_timeout_seconds(timeout: int, age: int) -> None:
+    """Unset, the age is timeoutSeconds minus max(10 s, 10 %), in both modes."""
+    for mode in ("knative", "kubernetes"):
+        docs = helm_template(set_values={"mode": mode, "timeoutSeconds": str(timeout)})
+        if mode == "knative":
+            service = knative_service(docs)
+        else:
+            service = {"spec": find(docs, "apps/v1", "Deployment")["spec"]}
+        assert _env(service)["WS_MAX_CONNECTION_AGE"] == str(age) == str(default_max_age(timeout))
+
+
+@pytest.mark.parametrize("age", ["600", "601", "86400"])
+def test_helm_refuses_a_max_age_not_below_timeout_seconds(age: str) -> None:
+    """values.schema.json cannot compare two fields: the template refuses it."""
+    with pytest.raises(
+        RenderError,
+        match=rf"server.maxConnectionAge \({age}\) must be below timeoutSeconds \(600\): "
+        r"Knative cuts a connection at timeoutSeconds with no close frame",
+    ):
+        helm_template(set_values={"server.maxConnectionAge": age})
+
+
+def test_helm_takes_an_explicit_max_age() -> None:
+    for age in ("0", "1", "599"):
+        service = knative_service(helm_template(set_values={"server.maxConnectionAge": age}))
+        assert _env(service)["WS_MAX_CONNECTION_AGE"] == age
+    # Plain Kubernetes cuts nothing at timeoutSeconds: any age goes.
+    docs = helm_template(set_values={"mode": "kubernetes", "server.maxConnectionAge": "7200"})
+    [container] = find(docs, "apps/v1", "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {"name": "WS_MAX_CONNECTION_AGE", "value": "7200"} in container["env"]
+
+
+def test_helm_refuses_a_timeout_too_short_for_the_default_age() -> None:
+    with pytest.raises(RenderError, match=r"timeoutSeconds \(10\) leaves no room"):
+        helm_template(set_values={"timeoutSeconds": "10", "server.drainTimeout": "5"})
 
 
 def test_helm_values_reach_the_service() -> None:
@@ -456,6 +513,8 @@ def test_server_runs_with_exactly_the_rendered_settings(
     assert result.returncode == 0, result.stderr
     listening = server.wait_event("listening")
     assert listening["max_connections"] == int(env["WS_MAX_CONNECTIONS"])
+    # The server reads the maximum age the manifests set (0 would mean off).
+    assert listening["max_connection_age"] == float(env["WS_MAX_CONNECTION_AGE"]) > 0
 
 
 # -- the image ---------------------------------------------------------------------

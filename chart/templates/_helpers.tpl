@@ -112,6 +112,8 @@ env:
     value: {{ .Values.server.compression | toString | quote }}
   - name: WS_DRAIN_TIMEOUT
     value: {{ .Values.server.drainTimeout | toString | quote }}
+  - name: WS_DRAIN_SPREAD
+    value: {{ .Values.server.drainSpread | toString | quote }}
   - name: WS_SEND_TIMEOUT
     value: {{ .Values.server.sendTimeout | toString | quote }}
   - name: WS_WORKERS
@@ -128,6 +130,8 @@ env:
     value: {{ .Values.server.requestHeadTimeout | toString | quote }}
   - name: WS_IDLE_TIMEOUT
     value: {{ .Values.server.idleTimeout | toString | quote }}
+  - name: WS_MAX_CONNECTION_AGE
+    value: {{ include "websocket-server.maxConnectionAge" . | quote }}
   {{- with .Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -159,9 +163,34 @@ securityContext:
 {{- end }}
 
 {{/*
-Checks every mode shares: the drain must end before the pod is killed.
+WS_MAX_CONNECTION_AGE: server.maxConnectionAge, or (null) timeoutSeconds
+minus max(10 s, 10 %) - 540 for 600, 50 for 60 - so the server's clean close
+(1001, jittered, never later than the age) comes before Knative cuts the
+connection at timeoutSeconds. The same default in plain Kubernetes mode,
+where nothing cuts it but a maximum age still rebalances connections.
+*/}}
+{{- define "websocket-server.maxConnectionAge" -}}
+{{- $timeout := int .Values.timeoutSeconds }}
+{{- if kindIs "invalid" .Values.server.maxConnectionAge }}
+{{- $age := sub $timeout (max 10 (div (add $timeout 9) 10)) }}
+{{- if lt $age 1 }}
+{{- fail (printf "timeoutSeconds (%d) leaves no room for the default server.maxConnectionAge (timeoutSeconds minus max(10 s, 10 %%)): raise timeoutSeconds, or set server.maxConnectionAge (0 turns it off)" $timeout) }}
+{{- end }}
+{{- $age }}
+{{- else }}
+{{- int64 .Values.server.maxConnectionAge }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks every mode shares: the drain must end before the pod is killed; in
+Knative mode a connection's maximum age must end before timeoutSeconds.
 */}}
 {{- define "websocket-server.validate" -}}
+{{- $age := int (include "websocket-server.maxConnectionAge" .) }}
+{{- if and (eq .Values.mode "knative") (ge $age (int .Values.timeoutSeconds)) }}
+{{- fail (printf "server.maxConnectionAge (%d) must be below timeoutSeconds (%d): Knative cuts a connection at timeoutSeconds with no close frame (1006), so the server's clean close (1001) must come first; leave it null for timeoutSeconds minus max(10 s, 10 %%), or 0 to turn it off" $age (int .Values.timeoutSeconds)) }}
+{{- end }}
 {{- $grace := int .Values.timeoutSeconds }}
 {{- $what := "timeoutSeconds (Knative's grace period for the pod)" }}
 {{- if eq .Values.mode "kubernetes" }}
