@@ -45,6 +45,7 @@ from .events import EVENT_LOGGER, MessageLogBudget, emit, emit_message
 from .forwarded import resolve_peer
 from .metrics import Metrics
 from .telemetry import record_error
+from .tracecontext import trace_id
 from .transport import Outcome, SendLimits, WebSocketTransport, release_request, take_over
 from .wire import CloseCode, ErrorKind
 
@@ -336,6 +337,9 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             fields["compression"] = deflate.response()
         if self._subprotocol is not None:
             fields["subprotocol"] = self._subprotocol
+        trace = trace_id(self.request.headers.get)
+        if trace is not None:
+            fields["trace_id"] = trace
         emit("open", **fields)
 
     def check_origin(self, origin: str) -> bool:
