@@ -31,9 +31,10 @@ from .base import Forwarding, HandshakePolicy, KnativeWebSocketHandler, MessageL
 from .config import Settings
 from .connections import STOP_SIGNALS, DrainPolicy, Keepalive, Registry
 from .echo import EchoWebSocket
-from .events import emit
+from .events import count_drops_in, emit
 from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler, warm_up_metrics
 from .metrics import Metrics
+from .podstate import Worker, WorkerState
 from .telemetry import record_error
 from .transport import SendLimits
 from .wire import COMPILED, ErrorKind
@@ -95,15 +96,18 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 
 
 def make_app(
-    service: Service, handler: type[KnativeWebSocketHandler] = EchoWebSocket
+    service: Service,
+    handler: type[KnativeWebSocketHandler] = EchoWebSocket,
+    worker: Worker | None = None,
 ) -> tornado.web.Application:
-    """The Tornado application: ``handler`` at /ws, and the HTTP endpoints."""
+    """The Tornado application: ``handler`` at /ws, and the HTTP endpoints
+    (with ``worker``, ``/readyz`` and ``/metrics`` answer for the pod)."""
     return tornado.web.Application(
         [
             (r"/ws", handler, {"service": service}),
             (r"/healthz", HealthHandler),
-            (r"/readyz", ReadyHandler, {"registry": service.registry}),
-            (r"/metrics", MetricsHandler, {"metrics": service.metrics}),
+            (r"/readyz", ReadyHandler, {"registry": service.registry, "worker": worker}),
+            (r"/metrics", MetricsHandler, {"metrics": service.metrics, "worker": worker}),
             (r"/", ConsoleHandler),
         ],
         log_function=_log_request,
@@ -182,12 +186,18 @@ async def serve(
     started: float | None = None,
     reuse_port: bool = False,
     handler: type[KnativeWebSocketHandler] = EchoWebSocket,
+    worker: Worker | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, drain, and return the exit status.
 
-    ``reuse_port`` binds with ``SO_REUSEPORT``, for workers sharing a port."""
-    service = build_service(settings)
-    app = make_app(service, handler)
+    ``reuse_port`` binds with ``SO_REUSEPORT``, for workers sharing a port;
+    ``worker`` is this worker's part of the pod's shared numbers and state."""
+    service = build_service(settings, None if worker is None else worker.metrics)
+    if worker is not None:
+        dropped = worker.metrics.log_events_dropped
+        assert dropped is not None
+        count_drops_in(dropped.inc)
+    app = make_app(service, handler, worker)
     server = make_http_server(
         app, service.metrics, settings.request_head_timeout, settings.idle_timeout
     )
@@ -228,9 +238,13 @@ async def serve(
     if started is not None:
         fields["startup_ms"] = round(1000 * (time.perf_counter() - started), 1)
     emit("listening", **fields)
+    if worker is not None:
+        worker.set_state(WorkerState.READY)
     warm_up_metrics(_METRICS_WARM_UP)
 
     await stop.wait()
+    if worker is not None:
+        worker.set_state(WorkerState.DRAINING)
     registry = service.registry
     drain_start = loop.time()
     emit("drain", open=len(registry), timeout=settings.drain_timeout)
