@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.httpserver
 import tornado.netutil
@@ -34,7 +34,9 @@ from .echo import EchoWebSocket
 from .events import count_drops_in, emit
 from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler, warm_up_metrics
 from .metrics import Metrics
-from .podstate import Worker, WorkerState
+
+if TYPE_CHECKING:  # imported with workers only (server.workers): one server skips mmap
+    from .podstate import Worker
 from .telemetry import record_error
 from .transport import SendLimits
 from .wire import COMPILED, ErrorKind
@@ -239,12 +241,12 @@ async def serve(
         fields["startup_ms"] = round(1000 * (time.perf_counter() - started), 1)
     emit("listening", **fields)
     if worker is not None:
-        worker.set_state(WorkerState.READY)
+        worker.ready()
     warm_up_metrics(_METRICS_WARM_UP)
 
     await stop.wait()
     if worker is not None:
-        worker.set_state(WorkerState.DRAINING)
+        worker.draining()
     registry = service.registry
     drain_start = loop.time()
     emit("drain", open=len(registry), timeout=settings.drain_timeout)

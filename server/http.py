@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import pkgutil
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
 from .connections import Registry
 from .metrics import Metrics
-from .podstate import Worker, WorkerState
+
+if TYPE_CHECKING:  # imported with workers only (server.workers): one server skips mmap
+    from .podstate import Worker
 
 __all__ = [
     "ConsoleHandler",
@@ -62,6 +64,8 @@ class ReadyHandler(_JsonHandler):
             self.write_json(200, {"status": "ready", "connections": open_now})
 
     def _pod(self, worker: Worker) -> None:
+        from .podstate import WorkerState
+
         states = worker.states()
         open_now = round(worker.totals().open_connections.value)
         if self.registry.draining or any(

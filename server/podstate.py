@@ -122,8 +122,13 @@ class Worker:
         self._sums[:] = array("d", [sum(column) for column in zip(*parts, strict=True)])
         return self._totals
 
-    def set_state(self, state: WorkerState) -> None:
-        self.pod.set_state(self.index, state)
+    def ready(self) -> None:
+        """This worker listens and serves."""
+        self.pod.set_state(self.index, WorkerState.READY)
+
+    def draining(self) -> None:
+        """This worker's drain has started."""
+        self.pod.set_state(self.index, WorkerState.DRAINING)
 
     def states(self) -> list[WorkerState]:
         return self.pod.states()
