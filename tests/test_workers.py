@@ -269,9 +269,18 @@ def test_metrics_are_the_pods_totals_whichever_worker_answers(
     get some), 20 of them still open: 40 scrapes, each on a new connection
     and so answered by either worker, all read the same totals, and those
     are what the clients did."""
+    shm_before = set(os.listdir("/dev/shm"))
     server = server_process(env={"WS_WORKERS": "2", "WS_LOG_MESSAGES": "false"})
     pids = _pod_started(server)
     before = {pid: _sockets(pid) for pid in pids}
+    # The region is anonymous: one shared (rw-s) mapping in every process,
+    # of no file (libuv's io_uring rings are shared mappings too).
+    for pid in (server.proc.pid, *pids):
+        maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+        shared = [line.split(None, 5)[5] for line in maps if line.split()[1] == "rw-s"]
+        files = [name for name in shared if not name.startswith("anon_inode:")]
+        assert files == ["/dev/zero (deleted)"], shared
+    assert set(os.listdir("/dev/shm")) == shm_before
 
     async def scenario() -> None:
         open_clients, text_bytes = await _traffic(server, 60, keep=20)
