@@ -34,12 +34,12 @@ from .echo import EchoWebSocket
 from .events import count_drops_in, emit
 from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler, warm_up_metrics
 from .metrics import Metrics
-
-if TYPE_CHECKING:  # imported with workers only (server.workers): one server skips mmap
-    from .podstate import Worker
 from .telemetry import record_error
 from .transport import SendLimits
 from .wire import COMPILED, ErrorKind
+
+if TYPE_CHECKING:  # imported with workers only (server.workers): one server skips mmap
+    from .podstate import Worker
 
 __all__ = ["build_service", "make_app", "make_http_server", "serve"]
 
