@@ -226,6 +226,11 @@ async def serve(
     # A worker starts with them blocked (server/workers.py): one that came
     # while it started is delivered now, to on_signal.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if worker is not None and worker.stopping():
+        # The pod is stopping and the supervisor's signal may have missed
+        # this worker (sent while it was being forked): drain now. A signal
+        # that did reach it is then taken as the first one still.
+        stop.set()
 
     fields: dict[str, Any] = {
         "address": f"{settings.host}:{settings.port}",

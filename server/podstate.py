@@ -5,8 +5,9 @@ probe, so each must answer for the pod. Before it forks, the supervisor
 maps one anonymous shared memory region (``mmap(-1, MAP_SHARED)``: no file,
 nothing to clean up, gone with the last process) of float64 numbers:
 
-- a header: when the pod's numbers started (the ``_created`` series), and
-  each worker's :class:`WorkerState`;
+- a header: when the pod's numbers started (the ``_created`` series),
+  whether the supervisor is stopping the pod, and each worker's
+  :class:`WorkerState`;
 - one part per worker: its :class:`~server.metrics.Metrics`, built over
   those slots (:class:`~server.metrics.Slots`) in the same order in every
   process.
@@ -55,7 +56,7 @@ class PodState:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.slots = slot_count()
-        self._header = 1 + workers
+        self._header = 2 + workers  # created, stopping, the states
         size = 8 * (self._header + workers * self.slots)
         self._map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
         self._view = memoryview(self._map).cast("d")
@@ -75,13 +76,21 @@ class PodState:
         return Metrics(Slots(self.part(index), self.created))
 
     def state(self, index: int) -> WorkerState:
-        return WorkerState(int(self._view[1 + index]))
+        return WorkerState(int(self._view[2 + index]))
 
     def set_state(self, index: int, state: WorkerState) -> None:
-        self._view[1 + index] = float(state)
+        self._view[2 + index] = float(state)
 
     def states(self) -> list[WorkerState]:
-        return [WorkerState(int(v)) for v in self._view[1 : self._header].tolist()]
+        return [WorkerState(int(v)) for v in self._view[2 : self._header].tolist()]
+
+    @property
+    def stopping(self) -> bool:
+        """The supervisor got SIGTERM or SIGINT (set before it passes them on)."""
+        return bool(self._view[1])
+
+    def stop(self) -> None:
+        self._view[1] = 1.0
 
     def restarted(self, index: int) -> Metrics:
         """Before worker ``index`` starts again: its gauges to 0, one restart
@@ -129,6 +138,12 @@ class Worker:
     def draining(self) -> None:
         """This worker's drain has started."""
         self.pod.set_state(self.index, WorkerState.DRAINING)
+
+    def stopping(self) -> bool:
+        """The pod is being stopped: a worker that starts then drains at
+        once, even if the supervisor's signal missed it (it came while the
+        worker was being forked, before the supervisor knew its pid)."""
+        return self.pod.stopping
 
     def states(self) -> list[WorkerState]:
         return self.pod.states()

@@ -43,6 +43,8 @@ __all__ = ["supervise"]
 #: A worker that exits sooner than this after it was started is not restarted.
 _MIN_UPTIME = 1.0
 _PR_SET_PDEATHSIG = 1
+#: Seconds between two looks for a worker that exited.
+_REAP_INTERVAL = 0.1
 
 
 def _status(wait_status: int) -> int:
@@ -81,6 +83,9 @@ def _supervise(pod: PodState, run_worker: Callable[[Worker], int]) -> int:
         # instead of killing it, or running the supervisor's handler in it.
         # The supervisor takes them again once it knows the worker's pid.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        if stopping:  # a signal came since the caller looked: start no more
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            return
         try:
             pid = os.fork()
         except BaseException:
@@ -115,6 +120,9 @@ def _supervise(pod: PodState, run_worker: Callable[[Worker], int]) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+        # First in shared memory: a worker forked just now, whose pid the
+        # loop below has not recorded yet, reads it when it starts.
+        pod.stop()
         emit("signal", signal=signal.Signals(signum).name, action="pass to workers")
         stop_all(signum)
 
@@ -122,15 +130,25 @@ def _supervise(pod: PodState, run_worker: Callable[[Worker], int]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     emit("workers", count=count, pid=os.getpid())
     for index in range(count):
+        if stopping:  # a signal came while the first ones started
+            pod.set_state(index, WorkerState.EXITED)
+            continue
         start(index)
 
     status = 0
     failed: int | None = None  # a worker's status when one failed at start-up
     while workers:
         try:
-            pid, wait_status = os.wait()
+            pid, wait_status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             break
+        if pid == 0:
+            # Not a blocking os.wait(): a signal that lands just before the
+            # call would run its handler only once a worker exits - never,
+            # if the workers wait for that very signal. A sleep is cut short
+            # by a signal (its handler runs at once), or ends soon anyway.
+            time.sleep(_REAP_INTERVAL)
+            continue
         found = workers.pop(pid, None)
         if found is None:
             continue
