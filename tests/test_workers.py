@@ -13,11 +13,19 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+import tornado.web
 from prometheus_client.parser import text_string_to_metric_families
+from tornado.httpclient import AsyncHTTPClient
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
+
+from server.app import make_app
+from server.base import Service
+from server.podstate import PodState, Worker, WorkerState
 
 from .conftest import ServerProcess, recv_until_closed, run_python
 from .rawws import RawWebSocket
@@ -383,3 +391,56 @@ def test_readyz_is_the_pods_while_draining(server_process: type[ServerProcess]) 
             ws.writer.close()
 
     asyncio.run(scenario())
+
+
+@pytest.fixture
+def pod() -> Iterator[PodState]:
+    made = PodState(2)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def app(service: Service, pod: PodState) -> tornado.web.Application:
+    """Worker 0's app, serving in this process (the other worker is only
+    its part of the region, which the test sets as a worker would)."""
+    return make_app(service, worker=Worker(pod, 0))
+
+
+async def test_readyz_and_metrics_answer_for_every_worker(port: int, pod: PodState) -> None:
+    """Worker 0 answers /readyz with the other worker's state too, and
+    /metrics with its numbers."""
+    client = AsyncHTTPClient()
+
+    async def ready() -> tuple[int, dict[str, object]]:
+        response = await client.fetch(f"http://127.0.0.1:{port}/readyz", raise_error=False)
+        return response.code, json.loads(response.body)
+
+    pod.set_state(0, WorkerState.READY)
+    assert await ready() == (
+        503,
+        {"status": "starting", "connections": 0, "workers": ["ready", "starting"]},
+    )
+    pod.set_state(1, WorkerState.READY)
+    other = pod.metrics(1)
+    other.open_connections.inc(3)
+    other.connections_opened.inc(5)
+    assert await ready() == (
+        200,
+        {"status": "ready", "connections": 3, "workers": ["ready", "ready"]},
+    )
+    response = await client.fetch(f"http://127.0.0.1:{port}/metrics")
+    assert b"websocket_connections_opened_total 5.0" in response.body
+    assert b"websocket_open_connections 3.0" in response.body
+    for state in (WorkerState.DRAINING, WorkerState.EXITED):
+        pod.set_state(1, state)
+        status, doc = await ready()
+        assert (status, doc["status"]) == (503, "draining")
+    pod.restarted(1)  # what the supervisor does before starting it again
+    assert await ready() == (
+        503,
+        {"status": "starting", "connections": 0, "workers": ["ready", "starting"]},
+    )
+    response = await client.fetch(f"http://127.0.0.1:{port}/metrics")
+    assert b"websocket_connections_opened_total 5.0" in response.body
+    assert b"websocket_worker_restarts_total 1.0" in response.body
