@@ -161,7 +161,7 @@ def server_cmd(name: str, port: int) -> tuple[list[str], dict[str, str]]:
     N workers on every CPU (the scaling scenario)."""
     env = dict(os.environ)
     pin = ["taskset", "-c", SERVER_CPU]
-    if name.startswith("ours") or name == "baseline":
+    if name.startswith(("ours", "baseline")):
         env.update(
             {"PORT": str(port), "WS_HOST": "127.0.0.1", "WS_MAX_MESSAGE_BYTES": str(64 << 20)}
         )
@@ -169,8 +169,8 @@ def server_cmd(name: str, port: int) -> tuple[list[str], dict[str, str]]:
             env["WS_LOG_MESSAGES"] = "false"
         if name == "ours-every":
             env["WS_LOG_MESSAGE_RATE"] = "0"  # every message logged, as the seed does
-        if name.startswith("ours-w"):
-            env["WS_WORKERS"] = name.removeprefix("ours-w")
+        if name.startswith(("ours-w", "baseline-w")):
+            env["WS_WORKERS"] = name.partition("-w")[2]
             return [PY, "-m", "server"], env
         return [*pin, PY, "-m", "server"], env
     if name == "seed":
@@ -200,7 +200,7 @@ def running(name: str) -> Iterator[tuple[subprocess.Popen[bytes], int, float]]:
     port = free_port()
     cmd, env = server_cmd(name, port)
     started = time.perf_counter()
-    cwd = baseline_dir if name == "baseline" and baseline_dir is not None else ROOT
+    cwd = baseline_dir if name.startswith("baseline") and baseline_dir is not None else ROOT
     proc = subprocess.Popen(
         cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -284,11 +284,16 @@ def scenario_scaling(runs: int, seconds: float) -> dict[str, float]:
     where the cores are not shared with the load generator."""
     every_cpu = ",".join(str(n) for n in range(os.cpu_count() or 1))
     out = {}
-    for workers in (1, 2):
-        results = []
-        for _ in range(runs):
-            with running(f"ours-w{workers}") as (proc, port, _):
-                results.append(
+    # With --baseline, its 2 workers too (row "baseline 2"); the servers
+    # take turns, run by run, so a noisy moment falls on each alike.
+    names = {"1": "ours-w1", "2": "ours-w2"}
+    if baseline_dir is not None:
+        names["baseline_2"] = "baseline-w2"
+    results: dict[str, list[dict[str, float]]] = {workers: [] for workers in names}
+    for _ in range(runs):
+        for workers, name in names.items():
+            with running(name) as (proc, port, _):
+                results[workers].append(
                     run_loadgen(
                         "blast",
                         "--url",
@@ -306,10 +311,11 @@ def scenario_scaling(runs: int, seconds: float) -> dict[str, float]:
                         cpus=every_cpu,
                     )
                 )
+    for workers, got in results.items():
         for key in ("msgs_per_s", "loadgen_cpu", "server_cpu"):
-            out[f"workers_{workers}_{key}"] = median([r[key] for r in results])
+            out[f"workers_{workers}_{key}"] = median([r[key] for r in got])
         out[f"workers_{workers}_msgs_per_server_cpu_s"] = median(
-            [r["msgs_per_s"] / r["server_cpu"] for r in results]
+            [r["msgs_per_s"] / r["server_cpu"] for r in got]
         )
     return out
 
@@ -575,13 +581,14 @@ def report(
                 ],
                 [
                     [
-                        str(n),
+                        n.replace("_", " "),
                         number(scaling[f"workers_{n}_msgs_per_s"]),
                         f"{scaling[f'workers_{n}_server_cpu']:.2f}",
                         f"{scaling[f'workers_{n}_loadgen_cpu']:.2f}",
                         number(scaling[f"workers_{n}_msgs_per_server_cpu_s"]),
                     ]
-                    for n in (1, 2)
+                    for n in ("1", "2", "baseline_2")
+                    if f"workers_{n}_msgs_per_s" in scaling
                 ],
             ),
             "",

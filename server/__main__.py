@@ -16,19 +16,25 @@ from .events import configure_logging  # noqa: E402
 
 if TYPE_CHECKING:
     from .base import KnativeWebSocketHandler
+    from .podstate import Worker
 
 
 def run(
     settings: Settings,
     reuse_port: bool = False,
     handler: type[KnativeWebSocketHandler] | None = None,
+    worker: Worker | None = None,
 ) -> int:
     """One server process on the chosen event loop, until it is stopped."""
     from .app import serve
     from .echo import EchoWebSocket
 
     main = serve(
-        settings, started=_STARTED, reuse_port=reuse_port, handler=handler or EchoWebSocket
+        settings,
+        started=_STARTED,
+        reuse_port=reuse_port,
+        handler=handler or EchoWebSocket,
+        worker=worker,
     )
     if settings.event_loop == "uvloop":
         import uvloop
@@ -50,7 +56,7 @@ def main(
         sys.exit(run(settings, handler=handler))
     from .workers import supervise
 
-    sys.exit(supervise(settings.workers, lambda: run(settings, True, handler)))
+    sys.exit(supervise(settings.workers, lambda worker: run(settings, True, handler, worker)))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.httpserver
 import tornado.netutil
@@ -32,12 +32,15 @@ from .base import Forwarding, HandshakePolicy, KnativeWebSocketHandler, MessageL
 from .config import Settings
 from .connections import STOP_SIGNALS, DrainPolicy, Keepalive, MaxAge, Registry
 from .echo import EchoWebSocket
-from .events import EVENT_LOGGER, EventBudget, emit
+from .events import EVENT_LOGGER, EventBudget, count_drops_in, emit
 from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler, warm_up_metrics
 from .metrics import Metrics
 from .telemetry import record_error
 from .transport import SendLimits
 from .wire import COMPILED, ErrorKind
+
+if TYPE_CHECKING:  # imported with workers only (server.workers): one server skips mmap
+    from .podstate import Worker
 
 __all__ = ["build_service", "make_app", "make_http_server", "serve"]
 
@@ -105,15 +108,18 @@ def _log_request(budget: EventBudget, handler: tornado.web.RequestHandler) -> No
 
 
 def make_app(
-    service: Service, handler: type[KnativeWebSocketHandler] = EchoWebSocket
+    service: Service,
+    handler: type[KnativeWebSocketHandler] = EchoWebSocket,
+    worker: Worker | None = None,
 ) -> tornado.web.Application:
-    """The Tornado application: ``handler`` at /ws, and the HTTP endpoints."""
+    """The Tornado application: ``handler`` at /ws, and the HTTP endpoints
+    (with ``worker``, ``/readyz`` and ``/metrics`` answer for the pod)."""
     return tornado.web.Application(
         [
             (r"/ws", handler, {"service": service}),
             (r"/healthz", HealthHandler),
-            (r"/readyz", ReadyHandler, {"registry": service.registry}),
-            (r"/metrics", MetricsHandler, {"metrics": service.metrics}),
+            (r"/readyz", ReadyHandler, {"registry": service.registry, "worker": worker}),
+            (r"/metrics", MetricsHandler, {"metrics": service.metrics, "worker": worker}),
             (r"/", ConsoleHandler),
         ],
         log_function=functools.partial(_log_request, service.request_log),
@@ -201,12 +207,18 @@ async def serve(
     started: float | None = None,
     reuse_port: bool = False,
     handler: type[KnativeWebSocketHandler] = EchoWebSocket,
+    worker: Worker | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, drain, and return the exit status.
 
-    ``reuse_port`` binds with ``SO_REUSEPORT``, for workers sharing a port."""
-    service = build_service(settings)
-    app = make_app(service, handler)
+    ``reuse_port`` binds with ``SO_REUSEPORT``, for workers sharing a port;
+    ``worker`` is this worker's part of the pod's shared numbers and state."""
+    service = build_service(settings, None if worker is None else worker.metrics)
+    if worker is not None:
+        dropped = worker.metrics.log_events_dropped
+        assert dropped is not None
+        count_drops_in(dropped.inc)
+    app = make_app(service, handler, worker)
     server = make_http_server(
         app, service.metrics, settings.request_head_timeout, settings.idle_timeout
     )
@@ -233,6 +245,11 @@ async def serve(
     # A worker starts with them blocked (server/workers.py): one that came
     # while it started is delivered now, to on_signal.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if worker is not None and worker.stopping():
+        # The pod is stopping and the supervisor's signal may have missed
+        # this worker (sent while it was being forked): drain now. A signal
+        # that did reach it is then taken as the first one still.
+        stop.set()
 
     fields: dict[str, Any] = {
         "address": f"{settings.host}:{settings.port}",
@@ -248,9 +265,13 @@ async def serve(
     if started is not None:
         fields["startup_ms"] = round(1000 * (time.perf_counter() - started), 1)
     emit("listening", **fields)
+    if worker is not None:
+        worker.ready()
     warm_up_metrics(_METRICS_WARM_UP)
 
     await stop.wait()
+    if worker is not None:
+        worker.draining()
     registry = service.registry
     drain_start = loop.time()
     service.metrics.drain_started.value = time.time()

@@ -48,6 +48,7 @@ from .events import EVENT_LOGGER, EventBudget, MessageLogBudget, emit, emit_mess
 from .forwarded import resolve_peer
 from .metrics import Metrics
 from .telemetry import record_error
+from .tracecontext import trace_id
 from .transport import Outcome, SendLimits, WebSocketTransport, release_request, take_over
 from .wire import CloseCause, CloseCode, ErrorKind
 
@@ -384,6 +385,9 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             fields["compression"] = deflate.response()
         if self._subprotocol is not None:
             fields["subprotocol"] = self._subprotocol
+        trace = trace_id(self.request.headers.get)
+        if trace is not None:
+            fields["trace_id"] = trace
         emit("open", **fields)
 
     def check_origin(self, origin: str) -> bool:

@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import IO, Any
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "MessageLogBudget",
     "TextFormatter",
     "configure_logging",
+    "count_drops_in",
     "emit",
     "emit_message",
     "escape_text",
@@ -495,6 +497,8 @@ class EventSink(logging.Handler):
         self.dropped = 0
         #: Records of other loggers than the events': 100, then 10 a second.
         self.others = EventBudget(10.0, 100)
+        #: Also told how many lines each drop loses (a worker's shared counter).
+        self.on_drop: Callable[[int], object] | None = None
         self._unnoted = 0
         self._noted_at = 0.0
         fd = _fileno(stream)
@@ -529,6 +533,8 @@ class EventSink(logging.Handler):
     def _drop(self, lines: int) -> None:
         self.dropped += lines
         self._unnoted += lines
+        if self.on_drop is not None:
+            self.on_drop(lines)
 
     def append(self, line: str) -> None:
         """Queue one formatted line; it is written at the end of this loop iteration."""
@@ -614,6 +620,13 @@ def log_events_dropped() -> int:
     """Lines the server's sink dropped because stdout did not keep up."""
     sink = _sink
     return sink.dropped if sink is not None else 0
+
+
+def count_drops_in(callback: Callable[[int], object] | None) -> None:
+    """Call ``callback(lines)`` whenever the sink drops lines (a worker
+    counts them in the pod's shared numbers)."""
+    if _sink is not None:
+        _sink.on_drop = callback
 
 
 def configure_logging(level: str, fmt: str, stream: IO[str] | None = None) -> None:

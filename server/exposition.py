@@ -59,7 +59,8 @@ class _Collector(Collector):
         family = CounterMetricFamily(
             "websocket_log_events_dropped", "Log lines dropped because stdout did not keep up"
         )
-        family.add_metric([], log_events_dropped())
+        dropped = self.metrics.log_events_dropped
+        family.add_metric([], dropped.value if dropped is not None else log_events_dropped())
         yield family
         c = self.metrics.messages
         for name, doc, values in (
@@ -72,6 +73,9 @@ class _Collector(Collector):
             for index, kind in enumerate(MESSAGE_TYPES):
                 family.add_metric([kind], values[index])
             yield family
+        restarts = self.metrics.worker_restarts
+        if restarts is not None:  # WS_WORKERS > 1 (server/podstate.py)
+            yield _family(restarts, created)
 
 
 def _family(series: Gauge | Counter | LabelledCounter | Histogram, created: bool) -> Metric:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import pkgutil
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
 from .connections import Registry
 from .metrics import Metrics
+
+if TYPE_CHECKING:  # imported with workers only (server.workers): one server skips mmap
+    from .podstate import Worker
 
 __all__ = [
     "ConsoleHandler",
@@ -39,17 +42,46 @@ class HealthHandler(_JsonHandler):
 
 
 class ReadyHandler(_JsonHandler):
-    """Readiness: 503 from the moment a drain starts, so no new traffic comes."""
+    """Readiness: 503 from the moment a drain starts, so no new traffic comes.
 
-    def initialize(self, registry: Registry) -> None:
+    With workers (``worker`` given), for the whole pod: 503 ``draining``
+    while any worker drains or has exited, 503 ``starting`` while any is
+    starting (or being started again), else 200; ``connections`` is the
+    pod's open connections, ``workers`` each worker's state."""
+
+    def initialize(self, registry: Registry, worker: Worker | None = None) -> None:
         self.registry = registry
+        self.worker = worker
 
     def get(self) -> None:
+        if self.worker is not None:
+            self._pod(self.worker)
+            return
         open_now = len(self.registry)
         if self.registry.draining:
             self.write_json(503, {"status": "draining", "connections": open_now})
         else:
             self.write_json(200, {"status": "ready", "connections": open_now})
+
+    def _pod(self, worker: Worker) -> None:
+        from .podstate import WorkerState
+
+        states = worker.states()
+        open_now = round(worker.totals().open_connections.value)
+        if self.registry.draining or any(
+            s in (WorkerState.DRAINING, WorkerState.EXITED) for s in states
+        ):
+            status = "draining"
+        elif all(s is WorkerState.READY for s in states):
+            status = "ready"
+        else:
+            status = "starting"
+        doc = {
+            "status": status,
+            "connections": open_now,
+            "workers": [s.name.lower() for s in states],
+        }
+        self.write_json(200 if status == "ready" else 503, doc)
 
     head = get
 
@@ -57,15 +89,17 @@ class ReadyHandler(_JsonHandler):
 class MetricsHandler(tornado.web.RequestHandler):
     """Prometheus text exposition."""
 
-    def initialize(self, metrics: Metrics) -> None:
+    def initialize(self, metrics: Metrics, worker: Worker | None = None) -> None:
         self.metrics = metrics
+        self.worker = worker
 
     def get(self) -> None:
         # Here, not at the top: see server.exposition (and warm_up_metrics).
         from . import exposition
 
         self.set_header("Content-Type", exposition.CONTENT_TYPE_LATEST)
-        self.finish(exposition.render(self.metrics))
+        worker = self.worker  # with workers: the pod's totals, whichever answers
+        self.finish(exposition.render(self.metrics if worker is None else worker.totals()))
 
 
 def _import_exposition() -> None:

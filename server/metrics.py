@@ -9,7 +9,11 @@ server's start, which Knative's scale from zero waits on; it is imported a
 second after the server is listening, or at the first scrape.
 
 Each :class:`Metrics` has its own numbers, so several servers in one
-process (the test suite runs many) never share counters.
+process (the test suite runs many) never share counters. With
+``WS_WORKERS`` > 1 each worker's numbers live in its own part of a shared
+memory region instead (``Metrics(slots)``, see :mod:`server.podstate`):
+the same objects and methods, each number a float64 slot that the worker
+alone writes and any worker reads to sum the pod's totals.
 
 No label value comes from a client as is: each labelled counter takes its
 values from a fixed set (:func:`close_code_label`, :data:`ERROR_KINDS`,
@@ -39,7 +43,9 @@ __all__ = [
     "LabelledCounter",
     "MessageCounts",
     "Metrics",
+    "Slots",
     "close_code_label",
+    "slot_count",
 ]
 
 _NS = "websocket"
@@ -86,6 +92,29 @@ def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str]:
         return value if value in known else "other"
 
     return fold
+
+
+class Slots:
+    """Float64 numbers in a buffer (shared memory), handed out in order.
+
+    Every process builds its :class:`Metrics` in the same order, so the
+    same slot holds the same number in each worker's part."""
+
+    __slots__ = ("created", "used", "view")
+
+    def __init__(self, view: memoryview[Any], created: float) -> None:
+        self.view: memoryview[float] = view if view.format == "d" else view.cast("d")
+        #: When the pod's numbers started (the ``_created`` series).
+        self.created = created
+        self.used = 0
+
+    def take(self, count: int) -> int:
+        """The index of ``count`` fresh slots."""
+        at = self.used
+        if at + count > len(self.view):
+            raise ValueError(f"{len(self.view)} metric slots are not enough")
+        self.used = at + count
+        return at
 
 
 class Counter:
@@ -152,7 +181,8 @@ class Histogram:
         self.name = name
         self.doc = doc
         self.bounds = (*sorted(bounds), float("inf"))
-        self.counts = [0] * len(self.bounds)  # per bucket, not cumulative
+        #: Per bucket, not cumulative (slots in shared memory with workers).
+        self.counts: list[int] = [0] * len(self.bounds)
         self.sum = 0.0
         self.created = time.time()
 
@@ -161,22 +191,133 @@ class Histogram:
         self.sum += value
 
 
+class _SharedCounter(Counter):
+    """A :class:`Counter` kept in a slot. Made over a slot that holds a
+    count already (a worker started again), it goes on from there."""
+
+    __slots__ = ("_at", "_view")
+
+    def __init__(self, slots: Slots, name: str = "", doc: str = "") -> None:
+        self.name = name
+        self.doc = doc
+        self.created = slots.created
+        self._view = slots.view
+        self._at = slots.take(1)
+
+    @property
+    def value(self) -> float:
+        return float(self._view[self._at])
+
+    @value.setter
+    def value(self, value: float) -> None:
+        self._view[self._at] = value
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._view[self._at] += amount
+
+
+class _SharedGauge(Gauge):
+    """A :class:`Gauge` kept in a slot."""
+
+    __slots__ = ("_at", "_view")
+
+    def __init__(self, slots: Slots, name: str, doc: str) -> None:
+        self.name = name
+        self.doc = doc
+        self._view = slots.view
+        self._at = slots.take(1)
+
+    @property
+    def value(self) -> float:
+        return float(self._view[self._at])
+
+    @value.setter
+    def value(self, value: float) -> None:
+        self._view[self._at] = value
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._view[self._at] += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self._view[self._at] -= amount
+
+
+class _SharedHistogram(Histogram):
+    """A :class:`Histogram` whose bucket counts and sum are slots."""
+
+    __slots__ = ("_at", "_view")
+
+    def __init__(self, slots: Slots, name: str, doc: str, bounds: tuple[float, ...]) -> None:
+        self.name = name
+        self.doc = doc
+        self.bounds = bounds
+        self.created = slots.created
+        self._view = slots.view
+        at = slots.take(len(bounds))
+        self.counts = slots.view[at : at + len(bounds)]  # type: ignore[assignment]
+        self._at = slots.take(1)
+
+    @property
+    def sum(self) -> float:
+        return float(self._view[self._at])
+
+    @sum.setter
+    def sum(self, value: float) -> None:
+        self._view[self._at] = value
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self._view[self._at] += value
+
+
+def _shared(
+    series: Gauge | Counter | LabelledCounter | Histogram, slots: Slots
+) -> Gauge | Counter | LabelledCounter | Histogram:
+    """``series`` (just made, at zero) as the same kind of metric in slots."""
+    if isinstance(series, Gauge):
+        return _SharedGauge(slots, series.name, series.doc)
+    if isinstance(series, Counter):
+        return _SharedCounter(slots, series.name, series.doc)
+    if isinstance(series, Histogram):
+        return _SharedHistogram(slots, series.name, series.doc, series.bounds)
+    labelled = LabelledCounter(
+        series.name, series.doc, series.label, series._fold, tuple(series.children)
+    )
+    labelled.children = {value: _SharedCounter(slots) for value in series.children}
+    return labelled
+
+
 class MessageCounts:
-    """Messages and payload bytes, in and out, indexed by ``is_binary``."""
+    """Messages and payload bytes, in and out, indexed by ``is_binary``
+    (lists of two, or two slots each)."""
 
     __slots__ = ("bytes_in", "bytes_out", "messages_in", "messages_out")
 
-    def __init__(self) -> None:
-        self.messages_in = [0, 0]
-        self.messages_out = [0, 0]
-        self.bytes_in = [0, 0]
-        self.bytes_out = [0, 0]
+    def __init__(self, slots: Slots | None = None) -> None:
+        # Typed as the lists; with slots, views of float64 slots that are
+        # indexed and added to the same way.
+        self.messages_in: list[int]
+        self.messages_out: list[int]
+        self.bytes_in: list[int]
+        self.bytes_out: list[int]
+        if slots is None:
+            self.messages_in = [0, 0]
+            self.messages_out = [0, 0]
+            self.bytes_in = [0, 0]
+            self.bytes_out = [0, 0]
+            return
+        view: Any = slots.view
+        self.messages_in, self.messages_out, self.bytes_in, self.bytes_out = (
+            view[at : at + 2] for at in (slots.take(2) for _ in range(4))
+        )
 
 
 class Metrics:
-    """The server's counters, gauge and histogram."""
+    """The server's counters, gauge and histogram: plain numbers, or with
+    ``slots`` a worker's part of the pod's shared numbers (which then also
+    hold ``log_events_dropped`` and ``worker_restarts``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, slots: Slots | None = None) -> None:
         self.open_connections = Gauge(f"{_NS}_open_connections", "WebSocket connections open now")
         self.connections_opened = Counter(
             f"{_NS}_connections_opened", "WebSocket connections accepted"
@@ -242,5 +383,36 @@ class Metrics:
             self.accept_errors,
             self.drain_started,
         )
+        #: With workers: the log lines this worker's sink dropped (without,
+        #: :func:`server.events.log_events_dropped` tells).
+        self.log_events_dropped: Counter | None = None
+        #: With workers: how often the supervisor started this worker again.
+        self.worker_restarts: Counter | None = None
         #: Where :mod:`server.exposition` keeps its Prometheus registry.
         self.exposition: Any = None
+        if slots is not None:
+            self._share(slots)
+
+    def _share(self, slots: Slots) -> None:
+        """Put every number in ``slots``: each series made above (whatever
+        its attribute) becomes the same metric kept in slots, in the order
+        of :attr:`series`, then the message counts and the workers' two."""
+        made = {id(series): _shared(series, slots) for series in self.series}
+        for name, value in list(vars(self).items()):
+            if id(value) in made:
+                setattr(self, name, made[id(value)])
+        self.series = tuple(made[id(series)] for series in self.series)
+        self.messages = MessageCounts(slots)
+        self.log_events_dropped = _SharedCounter(slots, f"{_NS}_log_events_dropped")
+        self.worker_restarts = _SharedCounter(
+            slots,
+            f"{_NS}_worker_restarts",
+            "Workers started again after one died (WS_WORKERS > 1)",
+        )
+
+
+def slot_count() -> int:
+    """How many slots one :class:`Metrics` takes."""
+    slots = Slots(memoryview(bytearray(8 * 4096)), 0.0)
+    Metrics(slots)
+    return slots.used

@@ -13,6 +13,12 @@ and waits:
 - A worker that dies on its own is started again, unless it died within
   its first second (a bad port, say): then the others are stopped and the
   supervisor exits with that worker's status, rather than looping.
+
+Every worker answers ``/metrics`` and ``/readyz`` for the whole pod, from
+a shared memory region the supervisor maps before it forks
+(:mod:`server.podstate`); a worker started again takes the part of the one
+it replaces, so the pod's counters never go backwards, and the restart is
+counted (``websocket_worker_restarts_total``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections.abc import Callable
 
 from .connections import STOP_SIGNALS
 from .events import emit
+from .podstate import PodState, Worker, WorkerState
 from .telemetry import record_error
 from .wire import ErrorKind
 
@@ -36,6 +43,8 @@ __all__ = ["supervise"]
 #: A worker that exits sooner than this after it was started is not restarted.
 _MIN_UPTIME = 1.0
 _PR_SET_PDEATHSIG = 1
+#: Seconds between two looks for a worker that exited.
+_REAP_INTERVAL = 0.1
 
 
 def _status(wait_status: int) -> int:
@@ -51,19 +60,32 @@ def _drain_when_orphaned() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def supervise(count: int, run_worker: Callable[[], int]) -> int:
-    """Fork ``count`` workers that each call ``run_worker()`` and exit with
-    what it returns; supervise them until all have exited; return the status."""
-    workers: dict[int, float] = {}  # pid -> when it was started
+def supervise(count: int, run_worker: Callable[[Worker], int]) -> int:
+    """Fork ``count`` workers that each call ``run_worker(worker)`` (its part
+    of the pod's shared state) and exit with what it returns; supervise them
+    until all have exited; return the status."""
+    pod = PodState(count)
+    try:
+        return _supervise(pod, run_worker)
+    finally:
+        pod.close()
+
+
+def _supervise(pod: PodState, run_worker: Callable[[Worker], int]) -> int:
+    count = pod.workers
+    workers: dict[int, tuple[float, int]] = {}  # pid -> (when it was started, index)
     stopping = False
 
-    def start() -> None:
+    def start(index: int) -> None:
         # SIGTERM and SIGINT are blocked across the fork: the worker keeps
         # them blocked until its event loop handles them (server.app.serve
         # unblocks them), so one sent while it starts waits for its drain
         # instead of killing it, or running the supervisor's handler in it.
         # The supervisor takes them again once it knows the worker's pid.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        if stopping:  # a signal came since the caller looked: start no more
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            return
         try:
             pid = os.fork()
         except BaseException:
@@ -75,7 +97,7 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 _drain_when_orphaned()
-                status = run_worker()
+                status = run_worker(Worker(pod, index))
             except BaseException as exc:
                 record_error(
                     None,
@@ -87,7 +109,7 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
             finally:
                 logging.shutdown()
                 os._exit(status)
-        workers[pid] = time.monotonic()
+        workers[pid] = (time.monotonic(), index)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def stop_all(signum: int) -> None:
@@ -98,44 +120,61 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+        # First in shared memory: a worker forked just now, whose pid the
+        # loop below has not recorded yet, reads it when it starts.
+        pod.stop()
         emit("signal", signal=signal.Signals(signum).name, action="pass to workers")
         stop_all(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     emit("workers", count=count, pid=os.getpid())
-    for _ in range(count):
-        start()
+    for index in range(count):
+        if stopping:  # a signal came while the first ones started
+            pod.set_state(index, WorkerState.EXITED)
+            continue
+        start(index)
 
     status = 0
     failed: int | None = None  # a worker's status when one failed at start-up
     while workers:
         try:
-            pid, wait_status = os.wait()
+            pid, wait_status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             break
-        started = workers.pop(pid, None)
-        if started is None:
+        if pid == 0:
+            # Not a blocking os.wait(): a signal that lands just before the
+            # call would run its handler only once a worker exits - never,
+            # if the workers wait for that very signal. A sleep is cut short
+            # by a signal (its handler runs at once), or ends soon anyway.
+            time.sleep(_REAP_INTERVAL)
             continue
+        found = workers.pop(pid, None)
+        if found is None:
+            continue
+        started, index = found
+        pod.set_state(index, WorkerState.EXITED)
         code = _status(wait_status)
         if stopping:
             status = max(status, code)
             continue
         uptime = time.monotonic() - started
+        restart = uptime >= _MIN_UPTIME
         record_error(
-            None,
+            # its part of the pod's numbers: zeroed gauges, one restart more
+            pod.restarted(index) if restart else None,
             ErrorKind.WORKER_EXITED,
             f"worker {pid} exited with status {code} after {uptime:.1f} s",
             level=logging.ERROR,
             pid=pid,
             code=code,
         )
-        if uptime < _MIN_UPTIME:
+        if restart:
+            start(index)
+        else:
             stopping = True
             failed = code or 1
             stop_all(signal.SIGTERM)
-        else:
-            start()
     if failed is not None:
         status = failed
     emit("exit", status=status)

@@ -427,11 +427,15 @@ def test_500_distinct_close_codes_add_no_series(start: Any) -> None:
 # -- the log writer ------------------------------------------------------------------
 
 
-def test_a_stalled_stdout_drops_log_lines_instead_of_stalling_echoes(start: Any) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_stalled_stdout_drops_log_lines_instead_of_stalling_echoes(
+    start: Any, workers: str
+) -> None:
     """Nobody reads the server's stdout while a client makes it log 20,000
     events: echoes go on, memory stays bounded, and once stdout is read
-    again the lines dropped are reported, and counted in /metrics."""
-    server = start(env={"WS_LOG_MESSAGE_RATE": "0"})
+    again the lines dropped are reported, and counted in /metrics (with two
+    workers, in every scrape, whichever worker answers it)."""
+    server = start(env={"WS_LOG_MESSAGE_RATE": "0", "WS_WORKERS": workers})
     before = server.memory_kib()
     server.reading.clear()
     messages = 20_000
@@ -457,8 +461,12 @@ def test_a_stalled_stdout_drops_log_lines_instead_of_stalling_echoes(start: Any)
     metrics = server.get("/metrics")[1].decode()
     dropped = metric(metrics, "websocket_log_events_dropped_total")
     assert dropped > 1000, dropped
+    for _ in range(10):  # each scrape on a new connection: any worker
+        again = metric(server.get("/metrics")[1].decode(), "websocket_log_events_dropped_total")
+        assert again == dropped
     server.settle(1.0)  # the backlog reaches us
-    server.get("/")  # one more event (a request at info), to carry the note
+    for _ in range(1 if workers == "1" else 10):
+        server.get("/")  # one more event (a request at info), to carry the note
     server.settle(0.5)
     [note] = server.events("log_events_dropped")
     assert note["dropped"] > 0

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from server import exposition
 from server.echo import EchoWebSocket
 from server.metrics import Counter, Gauge, Histogram, LabelledCounter, Metrics
+from server.podstate import PodState, Worker
 
 from .conftest import ServerProcess, events, until
 from .rawws import RawWebSocket
@@ -280,3 +281,67 @@ def test_server_started_with_created_series_disabled_has_none(
     assert "websocket_connections_opened_total 0.0" in text
     assert 'websocket_connection_duration_seconds_bucket{le="+Inf"} 0.0' in text
     assert "_created" not in text
+
+
+def _apply(metrics: Metrics, kind: str, arg: object) -> None:
+    if kind == "gauge":
+        getattr(metrics.open_connections, str(arg))()
+    elif kind == "opened":
+        metrics.connections_opened.inc()
+    elif kind == "duration":
+        metrics.connection_duration.observe(float(arg))  # type: ignore[arg-type]
+    elif kind == "message":
+        binary = bool(arg)
+        metrics.messages.messages_in[binary] += 1
+        metrics.messages.bytes_in[binary] += 7
+    else:
+        series = {
+            "closed": metrics.connections_closed,
+            "errors": metrics.errors,
+            "rejected": metrics.handshakes_rejected,
+            "accept": metrics.accept_errors,
+        }[kind]
+        series.labels(arg).inc()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.one_of(_operation, st.tuples(st.just("message"), st.booleans())),
+        ),
+        max_size=40,
+    )
+)
+def test_workers_shared_numbers_add_up_to_one_servers(
+    operations: list[tuple[int, tuple[str, object]]],
+) -> None:
+    """Events spread over three workers' parts of the shared region
+    (server/podstate.py) scrape, from any worker, as one server's plain
+    numbers fed them all - but for the one series the workers add."""
+    pod = PodState(3)
+    try:
+        parts = [pod.metrics(i) for i in range(3)]
+        one = Metrics()
+        for index, (kind, arg) in operations:
+            _apply(parts[index], kind, arg)
+            _apply(one, kind, arg)
+        names = {s.name for s in one.series} | {
+            f"websocket_{n}" for n in ("messages_received", "received_bytes", "log_events_dropped")
+        }
+        expected = _samples(exposition.render(one).decode(), names)
+        for index in range(3):
+            text = exposition.render(Worker(pod, index).totals()).decode()
+            assert _samples(text, names) == pytest.approx(expected)  # float sums: any order
+            restarts = _samples(text, {"websocket_worker_restarts"})
+            assert restarts[("websocket_worker_restarts_total", ())] == 0
+    finally:
+        pod.close()
+
+
+def test_one_server_has_no_worker_series() -> None:
+    """WS_WORKERS=1 scrapes as before: no websocket_worker_restarts_total."""
+    text = exposition.render(Metrics()).decode()
+    assert "websocket_worker_restarts" not in text
+    assert "websocket_log_events_dropped_total 0.0" in text
