@@ -123,12 +123,18 @@ class Worker:
         self._sums: memoryview[float] = memoryview(bytearray(8 * pod.slots)).cast("d")
         #: The pod's totals, refreshed by :meth:`totals`.
         self._totals = Metrics(Slots(self._sums, pod.created))
+        #: Every worker's numbers, read where a sum is wrong.
+        self._each = [pod.metrics(i) for i in range(pod.workers)]
 
     def totals(self) -> Metrics:
         """Every worker's numbers added up, slot by slot, now."""
         pod = self.pod
         parts = [pod.part(i).tolist() for i in range(pod.workers)]
         self._sums[:] = array("d", [sum(column) for column in zip(*parts, strict=True)])
+        # A timestamp is not a count: the pod's drain started when its first
+        # worker's did (the workers drain together; a sum would be twice it).
+        started = [metrics.drain_started.value for metrics in self._each]
+        self._totals.drain_started.value = min((t for t in started if t), default=0.0)
         return self._totals
 
     def ready(self) -> None:

@@ -444,3 +444,24 @@ async def test_readyz_and_metrics_answer_for_every_worker(port: int, pod: PodSta
     response = await client.fetch(f"http://127.0.0.1:{port}/metrics")
     assert b"websocket_connections_opened_total 5.0" in response.body
     assert b"websocket_worker_restarts_total 1.0" in response.body
+
+
+def test_the_pods_drain_start_is_the_first_workers_not_a_sum() -> None:
+    """websocket_drain_started_timestamp_seconds is a time, not a count: with
+    two workers draining, the pod's value is when the first began (a sum of
+    the two timestamps, as every other slot is added, would be ~2x now and
+    the WebSocketDrainOverrun alert's age would be negative)."""
+    pod = PodState(2)
+    try:
+        first, second = pod.metrics(0), pod.metrics(1)
+        worker = Worker(pod, 1)
+        assert worker.totals().drain_started.value == 0.0
+        first.drain_started.value = 1_000.0
+        assert worker.totals().drain_started.value == 1_000.0
+        second.drain_started.value = 1_000.5
+        assert worker.totals().drain_started.value == 1_000.0
+        first.open_connections.inc(3)
+        second.open_connections.inc(4)
+        assert worker.totals().open_connections.value == 7
+    finally:
+        pod.close()
