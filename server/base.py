@@ -281,8 +281,10 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         conn = wire.Connection(policy.max_message_bytes, deflate)
         try:
             sock, leftover = take_over(self.detach())
-        except StreamClosedError:
-            return  # the client left during the upgrade
+        except StreamClosedError:  # the client left during the upgrade
+            detail = "connection dropped during the upgrade"
+            record_error(self.metrics, ErrorKind.ABNORMAL_CLOSURE, detail, **self._who())
+            return
         except OSError as exc:  # no descriptor left: answered 503
             now = time.monotonic()
             log = now - KnativeWebSocketHandler._descriptors_logged_at >= 10.0

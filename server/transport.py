@@ -164,7 +164,11 @@ def take_over(stream: IOStream) -> tuple[socket.socket, bytes]:
         # Nothing buffered and nothing in the kernel yet: the read is
         # cancelled by closing the stream below, before the loop runs again.
         pending.add_done_callback(lambda f: f.exception())
-    fd = stream.fileno()  # IOStream: the socket itself
+    fd = stream.fileno()  # IOStream: the socket itself (None once closed)
+    if stream.closed() or fd is None:
+        # The read above found the client gone (a reset or a FIN right
+        # behind the request): the stream closed itself and has no socket.
+        raise StreamClosedError()
     try:
         duplicate = os.dup(fd if isinstance(fd, int) else fd.fileno())
     except OSError:
