@@ -234,11 +234,19 @@ def accept_key(key: str) -> str:
 
 # -- permessage-deflate (RFC 7692) ---------------------------------------
 
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # noqa: S105 - RFC 7230 token, no secret
-_QUOTED = r'"(?:[^"\\]|\\.)*"'
-_PARAM = re.compile(rf"\s*({_TOKEN})\s*(?:=\s*({_TOKEN}|{_QUOTED}))?\s*")
+# Each pattern is matched whole (fullmatch) against one piece of the header
+# that str.strip() and a split at the first "=" have already cut out: no
+# pattern has two unbounded repeats that could share a character, so the
+# work is linear in the header's length (tests/test_regex_safety.py checks
+# every pattern in server/ for that).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_ESCAPE = re.compile(r"\\(.)")
 _WINDOW_BITS = re.compile(r"[1-9][0-9]?")
 _TAIL = b"\x00\x00\xff\xff"
+#: The most characters of ``Sec-WebSocket-Extensions`` (all its values
+#: together) that are parsed; a longer header is declined, not parsed.
+MAX_EXTENSIONS_LENGTH = 4096
 
 
 Offer = tuple[str, list[tuple[str, str | None]]]
@@ -255,22 +263,38 @@ def parse_extensions(values: Iterable[str]) -> list[Offer] | None:
                 continue  # RFC 7230 7: empty list elements are allowed
             parts = _split(element, ";")
             name = parts[0].strip()
-            if not re.fullmatch(_TOKEN, name):
+            if not _TOKEN.fullmatch(name):
                 return None
             params: list[tuple[str, str | None]] = []
             for part in parts[1:]:
-                match = _PARAM.fullmatch(part)
-                if match is None:
+                param = _param(part)
+                if param is None:
                     return None
-                raw = match.group(2)
-                if raw is not None and raw.startswith('"'):
-                    raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
-                params.append((match.group(1).lower(), raw))
+                params.append(param)
             offers.append((name.lower(), params))
     return offers
 
 
+def _param(part: str) -> tuple[str, str | None] | None:
+    """One extension parameter, ``name`` or ``name=value`` (a token or a
+    quoted string, unescaped), with optional whitespace around each."""
+    key, eq, value = part.partition("=")  # a token has no "=": the first one splits
+    key = key.strip()
+    if not _TOKEN.fullmatch(key):
+        return None
+    if not eq:
+        return key.lower(), None
+    value = value.strip()
+    if _TOKEN.fullmatch(value):
+        return key.lower(), value
+    if _QUOTED.fullmatch(value):
+        return key.lower(), _ESCAPE.sub(r"\1", value[1:-1])
+    return None
+
+
 def _split(text: str, sep: str) -> list[str]:
+    if '"' not in text:
+        return text.split(sep)
     parts: list[str] = []
     start = 0
     quoted = escaped = False
@@ -357,7 +381,11 @@ def _deflate_offer(params: list[tuple[str, str | None]]) -> Deflate | None:
 def negotiate_deflate(values: Iterable[str]) -> Deflate | None:
     """The first acceptable permessage-deflate offer in the client's
     ``Sec-WebSocket-Extensions`` headers, or None to decline them all
-    (an invalid header or offer is declined, never an error)."""
+    (an invalid header or offer, or one over ``MAX_EXTENSIONS_LENGTH``
+    characters, is declined, never an error)."""
+    values = list(values)
+    if sum(map(len, values)) > MAX_EXTENSIONS_LENGTH:
+        return None
     offers = parse_extensions(values)
     if not offers:
         return None

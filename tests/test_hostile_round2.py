@@ -67,3 +67,32 @@ def test_resets_around_the_101_are_abnormal_closures_not_tracebacks(start: Any) 
     assert not errors, errors[:5]
     status, body, _ = server.get("/metrics")
     assert metric(body.decode(), "websocket_connections_closed_total", code="1006") >= opened - 1
+
+
+# -- point 2: the permessage-deflate offer -------------------------------------
+
+
+def test_a_long_extension_offer_costs_no_cpu_and_is_declined(start: Any) -> None:
+    """Ten upgrades offering ``permessage-deflate; a`` + 15,500 spaces +
+    ``b`` (0.8 s of CPU each with the backtracking parser) are answered 101
+    without compression, in little CPU, while another client echoes."""
+    server = start(env={"WS_COMPRESSION": "true"})
+    offer = "permessage-deflate; a" + " " * 15_500 + "b"
+
+    async def scenario() -> float:
+        ws = await connect(server.port)
+        cpu_before = server.cpu_seconds()
+        for _ in range(10):
+            request = upgrade_request(Sec_WebSocket_Extensions=offer)
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            assert b"permessage-deflate" not in head.lower()
+            writer.close()
+            assert await echo_time(ws) < 0.1
+        ws.close()
+        return server.cpu_seconds() - cpu_before
+
+    cpu = asyncio.run(scenario())
+    assert cpu < 1.0, cpu  # was about 8 s
