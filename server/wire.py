@@ -426,6 +426,8 @@ class Connection:
 
     __slots__ = (
         "_buf",
+        "_buf_pos",
+        "_budget_spent",
         "_compressor",
         "_decoder",
         "_decompressor",
@@ -435,15 +437,19 @@ class Connection:
         "_frame_left",
         "_frame_mask",
         "_frame_offset",
+        "_inflated",
+        "_msg_buf",
         "_msg_compressed",
+        "_msg_data",
         "_msg_op",
-        "_msg_parts",
         "_msg_size",
         "close_received",
         "close_sent",
         "deflate",
         "eof_received",
         "failure",
+        "max_bytes_per_call",
+        "max_frames_per_call",
         "max_message_size",
         "state",
     )
@@ -463,6 +469,15 @@ class Connection:
         self._discarding = False
         self._events: list[Event] = []
         self._buf = b""
+        self._buf_pos = 0  # where parsing resumes in _buf after a spent budget
+        #: What one receive_data call may parse (0: all it is given): frame
+        #: headers, and bytes of frames; and it inflates at most about
+        #: ``max_message_size`` bytes. The rest stays buffered until the next
+        #: call (see :attr:`budget_spent`).
+        self.max_frames_per_call = 0
+        self.max_bytes_per_call = 0
+        self._budget_spent = False
+        self._inflated = 0
         # The data frame being read: bytes of payload still to come, its
         # mask, how far into the mask it is, and whether it ends the message.
         self._frame_left = 0
@@ -472,7 +487,10 @@ class Connection:
         # The message being read (when it is fragmented or arrives in pieces).
         self._msg_op: int = 0
         self._msg_compressed = False
-        self._msg_parts: list[bytes] | list[str] = []
+        # Its payload so far: the first piece as it came, then one growing
+        # buffer (a fragment costs its bytes, not an object).
+        self._msg_data = b""
+        self._msg_buf: bytearray | None = None
         self._msg_size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
         # Made at the first compressed message: an idle connection holds
@@ -483,23 +501,43 @@ class Connection:
     # -- receiving ---------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Take bytes from the client; see :meth:`events_received`."""
+        """Take bytes from the client; see :meth:`events_received`. With a
+        budget (``max_frames_per_call``, ``max_bytes_per_call``) parsing may
+        stop before the end: then :attr:`budget_spent` is true, and a call
+        with no new bytes (``receive_data(b"")``) goes on."""
         if self._discarding:
             return  # RFC 6455 7.1.7 and 5.5.1: discard
+        pos = 0
         if self._buf:
-            data = self._buf + data
+            if data:
+                data = self._buf[self._buf_pos :] + data
+            else:
+                data, pos = self._buf, self._buf_pos
             self._buf = b""
+            self._buf_pos = 0
+        self._budget_spent = False
+        self._inflated = 0
         try:
-            self._parse(data)
+            self._parse(data, pos)
         except WebSocketError as exc:
             kind, code = _FAILURES[type(exc)]
             self._fail(kind, code, str(exc))
             self._events.append(Failed(kind, code, str(exc)))
+        if self.eof_received and not self._budget_spent:
+            self._buf = b""  # a partial frame that can never complete
 
     def receive_eof(self) -> None:
-        """The client will send nothing more (its FIN)."""
+        """The client will send nothing more (its FIN). Bytes left unparsed
+        by a spent budget are still parsed by the next calls."""
         self.eof_received = True
-        self._buf = b""
+        if not self._budget_spent:
+            self._buf = b""
+
+    @property
+    def budget_spent(self) -> bool:
+        """The last :meth:`receive_data` stopped at its budget with bytes
+        left to parse: call it again (with ``b""``) to go on."""
+        return self._budget_spent
 
     @property
     def idle(self) -> bool:
@@ -527,16 +565,24 @@ class Connection:
             self.state = State.CLOSED
         self._discarding = True
         self._buf = b""
-        self._msg_parts = []
+        self._budget_spent = False
+        self._msg_data = b""
+        self._msg_buf = None
         self._decoder = None
         self._frame_left = 0
 
-    def _parse(self, data: bytes) -> None:
-        pos = 0
+    def _parse(self, data: bytes, pos: int) -> None:
         end = len(data)
         events = self._events
         limit = self.max_message_size
+        frames_left = self.max_frames_per_call or -1
+        bytes_until = pos + self.max_bytes_per_call if self.max_bytes_per_call else end
+        budget = bool(self.max_frames_per_call or self.max_bytes_per_call)
         while pos < end:
+            if budget and (frames_left == 0 or pos >= bytes_until or self._inflated > limit):
+                self._budget_spent = True
+                break
+            frames_left -= 1
             if self._frame_left:
                 pos = self._data_piece(data, pos, end)
                 continue
@@ -624,12 +670,16 @@ class Connection:
             if not size:
                 self._data_chunk(b"", fin=bool(fin))
         if pos < end:
-            self._buf = data[pos:]
+            if self._budget_spent:
+                self._buf, self._buf_pos = data, pos  # no copy: parsed from pos next time
+            else:
+                self._buf = data[pos:]
 
     def _start_message(self, opcode: int, compressed: bool) -> None:
         self._msg_op = opcode
         self._msg_compressed = compressed
-        self._msg_parts = []
+        self._msg_data = b""
+        self._msg_buf = None
         self._msg_size = 0
         self._decoder = _UTF8() if opcode == 0x1 else None
         if compressed and self._decompressor is None:
@@ -668,9 +718,14 @@ class Connection:
             if len(out) > room or decompressor.unconsumed_tail:
                 raise MessageTooBig(f"message too big after decompression: limit is {limit} bytes")
             chunk = out
+            self._inflated += len(out)
         self._msg_size += len(chunk)
         decoder = self._decoder
+        whole = fin and not self._msg_data and self._msg_buf is None
+        text = ""
         if decoder is not None:
+            # Validated as it arrives (the text is made once, at the end,
+            # unless this one piece is the whole message).
             try:
                 text = decoder.decode(chunk, fin)
             except UnicodeDecodeError:
@@ -680,20 +735,30 @@ class Connection:
                 # A UTF-16 surrogate (U+D800-U+DFFF): Python's decoder only
                 # says so at the third byte; RFC 3629 makes the second invalid.
                 raise InvalidPayload("text message is not valid UTF-8")
-            if text:
-                self._msg_parts.append(text)  # type: ignore[arg-type]
+        if whole:
+            pass
+        elif self._msg_buf is not None:
+            self._msg_buf += chunk
+        elif not self._msg_data:
+            self._msg_data = chunk
         elif chunk:
-            self._msg_parts.append(chunk)  # type: ignore[arg-type]
+            self._msg_buf = bytearray(self._msg_data)
+            self._msg_buf += chunk
+            self._msg_data = b""
         if not fin:
             return
-        parts = self._msg_parts
         message: str | bytes
-        if decoder is not None:
-            message = "".join(parts)  # type: ignore[arg-type]
+        if not whole:
+            chunk = self._msg_data if self._msg_buf is None else bytes(self._msg_buf)
+        if decoder is None:
+            message = chunk
+        elif whole:
+            message = text
         else:
-            message = parts[0] if len(parts) == 1 else b"".join(parts)  # type: ignore[arg-type]
+            message = chunk.decode("utf-8")  # validated above
         self._msg_op = 0
-        self._msg_parts = []
+        self._msg_data = b""
+        self._msg_buf = None
         self._msg_size = 0
         self._decoder = None
         if (
@@ -734,6 +799,7 @@ class Connection:
         self.state = State.CLOSED if self.close_sent is not None else State.CLOSING
         self._discarding = True
         self._buf = b""
+        self._budget_spent = False
         self._events.append(close)
 
     # -- sending -----------------------------------------------------------
