@@ -582,10 +582,10 @@ class Connection:
             if budget and (frames_left == 0 or pos >= bytes_until or self._inflated > limit):
                 self._budget_spent = True
                 break
-            frames_left -= 1
             if self._frame_left:
                 pos = self._data_piece(data, pos, end)
                 continue
+            frames_left -= 1
             if end - pos < 2:
                 break
             first = data[pos]

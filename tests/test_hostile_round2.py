@@ -96,3 +96,146 @@ def test_a_long_extension_offer_costs_no_cpu_and_is_declined(start: Any) -> None
 
     cpu = asyncio.run(scenario())
     assert cpu < 1.0, cpu  # was about 8 s
+
+
+# -- memory bound by bytes, not by objects (points 3, 4, 5) ----------------------
+
+
+def _upgraded(port: int, **headers: str) -> tuple[socket.socket, bytes]:
+    """A blocking socket past its 101; the response head."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(upgrade_request(**headers))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock, head
+
+
+def _recv_frames(sock: socket.socket, count: int, timeout: float = 30.0) -> list[tuple[int, int]]:
+    """(opcode, payload size) of the next ``count`` server frames."""
+    sock.settimeout(timeout)
+    buf = b""
+    out: list[tuple[int, int]] = []
+    while len(out) < count:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "server closed"
+        buf += chunk
+        while len(buf) >= 2:
+            size, head = buf[1] & 0x7F, 2
+            if size == 126:
+                if len(buf) < 4:
+                    break
+                size, head = struct.unpack("!H", buf[2:4])[0], 4
+            elif size == 127:
+                if len(buf) < 10:
+                    break
+                size, head = struct.unpack("!Q", buf[2:10])[0], 10
+            if len(buf) < head + size:
+                break
+            out.append((buf[0] & 0x0F, size))
+            buf = buf[head + size :]
+    return out
+
+
+def test_a_million_one_byte_fragments_cost_about_a_megabyte(start: Any) -> None:
+    """One binary message of 1,000,000 one-byte continuation frames (7 MB
+    on the wire), then its last frame: peak RSS grows by a few MiB (+132 MiB
+    when each fragment was an object: 54 MiB held, then joined), and the
+    message comes back whole."""
+    server = start()
+    before = server.memory_kib("VmRSS")
+    sock, _ = _upgraded(server.port)
+    try:
+        one = frame(0x0, b"a", fin=False)
+        sock.sendall(frame(0x2, b"a", fin=False) + one * 499_999)
+        sock.sendall(one * 499_999)
+        sock.sendall(frame(0x0, b"a"))
+        assert _recv_frames(sock, 1) == [(0x2, 1_000_000)]
+    finally:
+        sock.close()
+    grown_mib = (server.memory_kib("VmHWM") - before) / 1024
+    print(f"fragments: peak RSS +{grown_mib:.1f} MiB")
+    assert grown_mib < 12, grown_mib
+
+
+def test_a_deflate_bomb_over_many_messages_is_inflated_a_message_at_a_time(start: Any) -> None:
+    """240 compressed messages of 1 MiB of zeros (about 1 KB each) in one
+    write: each turn inflates about one message limit, so peak RSS grows by
+    a few message limits (it was +93 MiB), others keep echoing (a 780 ms
+    stall before), and all 240 come back."""
+    server = start(env={"WS_COMPRESSION": "true"})
+    before = server.memory_kib("VmRSS")
+    sock, head = _upgraded(server.port, Sec_WebSocket_Extensions="permessage-deflate")
+    assert b"permessage-deflate" in head
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    bomb = b""
+    for _ in range(240):
+        data = compressor.compress(bytes(1 << 20)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        bomb += frame(0x2, data[:-4], rsv=0x40)
+    assert len(bomb) < 300_000
+
+    async def scenario() -> float:
+        ws = await connect(server.port)
+        worst = 0.0
+        try:
+            sender = asyncio.get_running_loop().run_in_executor(None, sock.sendall, bomb)
+            reader = asyncio.get_running_loop().run_in_executor(None, _recv_frames, sock, 240)
+            while not reader.done():
+                worst = max(worst, await echo_time(ws))
+                await asyncio.sleep(0.01)
+            await sender
+            assert [op for op, _ in await reader] == [0x2] * 240
+        finally:
+            ws.close()
+        return worst
+
+    try:
+        worst = asyncio.run(scenario())
+    finally:
+        sock.close()
+    grown_mib = (server.memory_kib("VmHWM") - before) / 1024
+    print(f"deflate bomb: peak RSS +{grown_mib:.1f} MiB, worst echo {worst * 1000:.0f} ms")
+    assert grown_mib < 40, grown_mib
+    assert worst < 0.3, worst
+
+
+def test_a_ping_flood_from_a_client_that_never_reads_stays_bounded(start: Any) -> None:
+    """A client sends empty pings as fast as it can for 3 s and reads
+    nothing: the server answers only the latest ping while its writes
+    wait, so peak RSS grows by a few MiB (it was about +50 MiB, pongs kept
+    as tens of thousands of 2-byte buffers), and others keep echoing."""
+    server = start()
+    before = server.memory_kib("VmRSS")
+    sock, _ = _upgraded(server.port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills fast
+    pings = frame(0x9) * 100_000
+    sent = 0
+
+    async def scenario() -> float:
+        nonlocal sent
+        ws = await connect(server.port)
+        worst = 0.0
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + 3.0
+        try:
+            while time.monotonic() < deadline:
+                sending = loop.run_in_executor(None, sock.sendall, pings)
+                while not sending.done():
+                    worst = max(worst, await echo_time(ws))
+                    await asyncio.sleep(0.01)
+                await sending
+                sent += len(pings)
+        finally:
+            ws.close()
+        return worst
+
+    try:
+        worst = asyncio.run(scenario())
+    finally:
+        sock.close()
+    grown_mib = (server.memory_kib("VmHWM") - before) / 1024
+    print(f"ping flood: {sent / 6:.0f} pings, peak RSS +{grown_mib:.1f} MiB, worst {worst * 1000:.0f} ms")
+    assert sent >= 600_000  # the flood got through (3.6 MB of pings)
+    assert grown_mib < 12, grown_mib
+    assert worst < 0.3, worst
