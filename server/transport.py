@@ -14,10 +14,15 @@ This is the only module that touches a client's socket. Its jobs:
 - feed what arrives to the wire core and hand the events, in order, to the
   handler (the :class:`Endpoint`); a handler's awaitable result pauses
   reading until it is done, as Tornado's ``on_message`` does;
+- fairness: a connection parses at most ``FRAMES_PER_TURN`` frames and
+  ``BYTES_PER_TURN`` bytes per event-loop turn (the wire core stops there
+  and keeps the rest); then it stops reading and goes on at the next turn
+  (``loop.call_soon``), after every other connection had its turn;
 - write frames, with backpressure: past ``high_water`` bytes of backlog
   reading pauses, and a client that leaves it unread for ``send_timeout``
   seconds fails with 1008; control frames jump the queue of frames waiting
-  for the socket (never inside a frame);
+  for the socket (never inside a frame), and while writing waits only the
+  latest ping is answered;
 - the closing handshake and the lingering close: after our close frame it
   shuts down its sending side and reads and discards until the client's FIN
   or ``LINGER_SECONDS``, so that the client's TCP stack does not receive a
@@ -93,8 +98,8 @@ _TRANSPORT_HIGH_WATER = 0
 #: What one connection may parse per turn of the event loop: frames and
 #: bytes (and about one message limit of inflated data). Past that it stops
 #: reading and goes on at the next turn, after every other connection had
-#: its turn: about 0.3 ms of parsing (see the README's threat model).
-FRAMES_PER_TURN = 64
+#: its turn: 0.2-0.4 ms of parsing (see the README's threat model).
+FRAMES_PER_TURN = 256
 BYTES_PER_TURN = 256 * 1024
 #: The most bytes one buffered read takes from the socket at a time.
 _READ_SIZE = 256 * 1024

@@ -425,9 +425,9 @@ class Connection:
     """
 
     __slots__ = (
+        "_budget_spent",
         "_buf",
         "_buf_pos",
-        "_budget_spent",
         "_compressor",
         "_decoder",
         "_decompressor",

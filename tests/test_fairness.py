@@ -15,13 +15,30 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from .conftest import ROOT
 from .rawws import frame, upgrade_request
-from .test_hostile import connect, start  # noqa: F401 - fixture
+from .test_hostile import Server, connect
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., Server]]:
+    """``python -m server`` processes (tests/test_hostile.py's), killed at the end."""
+    started: list[Server] = []
+
+    def factory(**kw: Any) -> Server:
+        server = Server(**kw)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
 
@@ -40,7 +57,9 @@ def _attack_stream(kind: str) -> bytes:
     frames = [frame(0x1, first, fin=False)]
     encoded = "é".encode()
     for i in range(1, _FRAGMENTS - 1):
-        frames.append(frame(0x0, piece if piece is not None else encoded[i % 2 : i % 2 + 1], fin=False))
+        frames.append(
+            frame(0x0, piece if piece is not None else encoded[i % 2 : i % 2 + 1], fin=False)
+        )
     last = piece if piece is not None else encoded[(_FRAGMENTS - 1) % 2 :][:1]
     frames.append(frame(0x0, last))
     return b"".join(frames)
@@ -71,7 +90,11 @@ class Attacker:
 
     def __init__(self, port: int, kind: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", f"from tests.test_fairness import attack; attack({port}, {kind!r})"],
+            [
+                sys.executable,
+                "-c",
+                f"from tests.test_fairness import attack; attack({port}, {kind!r})",
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
@@ -109,12 +132,12 @@ def p99(times: list[float]) -> float:
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
-def test_one_flooding_connection_cannot_stall_the_others(start: Any, loop: str) -> None:
+def test_one_flooding_connection_cannot_stall_the_others(start_server: Any, loop: str) -> None:
     """For each attack (1-byte continuation frames, empty pings never
     answered-read, 1-byte UTF-8 fragments): a well-behaved client's echo
     p99 over 300 echoes stays under 50 ms, and the attacker did get through
     (it is slowed, not refused)."""
-    server = start(env={"WS_EVENT_LOOP": loop, "WS_LOG_FORMAT": "json"})
+    server = start_server(env={"WS_EVENT_LOOP": loop, "WS_LOG_FORMAT": "json"})
     results = {}
     for kind in ("continuations", "pings", "utf8"):
         attacker = Attacker(server.port, kind)
@@ -124,8 +147,13 @@ def test_one_flooding_connection_cannot_stall_the_others(start: Any, loop: str) 
         finally:
             sent = attacker.close()
         results[kind] = (p99(times), max(times), sent)
-    print(f"{loop}: " + ", ".join(f"{k} p99 {v[0] * 1000:.1f} ms max {v[1] * 1000:.1f} ms "
-                                  f"({v[2] / 1e6:.0f} MB sent)" for k, v in results.items()))
+    print(
+        f"{loop}: "
+        + ", ".join(
+            f"{k} p99 {v[0] * 1000:.1f} ms max {v[1] * 1000:.1f} ms ({v[2] / 1e6:.0f} MB sent)"
+            for k, v in results.items()
+        )
+    )
     for kind, (slowest99, _, sent) in results.items():
         assert sent > 1_000_000, (kind, sent)
         assert slowest99 < 0.050, (kind, results)

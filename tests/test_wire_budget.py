@@ -87,7 +87,9 @@ def test_a_million_one_byte_fragments_hold_about_a_megabyte() -> None:
     was an object of ~55 bytes)."""
     for opcode, byte in ((BINARY, b"b"), (TEXT, b"t")):
         conn = Connection(2 * LIMIT)
-        stream = client_frame(opcode, byte, fin=False) + client_frame(CONT, byte, fin=False) * 50_000
+        stream = (
+            client_frame(opcode, byte, fin=False) + client_frame(CONT, byte, fin=False) * 50_000
+        )
         tracemalloc.start()
         try:
             conn.receive_data(stream)
