@@ -269,3 +269,38 @@ def test_a_ping_flood_from_a_client_that_never_reads_stays_bounded(start_server:
     assert sent >= 600_000  # the flood got through (3.6 MB of pings)
     assert grown_mib < 12, grown_mib
     assert worst < 0.3, worst
+
+
+def test_pings_unread_while_writes_wait_get_one_pong_for_the_latest(start_server: Any) -> None:
+    """2,000,000 numbered pings (12 MB of pongs, more than the kernel's
+    buffers hold) from a client that reads nothing until it has sent them
+    all: then it gets pongs for only some of them (RFC 6455 5.5.3 allows
+    answering only the latest), in order, and the last answers the last ping."""
+    server = start_server()
+    sock, _ = _upgraded(server.port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    count = 2_000_000
+    head = b"\x89\x84\x00\x00\x00\x00"  # a ping with 4 bytes, masked with zeros
+    sock.sendall(b"".join(head + i.to_bytes(4, "big") for i in range(count)))
+    # Now read, with a window large enough to do it fast (4 KiB would take
+    # minutes: each window update waits for a delayed ACK).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    sock.sendall(frame(0x1, b"last"))
+    sock.settimeout(20)
+    data = bytearray()
+    while not data.endswith(b"\x81\x04last"):
+        chunk = sock.recv(1 << 20)
+        assert chunk, "server closed"
+        data += chunk
+    sock.close()
+    pongs = []
+    pos = 0
+    while pos < len(data) - 6:
+        opcode, size = data[pos] & 0x0F, data[pos + 1] & 0x7F
+        assert opcode == 0xA, opcode
+        pongs.append(int.from_bytes(data[pos + 2 : pos + 2 + size], "big"))
+        pos += 2 + size
+    print(f"{count} pings, {len(pongs)} pongs")
+    assert pongs == sorted(pongs)
+    assert pongs[-1] == count - 1
+    assert len(pongs) < count * 0.9, len(pongs)
