@@ -328,7 +328,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         try:
             sock, leftover = take_over(self.detach())
         except StreamClosedError:
-            return  # the client left during the upgrade
+            self._left_during_upgrade()
+            return
         except OSError as exc:  # no descriptor left: answered 503
             now = time.monotonic()
             log = now - KnativeWebSocketHandler._descriptors_logged_at >= 10.0
@@ -351,9 +352,11 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             )
         except OSError:
             sock.close()
+            self._left_during_upgrade()
             return
         if ws.lost:
-            return  # the client left before the handler opened: nothing to report
+            self._left_during_upgrade()
+            return
         self.ws = ws
         self._opened(deflate)
         try:
@@ -367,6 +370,12 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         # is known): freeing them saves memory for the life of the connection.
         self.request.headers = _NO_HEADERS
         ws.start()
+
+    def _left_during_upgrade(self) -> None:
+        """The client reset or closed its connection around the 101, before
+        the handler opened: an abnormal closure (counted, one event)."""
+        detail = "connection dropped during the upgrade"
+        record_error(self.metrics, ErrorKind.ABNORMAL_CLOSURE, detail, **self._who())
 
     def _opened(self, deflate: wire.Deflate | None) -> None:
         assert self.ws is not None

@@ -14,10 +14,15 @@ This is the only module that touches a client's socket. Its jobs:
 - feed what arrives to the wire core and hand the events, in order, to the
   handler (the :class:`Endpoint`); a handler's awaitable result pauses
   reading until it is done, as Tornado's ``on_message`` does;
+- fairness: a connection parses at most ``FRAMES_PER_TURN`` frames and
+  ``BYTES_PER_TURN`` bytes per event-loop turn (the wire core stops there
+  and keeps the rest); then it stops reading and goes on at the next turn
+  (``loop.call_soon``), after every other connection had its turn;
 - write frames, with backpressure: past ``high_water`` bytes of backlog
   reading pauses, and a client that leaves it unread for ``send_timeout``
   seconds fails with 1008; control frames jump the queue of frames waiting
-  for the socket (never inside a frame);
+  for the socket (never inside a frame), and while writing waits only the
+  latest ping is answered;
 - the closing handshake and the lingering close: after our close frame it
   shuts down its sending side and reads and discards until the client's FIN
   or ``LINGER_SECONDS``, so that the client's TCP stack does not receive a
@@ -84,9 +89,18 @@ LINGER_SECONDS = 2.0
 LINGER_MAX_SECONDS = 30.0
 #: How long we wait for the client's close frame after sending ours.
 CLOSE_TIMEOUT = 5.0
-#: The event loop's own write buffer; past it frames wait in our queue,
-#: where control frames can jump ahead of them.
-_TRANSPORT_HIGH_WATER = 64 * 1024
+#: The event loop's own write buffer: once anything waits in it (the kernel's
+#: send buffer is full), frames wait in our queue instead, where small ones
+#: are merged, control frames jump ahead and pongs are answered only for the
+#: latest ping; so the event loop holds at most one write of a connection's
+#: backlog, and the backlog counts what it costs.
+_TRANSPORT_HIGH_WATER = 0
+#: What one connection may parse per turn of the event loop: frames and
+#: bytes (and about one message limit of inflated data). Past that it stops
+#: reading and goes on at the next turn, after every other connection had
+#: its turn: 0.2-0.4 ms of parsing (see the README's threat model).
+FRAMES_PER_TURN = 256
+BYTES_PER_TURN = 256 * 1024
 #: The most bytes one buffered read takes from the socket at a time.
 _READ_SIZE = 256 * 1024
 #: Queued frames smaller than this share one bytearray, up to _MERGE_LIMIT
@@ -164,7 +178,11 @@ def take_over(stream: IOStream) -> tuple[socket.socket, bytes]:
         # Nothing buffered and nothing in the kernel yet: the read is
         # cancelled by closing the stream below, before the loop runs again.
         pending.add_done_callback(lambda f: f.exception())
-    fd = stream.fileno()  # IOStream: the socket itself
+    fd = stream.fileno()  # IOStream: the socket itself (None once closed)
+    if stream.closed() or fd is None:
+        # The read above found the client gone (a reset or a FIN right
+        # behind the request): the stream closed itself and has no socket.
+        raise StreamClosedError()
     try:
         duplicate = os.dup(fd if isinstance(fd, int) else fd.fileno())
     except OSError:
@@ -224,9 +242,11 @@ class WebSocketTransport(asyncio.Protocol):
         "_leftover",
         "_lingering",
         "_lost",
+        "_more",
         "_paused_since_ping",
         "_pending",
         "_pong",
+        "_pong_due",
         "_queue",
         "_queued",
         "_reading_paused",
@@ -249,6 +269,8 @@ class WebSocketTransport(asyncio.Protocol):
         leftover: bytes,
     ) -> None:
         self.conn = conn
+        conn.max_frames_per_call = FRAMES_PER_TURN
+        conn.max_bytes_per_call = BYTES_PER_TURN
         self.endpoint = endpoint
         self.limits = limits
         self._response = handshake_response
@@ -269,6 +291,10 @@ class WebSocketTransport(asyncio.Protocol):
         self._send_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._pong = True
+        # The pong for the latest ping, while writing is paused.
+        self._pong_due = b""
+        # The call that parses on at the next turn, once a turn's budget is spent.
+        self._more: asyncio.Handle | None = None
         self._paused_since_ping = False
         # Bytes ahead of the last ping (ours and the kernel's), when it was sent.
         self._ahead_at_ping = 0
@@ -321,21 +347,55 @@ class WebSocketTransport(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.pause_reading()
             return
+        self.conn.receive_data(data)
+        self._parsed()
+
+    def _parsed(self) -> None:
+        """Handle the events of what was parsed; when the turn's budget
+        stopped the parser, stop reading and go on at the next turn."""
         conn = self.conn
-        conn.receive_data(data)
+        if conn.budget_spent:
+            self._pause_reading()
+            self._schedule_more()
         events = conn.events_received()
         if not events:
             return
         if self._handler_busy or self._pending:
             self._pending.extend(events)
             return
-        # Every frame the read's events produce goes out in one write.
+        # Every frame the turn's events produce goes out in one write.
         self._batch = []
         try:
             self._dispatch(events)
         finally:
             self._flush_batch()
             self._batch = None
+
+    def _parse_more(self) -> None:
+        """A new turn: parse on where the budget stopped."""
+        self._more = None
+        if self._lost or self._handler_busy or self._pending:
+            return  # _handler_done goes on
+        self.conn.receive_data(b"")
+        self._parsed()
+        self._go_on()
+
+    def _schedule_more(self) -> None:
+        if self._more is None:
+            self._more = asyncio.get_running_loop().call_soon(self._parse_more)
+
+    def _go_on(self) -> None:
+        """Nothing received waits for a handler: parse on at the next turn
+        if a budget stopped the parser, else finish after the client's FIN,
+        else read."""
+        if self._handler_busy or self._pending or self._lost:
+            return
+        if self.conn.budget_spent:
+            self._schedule_more()
+        elif self.conn.eof_received:
+            self._finish_after_eof()
+        else:
+            self._maybe_resume_reading()
 
     def _flush_batch(self) -> None:
         """Write the frames gathered so far (in order), as one write."""
@@ -363,8 +423,8 @@ class WebSocketTransport(asyncio.Protocol):
             self._eof_before_start = True
             return True
         self.conn.receive_eof()
-        if self._handler_busy or self._pending:
-            return True  # the handler's awaitable finishes first; see _handler_done
+        if self._handler_busy or self._pending or self.conn.budget_spent:
+            return True  # what came before is handled first; see _go_on
         self._finish_after_eof()
         return True
 
@@ -372,7 +432,7 @@ class WebSocketTransport(asyncio.Protocol):
         if self._lost:
             return
         self._lost = True
-        for timer in (self._send_timer, self._close_timer):
+        for timer in (self._send_timer, self._close_timer, self._more):
             if timer is not None:
                 timer.cancel()
         self._queue = None
@@ -386,6 +446,9 @@ class WebSocketTransport(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         transport = self.transport
+        if self._pong_due and transport is not None:
+            pong, self._pong_due = self._pong_due, b""
+            transport.write(pong)
         queue = self._queue
         while queue and not self._writing_paused and transport is not None:
             entry = queue.popleft()
@@ -427,7 +490,7 @@ class WebSocketTransport(asyncio.Protocol):
         conn = self.conn
         if isinstance(event, wire.Ping):
             if conn.close_sent is None:
-                self.send_control(conn.send_pong(event.data))
+                self._send_pong(conn.send_pong(event.data))
             self.endpoint.ws_ping(event.data)
         elif isinstance(event, wire.Pong):
             self._pong = True
@@ -460,12 +523,7 @@ class WebSocketTransport(asyncio.Protocol):
         pending, self._pending = self._pending, []
         if pending:
             self._dispatch(pending)
-        if self._handler_busy:
-            return
-        if self.conn.eof_received:
-            self._finish_after_eof()
-        else:
-            self._maybe_resume_reading()
+        self._go_on()
 
     def handler_failed(self, exc_info: Any) -> None:
         """The handler raised: fail with 1011, keeping the traceback for the log."""
@@ -504,12 +562,22 @@ class WebSocketTransport(asyncio.Protocol):
         ):
             self._start_backpressure()
 
+    def _send_pong(self, frame: bytes) -> None:
+        """Answer a ping; while writing is paused, only the latest ping is
+        answered (RFC 6455 5.5.3), when writing resumes."""
+        if self._writing_paused:
+            self._pong_due = frame
+        else:
+            self.send_control(frame)
+
     def send_control(self, frame: bytes) -> None:
         """Write a control frame ahead of the data frames still queued."""
         transport = self.transport
         if transport is None or self._lost or transport.is_closing():
             return
-        if self._writing_paused and self._queue:
+        if self._writing_paused:
+            if self._queue is None:
+                self._queue = collections.deque()
             self._queue.appendleft([frame])
             self._queued += len(frame) + _ENTRY_COST
         elif self._batch is not None:
@@ -617,6 +685,7 @@ class WebSocketTransport(asyncio.Protocol):
             and self._started
             and not self._backpressure
             and not self._handler_busy
+            and not self.conn.budget_spent
             and self.transport is not None
             and not self._lost
         ):
@@ -640,6 +709,8 @@ class WebSocketTransport(asyncio.Protocol):
         # The client's close frame must be read even while paused.
         self._backpressure = False
         self._handler_busy = False
+        if self.conn.budget_spent:
+            self._schedule_more()
         self._maybe_resume_reading()
 
     def fail(self, kind: ErrorKind, code: CloseCode, reason: str, linger: bool = True) -> None:
@@ -690,6 +761,9 @@ class WebSocketTransport(asyncio.Protocol):
         if transport is None:
             return
         self._flush_batch()
+        if self._pong_due:
+            pong, self._pong_due = self._pong_due, b""
+            transport.write(pong)
         while self._queue:
             entry = self._queue.popleft()
             if isinstance(entry, bytearray):

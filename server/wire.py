@@ -253,11 +253,19 @@ def accept_key(key: str) -> str:
 
 # -- permessage-deflate (RFC 7692) ---------------------------------------
 
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # noqa: S105 - RFC 7230 token, no secret
-_QUOTED = r'"(?:[^"\\]|\\.)*"'
-_PARAM = re.compile(rf"\s*({_TOKEN})\s*(?:=\s*({_TOKEN}|{_QUOTED}))?\s*")
+# Each pattern is matched whole (fullmatch) against one piece of the header
+# that str.strip() and a split at the first "=" have already cut out: no
+# pattern has two unbounded repeats that could share a character, so the
+# work is linear in the header's length (tests/test_regex_safety.py checks
+# every pattern in server/ for that).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_ESCAPE = re.compile(r"\\(.)")
 _WINDOW_BITS = re.compile(r"[1-9][0-9]?")
 _TAIL = b"\x00\x00\xff\xff"
+#: The most characters of ``Sec-WebSocket-Extensions`` (all its values
+#: together) that are parsed; a longer header is declined, not parsed.
+MAX_EXTENSIONS_LENGTH = 4096
 
 
 Offer = tuple[str, list[tuple[str, str | None]]]
@@ -274,22 +282,38 @@ def parse_extensions(values: Iterable[str]) -> list[Offer] | None:
                 continue  # RFC 7230 7: empty list elements are allowed
             parts = _split(element, ";")
             name = parts[0].strip()
-            if not re.fullmatch(_TOKEN, name):
+            if not _TOKEN.fullmatch(name):
                 return None
             params: list[tuple[str, str | None]] = []
             for part in parts[1:]:
-                match = _PARAM.fullmatch(part)
-                if match is None:
+                param = _param(part)
+                if param is None:
                     return None
-                raw = match.group(2)
-                if raw is not None and raw.startswith('"'):
-                    raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
-                params.append((match.group(1).lower(), raw))
+                params.append(param)
             offers.append((name.lower(), params))
     return offers
 
 
+def _param(part: str) -> tuple[str, str | None] | None:
+    """One extension parameter, ``name`` or ``name=value`` (a token or a
+    quoted string, unescaped), with optional whitespace around each."""
+    key, eq, value = part.partition("=")  # a token has no "=": the first one splits
+    key = key.strip()
+    if not _TOKEN.fullmatch(key):
+        return None
+    if not eq:
+        return key.lower(), None
+    value = value.strip()
+    if _TOKEN.fullmatch(value):
+        return key.lower(), value
+    if _QUOTED.fullmatch(value):
+        return key.lower(), _ESCAPE.sub(r"\1", value[1:-1])
+    return None
+
+
 def _split(text: str, sep: str) -> list[str]:
+    if '"' not in text:
+        return text.split(sep)
     parts: list[str] = []
     start = 0
     quoted = escaped = False
@@ -376,7 +400,11 @@ def _deflate_offer(params: list[tuple[str, str | None]]) -> Deflate | None:
 def negotiate_deflate(values: Iterable[str]) -> Deflate | None:
     """The first acceptable permessage-deflate offer in the client's
     ``Sec-WebSocket-Extensions`` headers, or None to decline them all
-    (an invalid header or offer is declined, never an error)."""
+    (an invalid header or offer, or one over ``MAX_EXTENSIONS_LENGTH``
+    characters, is declined, never an error)."""
+    values = list(values)
+    if sum(map(len, values)) > MAX_EXTENSIONS_LENGTH:
+        return None
     offers = parse_extensions(values)
     if not offers:
         return None
@@ -416,7 +444,9 @@ class Connection:
     """
 
     __slots__ = (
+        "_budget_spent",
         "_buf",
+        "_buf_pos",
         "_compressor",
         "_decoder",
         "_decompressor",
@@ -426,15 +456,19 @@ class Connection:
         "_frame_left",
         "_frame_mask",
         "_frame_offset",
+        "_inflated",
+        "_msg_buf",
         "_msg_compressed",
+        "_msg_data",
         "_msg_op",
-        "_msg_parts",
         "_msg_size",
         "close_received",
         "close_sent",
         "deflate",
         "eof_received",
         "failure",
+        "max_bytes_per_call",
+        "max_frames_per_call",
         "max_message_size",
         "state",
     )
@@ -454,6 +488,15 @@ class Connection:
         self._discarding = False
         self._events: list[Event] = []
         self._buf = b""
+        self._buf_pos = 0  # where parsing resumes in _buf after a spent budget
+        #: What one receive_data call may parse (0: all it is given): frame
+        #: headers, and bytes of frames; and it inflates at most about
+        #: ``max_message_size`` bytes. The rest stays buffered until the next
+        #: call (see :attr:`budget_spent`).
+        self.max_frames_per_call = 0
+        self.max_bytes_per_call = 0
+        self._budget_spent = False
+        self._inflated = 0
         # The data frame being read: bytes of payload still to come, its
         # mask, how far into the mask it is, and whether it ends the message.
         self._frame_left = 0
@@ -463,7 +506,10 @@ class Connection:
         # The message being read (when it is fragmented or arrives in pieces).
         self._msg_op: int = 0
         self._msg_compressed = False
-        self._msg_parts: list[bytes] | list[str] = []
+        # Its payload so far: the first piece as it came, then one growing
+        # buffer (a fragment costs its bytes, not an object).
+        self._msg_data = b""
+        self._msg_buf: bytearray | None = None
         self._msg_size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
         # Made at the first compressed message: an idle connection holds
@@ -474,23 +520,43 @@ class Connection:
     # -- receiving ---------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Take bytes from the client; see :meth:`events_received`."""
+        """Take bytes from the client; see :meth:`events_received`. With a
+        budget (``max_frames_per_call``, ``max_bytes_per_call``) parsing may
+        stop before the end: then :attr:`budget_spent` is true, and a call
+        with no new bytes (``receive_data(b"")``) goes on."""
         if self._discarding:
             return  # RFC 6455 7.1.7 and 5.5.1: discard
+        pos = 0
         if self._buf:
-            data = self._buf + data
+            if data:
+                data = self._buf[self._buf_pos :] + data
+            else:
+                data, pos = self._buf, self._buf_pos
             self._buf = b""
+            self._buf_pos = 0
+        self._budget_spent = False
+        self._inflated = 0
         try:
-            self._parse(data)
+            self._parse(data, pos)
         except WebSocketError as exc:
             kind, code = _FAILURES[type(exc)]
             self._fail(kind, code, str(exc))
             self._events.append(Failed(kind, code, str(exc)))
+        if self.eof_received and not self._budget_spent:
+            self._buf = b""  # a partial frame that can never complete
 
     def receive_eof(self) -> None:
-        """The client will send nothing more (its FIN)."""
+        """The client will send nothing more (its FIN). Bytes left unparsed
+        by a spent budget are still parsed by the next calls."""
         self.eof_received = True
-        self._buf = b""
+        if not self._budget_spent:
+            self._buf = b""
+
+    @property
+    def budget_spent(self) -> bool:
+        """The last :meth:`receive_data` stopped at its budget with bytes
+        left to parse: call it again (with ``b""``) to go on."""
+        return self._budget_spent
 
     @property
     def idle(self) -> bool:
@@ -518,19 +584,27 @@ class Connection:
             self.state = State.CLOSED
         self._discarding = True
         self._buf = b""
-        self._msg_parts = []
+        self._budget_spent = False
+        self._msg_data = b""
+        self._msg_buf = None
         self._decoder = None
         self._frame_left = 0
 
-    def _parse(self, data: bytes) -> None:
-        pos = 0
+    def _parse(self, data: bytes, pos: int) -> None:
         end = len(data)
         events = self._events
         limit = self.max_message_size
+        frames_left = self.max_frames_per_call or -1
+        bytes_until = pos + self.max_bytes_per_call if self.max_bytes_per_call else end
+        budget = bool(self.max_frames_per_call or self.max_bytes_per_call)
         while pos < end:
+            if budget and (frames_left == 0 or pos >= bytes_until or self._inflated > limit):
+                self._budget_spent = True
+                break
             if self._frame_left:
                 pos = self._data_piece(data, pos, end)
                 continue
+            frames_left -= 1
             if end - pos < 2:
                 break
             first = data[pos]
@@ -615,12 +689,16 @@ class Connection:
             if not size:
                 self._data_chunk(b"", fin=bool(fin))
         if pos < end:
-            self._buf = data[pos:]
+            if self._budget_spent:
+                self._buf, self._buf_pos = data, pos  # no copy: parsed from pos next time
+            else:
+                self._buf = data[pos:]
 
     def _start_message(self, opcode: int, compressed: bool) -> None:
         self._msg_op = opcode
         self._msg_compressed = compressed
-        self._msg_parts = []
+        self._msg_data = b""
+        self._msg_buf = None
         self._msg_size = 0
         self._decoder = _UTF8() if opcode == 0x1 else None
         if compressed and self._decompressor is None:
@@ -659,9 +737,14 @@ class Connection:
             if len(out) > room or decompressor.unconsumed_tail:
                 raise MessageTooBig(f"message too big after decompression: limit is {limit} bytes")
             chunk = out
+            self._inflated += len(out)
         self._msg_size += len(chunk)
         decoder = self._decoder
+        whole = fin and not self._msg_data and self._msg_buf is None
+        text = ""
         if decoder is not None:
+            # Validated as it arrives (the text is made once, at the end,
+            # unless this one piece is the whole message).
             try:
                 text = decoder.decode(chunk, fin)
             except UnicodeDecodeError:
@@ -671,20 +754,30 @@ class Connection:
                 # A UTF-16 surrogate (U+D800-U+DFFF): Python's decoder only
                 # says so at the third byte; RFC 3629 makes the second invalid.
                 raise InvalidPayload("text message is not valid UTF-8")
-            if text:
-                self._msg_parts.append(text)  # type: ignore[arg-type]
+        if whole:
+            pass
+        elif self._msg_buf is not None:
+            self._msg_buf += chunk
+        elif not self._msg_data:
+            self._msg_data = chunk
         elif chunk:
-            self._msg_parts.append(chunk)  # type: ignore[arg-type]
+            self._msg_buf = bytearray(self._msg_data)
+            self._msg_buf += chunk
+            self._msg_data = b""
         if not fin:
             return
-        parts = self._msg_parts
         message: str | bytes
-        if decoder is not None:
-            message = "".join(parts)  # type: ignore[arg-type]
+        if not whole:
+            chunk = self._msg_data if self._msg_buf is None else bytes(self._msg_buf)
+        if decoder is None:
+            message = chunk
+        elif whole:
+            message = text
         else:
-            message = parts[0] if len(parts) == 1 else b"".join(parts)  # type: ignore[arg-type]
+            message = chunk.decode("utf-8")  # validated above
         self._msg_op = 0
-        self._msg_parts = []
+        self._msg_data = b""
+        self._msg_buf = None
         self._msg_size = 0
         self._decoder = None
         if (
@@ -725,6 +818,7 @@ class Connection:
         self.state = State.CLOSED if self.close_sent is not None else State.CLOSING
         self._discarding = True
         self._buf = b""
+        self._budget_spent = False
         self._events.append(close)
 
     # -- sending -----------------------------------------------------------
