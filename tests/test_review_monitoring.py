@@ -49,7 +49,14 @@ def test_helm_refuses_a_scrape_timeout_longer_than_the_interval(
 @pytest.mark.parametrize("kind", ["PodMonitor", "ServiceMonitor"])
 @pytest.mark.parametrize(
     ("interval", "timeout"),
-    [("30s", "10s"), ("1m", "60s"), ("1m30s", "90s"), ("2m", "1m59s999ms"), ("1d", "1h"), ("30s", "")],
+    [
+        ("30s", "10s"),
+        ("1m", "60s"),
+        ("1m30s", "90s"),
+        ("2m", "1m59s999ms"),
+        ("1d", "1h"),
+        ("30s", ""),
+    ],
 )
 def test_a_scrape_timeout_within_the_interval_renders(
     kind: str, interval: str, timeout: str
