@@ -146,10 +146,17 @@ def _trusted(raw: str) -> tuple[str, ...]:
     return tuple(item.strip().lower() for item in raw.split(",") if item.strip()) or ("none",)
 
 
+_MAX_AGE = 31 * 86400
+
+
 def _age(raw: str) -> float:
-    value = _seconds(0, 31 * 86400)(raw)
+    message = f"expected 0 (off) or a number of seconds from 1 to {_MAX_AGE}"
+    try:
+        value = _seconds(0, _MAX_AGE)(raw)
+    except ValueError:
+        raise ValueError(message) from None
     if 0 < value < 1:
-        raise ValueError("expected 0 (off) or a number of seconds from 1 to 2678400")
+        raise ValueError(message)
     return value
 
 

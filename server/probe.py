@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -231,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"URL must start with ws:// or wss://, got {args.url!r}")
     if args.count < 1:
         parser.error("--count must be at least 1")
+    if not (math.isfinite(args.until_close) and args.until_close >= 0):
+        parser.error("--until-close must be a number of seconds, 0 (off) or more")
     try:
         result = asyncio.run(
             probe_with_retries(

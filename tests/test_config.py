@@ -91,6 +91,18 @@ def test_empty_variable_means_default() -> None:
         ({"WS_MAX_CONNECTION_AGE": "0.5"}, "invalid WS_MAX_CONNECTION_AGE='0.5': expected 0 (off)"),
         ({"WS_MAX_CONNECTION_AGE": "10m"}, "invalid WS_MAX_CONNECTION_AGE='10m'"),
         ({"WS_MAX_CONNECTION_AGE": "inf"}, "invalid WS_MAX_CONNECTION_AGE='inf'"),
+        # One message for every bad age, in plain numbers (it said "from 0
+        # to 2.6784e+06" for these, and "from 1 to 2678400" for 0.5).
+        (
+            {"WS_MAX_CONNECTION_AGE": "10m"},
+            "invalid WS_MAX_CONNECTION_AGE='10m': expected 0 (off) or a number of seconds "
+            "from 1 to 2678400$",
+        ),
+        (
+            {"WS_MAX_CONNECTION_AGE": "2678401"},
+            "invalid WS_MAX_CONNECTION_AGE='2678401': expected 0 (off) or a number of seconds "
+            "from 1 to 2678400$",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -145,3 +145,15 @@ def test_probe_cli_exit_codes(server_process: type[ServerProcess]) -> None:
     assert len(bad.stderr.strip().splitlines()) == 1
     usage = run_python("-m", "server.probe", "http://example.invalid/")
     assert usage.returncode == 2
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "inf"])
+def test_probe_cli_refuses_an_until_close_that_is_not_a_time(value: str) -> None:
+    """``--until-close -5`` (or nan, inf) is a usage error, as ``--count 0``
+    is: it used to be taken silently as "do not wait for the server's close"
+    (or to wait forever), and the probe passed without checking what the
+    user asked for. No server is needed: the arguments are refused first."""
+    url = f"ws://127.0.0.1:{free_port()}/ws"
+    usage = run_python("-m", "server.probe", url, "--timeout", "1", "--until-close", value)
+    assert usage.returncode == 2, (usage.stdout, usage.stderr)
+    assert "--until-close" in usage.stderr
