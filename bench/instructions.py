@@ -77,13 +77,11 @@ def drive(port: int, messages: int, size: int, conns: int) -> None:
                     ws.send(payload)
                     if ws.recv(timeout=120) != payload:
                         raise AssertionError("a wrong echo")
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     share, extra = divmod(messages, conns)
-    threads = [
-        threading.Thread(target=one, args=(share + (i < extra), i)) for i in range(conns)
-    ]
+    threads = [threading.Thread(target=one, args=(share + (i < extra), i)) for i in range(conns)]
     for t in threads:
         t.start()
     for t in threads:
@@ -173,11 +171,8 @@ def main() -> None:
                 base = instructions(path, warm, size, args.conns, Path(tmp))
                 full = instructions(path, warm + args.messages, size, args.conns, Path(tmp))
                 rows[name, size] = (full - base) / args.messages
-                print(
-                    f"# {name} ({labels[name]}) {size} B: {rows[name, size]:,.0f} instructions/echo",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                cost = f"{rows[name, size]:,.0f}"
+                print(f"# {name} ({labels[name]}) {size} B: {cost} instructions/echo", flush=True)
     version = sys.version.split()[0]
     print(f"\nInstructions per echo (callgrind), Python {version}, {args.messages} echoes\n")
     header = "| size | " + " | ".join(f"{n} ({labels[n]})" for n in checkouts)
