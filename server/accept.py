@@ -28,7 +28,9 @@ import contextlib
 import errno
 import resource
 import socket
+import struct
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -48,6 +50,7 @@ __all__ = [
     "LINGER_SECONDS",
     "LOG_INTERVAL",
     "MAX_BACKOFF",
+    "SWEEP_INTERVAL",
     "AcceptErrors",
     "GuardedHTTPServer",
     "add_accept_handler",
@@ -79,6 +82,11 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 1 << 20
 
 _answering: set[asyncio.Future[None]] = set()
+
+#: How often the plain HTTP connections are looked at for responses the
+#: client does not take: every second (four times per ``send_timeout`` when
+#: that is shorter, but at most ten times a second).
+SWEEP_INTERVAL = 1.0
 
 
 def answer_and_close(
@@ -159,6 +167,25 @@ class AcceptErrors:
         if log:
             self._unlogged = 0
             self._logged_at = now
+
+
+class _OncePer:
+    """A repeated error logged at most once per ``interval`` seconds, with
+    how many there were since the last line (``count``)."""
+
+    def __init__(self, interval: float = LOG_INTERVAL) -> None:
+        self.interval = interval
+        self._unlogged = 0
+        self._logged_at: float | None = None
+
+    def due(self) -> int | None:
+        """Note one; the count to log with it, or None to leave it unlogged."""
+        self._unlogged += 1
+        now = time.monotonic()
+        if self._logged_at is not None and now - self._logged_at < self.interval:
+            return None
+        count, self._unlogged, self._logged_at = self._unlogged, 0, now
+        return count
 
 
 def add_accept_handler(
@@ -249,6 +276,24 @@ class _HeadWatch(tornado.httputil.HTTPMessageDelegate):
         self.inner.on_connection_close()
 
 
+class _Plain:
+    """What the server watches on one plain HTTP connection (until it is
+    closed or handed over to a WebSocket transport, which closes its stream)."""
+
+    __slots__ = ("address", "head_timer", "stalled_since")
+
+    def __init__(self, address: tuple[Any, ...]) -> None:
+        self.address = address
+        #: The request-head timeout's timer, until the first head is in.
+        self.head_timer: object | None = None
+        #: Since when (monotonic) the stream has been seen writing, on every sweep.
+        self.stalled_since: float | None = None
+
+
+def _peer(address: tuple[Any, ...]) -> str:
+    return f"{address[0]}:{address[1]}" if len(address) >= 2 else str(address)
+
+
 class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     """Tornado's HTTP server, with the edges a hostile client reaches guarded:
 
@@ -258,7 +303,17 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
       ``head_timeout`` seconds of being accepted gets ``408 Request
       Timeout`` and is closed (Tornado's own timeout for this is its idle
       timeout, 75 s here). Later requests on a kept-alive connection have
-      the idle timeout (``idle_connection_timeout``) for their heads.
+      the idle timeout (``idle_connection_timeout``) for their heads;
+    - a connection whose responses the client does not take - the stream
+      still writing, the kernel's send buffer full, on every sweep for
+      ``send_timeout`` seconds - is dropped with a reset (which frees the
+      send queue the kernel holds for it, up to about 4 MB) and counted as
+      ``slow_http_client``. Tornado reads no request while a response is
+      being written, and its write has no timeout: a client pipelining
+      requests without reading held its connection forever. One timer
+      sweeps every plain HTTP connection (:data:`SWEEP_INTERVAL`), while
+      there are any; a WebSocket's stream is closed when its socket is
+      handed over, and from then on it is not looked at.
 
     :meth:`add_sockets` and :meth:`stop` replace Tornado's with this
     module's accept handler; each accepted socket becomes an ``IOStream``
@@ -270,6 +325,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         self,
         *args: Any,
         head_timeout: float | None = None,
+        send_timeout: float | None = None,
         metrics: Metrics | None = None,
         **kwargs: Any,
     ) -> None:
@@ -277,14 +333,19 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         self.metrics = metrics
         self._listeners: list[tuple[socket.socket, Callable[[], None]]] = []
         self.head_timeout = head_timeout
+        self.send_timeout = send_timeout
         self.accept_errors = AcceptErrors(metrics)
-        self._awaiting_head: dict[IOStream, object] = {}
+        #: The plain HTTP connections, by stream (weakly: a stream handed
+        #: over to a WebSocket leaves with its last reference).
+        self._plain: weakref.WeakKeyDictionary[IOStream, _Plain] = weakref.WeakKeyDictionary()
+        self._sweeper: object | None = None
         self.head_timeouts = 0
+        self.slow_clients = 0
         #: ``error`` events of requests refused before a handler runs (431):
         #: 100, then 10 a second.
         self.refusal_log = EventBudget(10.0, 100)
-        self._head_unlogged = 0
-        self._head_logged_at: float | None = None
+        self._head_log = _OncePer()
+        self._slow_log = _OncePer()
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
@@ -308,10 +369,14 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         super().stop()
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
-        if self.head_timeout:
-            self._awaiting_head[stream] = IOLoop.current().call_later(
-                self.head_timeout, self._head_too_slow, stream, address
-            )
+        if self.head_timeout or self.send_timeout:
+            watch = self._plain[stream] = _Plain(address)
+            if self.head_timeout:
+                watch.head_timer = IOLoop.current().call_later(
+                    self.head_timeout, self._head_too_slow, stream
+                )
+            if self.send_timeout and self._sweeper is None:
+                self._sweeper = IOLoop.current().call_later(self._sweep_interval(), self._sweep)
         super().handle_stream(stream, address)
 
     def start_request(
@@ -319,34 +384,32 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     ) -> tornado.httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
         stream = getattr(server_conn, "stream", None)
-        if stream is None or stream not in self._awaiting_head:
+        watch = None if stream is None else self._plain.get(stream)
+        if watch is None or watch.head_timer is None:
             return delegate
 
         def seen() -> None:
-            timer = self._awaiting_head.pop(stream, None)
-            if timer is not None:
-                IOLoop.current().remove_timeout(timer)
+            if watch.head_timer is not None:
+                IOLoop.current().remove_timeout(watch.head_timer)
+                watch.head_timer = None
 
         return _HeadWatch(delegate, seen)
 
-    def _head_too_slow(self, stream: IOStream, address: tuple[Any, ...]) -> None:
-        if self._awaiting_head.pop(stream, None) is None or stream.closed():
+    def _head_too_slow(self, stream: IOStream) -> None:
+        watch = self._plain.get(stream)
+        if watch is None or watch.head_timer is None or stream.closed():
             return
+        watch.head_timer = None
         self.head_timeouts += 1
-        self._head_unlogged += 1
-        now = time.monotonic()
-        log = self._head_logged_at is None or now - self._head_logged_at >= LOG_INTERVAL
+        count = self._head_log.due()
         record_error(
             self.metrics,
             ErrorKind.REQUEST_HEAD_TIMEOUT,
             f"no complete request head within {self.head_timeout:g} s",
-            log=log,
-            peer=f"{address[0]}:{address[1]}" if len(address) >= 2 else str(address),
-            count=self._head_unlogged,
+            log=count is not None,
+            peer=_peer(watch.address),
+            count=count,
         )
-        if log:
-            self._head_unlogged = 0
-            self._head_logged_at = now
         body = f"408 Request Timeout: no complete request within {self.head_timeout:g} s\n"
         head = (
             "HTTP/1.1 408 Request Timeout\r\n"
@@ -356,4 +419,55 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         if stream.socket is not None:
             with contextlib.suppress(OSError):
                 stream.socket.send((head + body).encode())
+        stream.close()
+
+    def _sweep_interval(self) -> float:
+        return max(0.1, min(SWEEP_INTERVAL, (self.send_timeout or 0.0) / 4))
+
+    def _sweep(self) -> None:
+        """Drop the connections whose writes have waited on the client for
+        ``send_timeout``: seen writing on every sweep since (the sweep that
+        first saw it counts from its own time, so a connection is dropped
+        ``send_timeout`` to ``send_timeout`` + 2 sweeps after its stall)."""
+        self._sweeper = None
+        timeout = self.send_timeout
+        if not timeout:
+            return
+        now = time.monotonic()
+        watching = False
+        for stream, watch in list(self._plain.items()):
+            if stream.closed():
+                if watch.head_timer is None:
+                    del self._plain[stream]
+            elif not stream.writing():
+                watch.stalled_since = None
+                watching = True
+            elif watch.stalled_since is None:
+                watch.stalled_since = now
+                watching = True
+            elif now - watch.stalled_since >= timeout:
+                self._drop_slow_reader(stream, watch)
+            else:
+                watching = True
+        if watching:
+            self._sweeper = IOLoop.current().call_later(self._sweep_interval(), self._sweep)
+
+    def _drop_slow_reader(self, stream: IOStream, watch: _Plain) -> None:
+        self.slow_clients += 1
+        count = self._slow_log.due()
+        record_error(
+            self.metrics,
+            ErrorKind.SLOW_HTTP_CLIENT,
+            f"client left responses unread for {self.send_timeout:g} s; connection dropped",
+            log=count is not None,
+            peer=_peer(watch.address),
+            count=count,
+        )
+        # A reset, not a FIN: the kernel would otherwise keep the unread
+        # responses (its send queue) for an orphaned socket for minutes.
+        if stream.socket is not None:
+            with contextlib.suppress(OSError):
+                stream.socket.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
         stream.close()

@@ -179,13 +179,16 @@ def make_http_server(
     metrics: Metrics | None = None,
     head_timeout: float = 5.0,
     idle_timeout: float = IDLE_CONNECTION_TIMEOUT,
+    send_timeout: float = 30.0,
 ) -> tornado.httpserver.HTTPServer:
     """The HTTP server, with limits fit for a public endpoint: request heads
     over 16 KiB get 431, a first request head not complete within
     ``head_timeout`` s gets 408, idle keep-alive connections are closed after
     ``idle_timeout`` s (75: longer than the usual load balancer's 60 s, so
-    the balancer closes first), request bodies (no route takes one) are
-    capped at 64 KiB, and the listener pauses when descriptors run out."""
+    the balancer closes first), a connection whose responses the client
+    leaves unread for ``send_timeout`` s is dropped, request bodies (no
+    route takes one) are capped at 64 KiB, and the listener pauses when
+    descriptors run out."""
     return _HTTPServer(
         app,
         idle_connection_timeout=idle_timeout or None,
@@ -193,6 +196,7 @@ def make_http_server(
         body_timeout=head_timeout or None,
         max_body_size=65536,
         head_timeout=head_timeout or None,
+        send_timeout=send_timeout or None,
         metrics=metrics,
     )
 
@@ -220,7 +224,11 @@ async def serve(
         count_drops_in(dropped.inc)
     app = make_app(service, handler, worker)
     server = make_http_server(
-        app, service.metrics, settings.request_head_timeout, settings.idle_timeout
+        app,
+        service.metrics,
+        settings.request_head_timeout,
+        settings.idle_timeout,
+        settings.send_timeout,
     )
     sockets = tornado.netutil.bind_sockets(settings.port, settings.host, reuse_port=reuse_port)
     server.add_sockets(sockets)

@@ -280,7 +280,9 @@ OPTIONS: tuple[_Option, ...] = (
         "--send-timeout",
         _seconds(0, 3600),
         "seconds a client may leave over 1 MiB of echoes unread before it is closed "
-        "with 1008 (0: never); meanwhile its messages are not read",
+        "with 1008 (0: never); meanwhile its messages are not read. A plain HTTP "
+        "connection whose responses fill the kernel's buffers and wait that long "
+        "is dropped",
     ),
     _Option(
         "event_loop",

@@ -114,6 +114,8 @@ class ErrorKind(enum.StrEnum):
     OVER_CAPACITY = "over_capacity"
     HEADERS_TOO_LARGE = "headers_too_large"
     REQUEST_HEAD_TIMEOUT = "request_head_timeout"
+    # A plain HTTP connection was dropped.
+    SLOW_HTTP_CLIENT = "slow_http_client"
     # The listener.
     DESCRIPTORS_EXHAUSTED = "descriptors_exhausted"
     # The process.
