@@ -1,0 +1,84 @@
+"""The helpers tests/ and bench/ share (testkit/), checked where they carry
+logic: the frame builder against two independent parsers (the server's wire
+core and the websockets library's), the /metrics reader on a missing sample."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from server.wire import Close, Connection, Message, Ping, Pong
+from testkit.frames import close_payload, frame, frame_head
+
+LIMIT = 1 << 20
+
+payloads = st.one_of(
+    st.binary(max_size=300),
+    st.integers(65530, 65540).map(lambda n: bytes(range(256)) * (n // 256) + bytes(n % 256)),
+)
+masks = st.one_of(st.none(), st.binary(min_size=4, max_size=4))
+
+
+def websockets_parse(data: bytes) -> tuple[Frame, bytes]:
+    """One frame read by websockets' own parser (as a server: masked), and
+    the bytes it left."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=True)
+    try:
+        next(parser)
+    except StopIteration as done:
+        parsed: Frame = done.value
+        return parsed, bytes(reader.buffer)
+    raise AssertionError("websockets wanted more bytes than one frame")
+
+
+@given(
+    st.sampled_from([Opcode.BINARY, Opcode.PING, Opcode.PONG]),
+    payloads,
+    masks,
+    st.booleans(),
+    st.sampled_from([None, 126, 127]),
+)
+def test_frames_read_back_by_websockets(
+    opcode: Opcode, payload: bytes, mask: bytes | None, fin: bool, length_form: int | None
+) -> None:
+    """Every field of a built frame is what websockets reads: opcode, FIN,
+    the unmasked payload, with any length encoding, and nothing left over."""
+    if opcode != Opcode.BINARY:
+        payload, fin = payload[:125], True  # control frames: short and final
+    if length_form is not None and len(payload) >= 1 << 16:
+        length_form = 127
+    data = frame(opcode, payload, fin=fin, mask=mask, length_form=length_form)
+    parsed, rest = websockets_parse(data)
+    assert (parsed.opcode, parsed.fin, parsed.data, rest) == (opcode, fin, payload, b"")
+    if mask is not None:
+        head = frame_head(opcode, len(payload), fin=fin, mask=mask, length_form=length_form)
+        assert data.startswith(head)
+        assert data[len(head) - 4 : len(head)] == mask
+
+
+@given(st.sampled_from([0x2, 0x9, 0xA]), payloads, masks)
+def test_frames_read_back_by_the_wire_core(opcode: int, payload: bytes, mask: bytes | None) -> None:
+    """The server's parser sees the message, ping or pong that was built."""
+    if opcode != 0x2:
+        payload = payload[:125]
+    connection = Connection(LIMIT, None)
+    connection.receive_data(frame(opcode, payload, mask=mask) + frame(0x8, close_payload(1000)))
+    events = connection.events_received()
+    expected = {0x2: Message(payload), 0x9: Ping(payload), 0xA: Pong(payload)}[opcode]
+    assert events[0] == expected
+    assert isinstance(events[1], Close)
+    assert events[1].code == 1000
+
+
+def test_unmasked_frames_and_a_lying_length_are_as_asked() -> None:
+    assert frame(0x1, b"hi", masked=False) == b"\x81\x02hi"
+    assert frame(0x1, b"hi", masked=False, fin=False, rsv=0x40) == b"\x41\x02hi"
+    assert frame(0x2, b"", masked=False, length=1 << 63) == b"\x82\x7f" + (1 << 63).to_bytes(
+        8, "big"
+    )
+    assert frame(0x9, b"ab", mask=b"\x01\x02\x03\x04") == b"\x89\x82\x01\x02\x03\x04\x60\x60"
