@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from testkit.metrics import sample as metric
+
 from .conftest import ROOT, free_port
 from .rawws import RawWebSocket, frame, http_request, upgrade_request
 
@@ -136,14 +138,6 @@ def start() -> Iterator[Any]:
     yield factory
     for server in started:
         server.stop()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in text.splitlines():
-        if line.startswith(name + ("{" + want + "}" if want else " ")):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def connect(port: int, **headers: str) -> RawWebSocket:

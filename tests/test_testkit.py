@@ -4,6 +4,7 @@ core and the websockets library's), the /metrics reader on a missing sample."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
@@ -11,6 +12,7 @@ from websockets.streams import StreamReader
 
 from server.wire import Close, Connection, Message, Ping, Pong
 from testkit.frames import close_payload, frame, frame_head
+from testkit.metrics import MissingSample, key, parse, sample
 
 LIMIT = 1 << 20
 
@@ -82,3 +84,31 @@ def test_unmasked_frames_and_a_lying_length_are_as_asked() -> None:
         8, "big"
     )
     assert frame(0x9, b"ab", mask=b"\x01\x02\x03\x04") == b"\x89\x82\x01\x02\x03\x04\x60\x60"
+
+
+PAGE = """\
+# HELP websocket_open_connections Open WebSocket connections.
+# TYPE websocket_open_connections gauge
+websocket_open_connections 0.0
+# HELP websocket_errors_total Errors by kind.
+# TYPE websocket_errors_total counter
+websocket_errors_total{kind="protocol_error"} 3.0
+websocket_errors_created{kind="protocol_error"} 1.7e9
+"""
+
+
+def test_a_sample_is_found_by_name_and_exact_labels() -> None:
+    assert sample(PAGE, "websocket_open_connections") == 0
+    assert sample(parse(PAGE), "websocket_errors_total", kind="protocol_error") == 3
+    assert key("websocket_errors_created", kind="protocol_error") not in parse(PAGE, created=False)
+
+
+def test_a_missing_sample_is_an_error_not_zero() -> None:
+    """A typo or an unexported series must not pass an ``== 0`` check."""
+    with pytest.raises(MissingSample, match="of that name"):
+        sample(PAGE, "websocket_errors_total", kind="invalid_payload")
+    with pytest.raises(MissingSample):
+        sample(PAGE, "websocket_open_connection")
+    with pytest.raises(MissingSample):  # labels must match exactly
+        sample(PAGE, "websocket_errors_total")
+    assert sample(PAGE, "websocket_errors_total", kind="invalid_payload", missing=0) == 0
