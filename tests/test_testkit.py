@@ -4,6 +4,8 @@ core and the websockets library's), the /metrics reader on a missing sample."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +15,7 @@ from websockets.streams import StreamReader
 from server.wire import Close, Connection, Message, Ping, Pong
 from testkit.frames import close_payload, frame, frame_head
 from testkit.metrics import MissingSample, key, parse, sample
+from testkit.process import ServerProcess
 
 LIMIT = 1 << 20
 
@@ -112,3 +115,26 @@ def test_a_missing_sample_is_an_error_not_zero() -> None:
     with pytest.raises(MissingSample):  # labels must match exactly
         sample(PAGE, "websocket_errors_total")
     assert sample(PAGE, "websocket_errors_total", kind="invalid_payload", missing=0) == 0
+
+
+def test_a_server_process_ignores_the_callers_ws_settings(
+    server_process: type[ServerProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``WS_*`` variable in the developer's shell does not reach the
+    server (text logs here would leave every JSON event unread); ``env``
+    does."""
+    monkeypatch.setenv("WS_LOG_FORMAT", "text")
+    server = server_process(env={"WS_MAX_CONNECTIONS": "7"})
+    server.wait_ready()
+    assert server.wait_event("listening")["max_connections"] == 7
+    assert server.url == f"http://127.0.0.1:{server.port}"
+
+
+def test_a_server_process_can_log_to_a_file(
+    server_process: type[ServerProcess], tmp_path: Path
+) -> None:
+    server = server_process(log=tmp_path / "server.log")
+    server.wait_ready()
+    [listening] = server.events("listening")
+    assert listening["address"] == f"127.0.0.1:{server.port}"
+    assert server.lines == []
