@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import re
 import socket
-import struct
 import time
 from collections.abc import Callable
 
 import pytest
 
+from testkit.frames import close_payload
 from testkit.metrics import sample as metric
 
 from .conftest import ServerProcess
@@ -90,7 +90,7 @@ def test_spoofed_forwarded_headers_from_trusted_and_untrusted_hops(
     async def scenario(server: ServerProcess) -> None:
         ws = await connect(server.port, X_Forwarded_For="6.6.6.6, 203.0.113.7", X_Real_Ip="7.7.7.7")
         await echo_time(ws)
-        await ws.send(frame(0x8, struct.pack("!H", 1000)))
+        await ws.send(frame(0x8, close_payload(1000)))
         await ws.recv_close()
         ws.close()
 
@@ -124,7 +124,7 @@ def test_huge_forwarded_header_and_tiny_messages_stay_bounded(
         await ws.send(data)
         for _ in range(messages):
             assert (await ws.recv(timeout=20)).payload == b"x"
-        await ws.send(frame(0x8, struct.pack("!H", 1000)))
+        await ws.send(frame(0x8, close_payload(1000)))
         await ws.recv_close()
         ws.close()
 
@@ -170,7 +170,7 @@ def test_control_characters_never_reach_the_log_raw(
         )
         await ws.send(frame(0x1, NASTY.encode()))
         assert (await ws.recv()).payload == NASTY.encode()
-        await ws.send(frame(0x8, struct.pack("!H", 4000) + NASTY[:40].encode()))
+        await ws.send(frame(0x8, close_payload(4000) + NASTY[:40].encode()))
         await ws.recv_close()
         ws.close()
         status, *_rest, writer = await http_request(
@@ -294,7 +294,7 @@ def test_500_distinct_close_codes_add_no_series(start_server: Callable[..., Serv
     async def close_with(code: int, gate: asyncio.Semaphore) -> None:
         async with gate:
             ws = await connect(server.port)
-            await ws.send(frame(0x8, struct.pack("!H", code)))
+            await ws.send(frame(0x8, close_payload(code)))
             assert (await ws.recv_close()).close_code == code
             ws.close()
 

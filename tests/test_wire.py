@@ -324,10 +324,10 @@ def test_new_message_inside_a_fragmented_one_fails_1002(second: int) -> None:
 def test_64_bit_length_with_top_bit_set_fails_1002_not_1009() -> None:
     """RFC 6455 5.2: "the most significant bit MUST be 0"; a length that
     breaks the framing is a protocol error, whatever the size limit."""
-    head = bytes((0x82, 0xFF)) + struct.pack("!Q", 1 << 63) + MASK
+    head = frame_head(BINARY, 1 << 63)
     events = feed(conn(), head)
     assert failed_code(events) == CloseCode.PROTOCOL_ERROR
-    head = bytes((0x82, 0xFF)) + struct.pack("!Q", (1 << 64) - 1) + MASK
+    head = frame_head(BINARY, (1 << 64) - 1)
     assert failed_code(feed(conn(), head)) == CloseCode.PROTOCOL_ERROR
 
 
