@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import select
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,49 +30,26 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+
+sys.path.insert(0, str(ROOT))  # testkit, when run as a script
+from testkit.process import ServerProcess  # noqa: E402
+
 SERVER_CPU, LOADGEN_CPU = "0", "1"
 LIMIT = 60.0  # seconds from SIGTERM to every client closed, at most
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ready(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            return s.recv(16).startswith(b"HTTP/1.1 200")
-    except OSError:
-        return False
-
-
 def one_drain(conns: int, spread: float) -> dict[str, Any]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WS_")}
-    env.update(
-        {
-            "PORT": str(port),
-            "WS_HOST": "127.0.0.1",
-            "WS_DRAIN_SPREAD": str(spread),
-            "WS_LOG_LEVEL": "warning",
-        }
+    server = ServerProcess(
+        {"WS_DRAIN_SPREAD": str(spread), "WS_LOG_LEVEL": "warning"},
+        command=["taskset", "-c", SERVER_CPU, PY, "-m", "server"],
+        log=None,
     )
-    server = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, PY, "-m", "server"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = server.port
     try:
-        deadline = time.monotonic() + 30
-        while not ready(port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
+        try:
+            server.wait_ready(timeout=30, poll=0.01)
+        except AssertionError as exc:
+            raise RuntimeError("server did not start") from exc
         opened = time.monotonic()
         gen = subprocess.Popen(
             [
@@ -93,19 +68,17 @@ def one_drain(conns: int, spread: float) -> dict[str, Any]:
         open_seconds = time.monotonic() - opened
         time.sleep(0.5)
         sent = time.time()
-        server.send_signal(signal.SIGTERM)
+        server.signal(signal.SIGTERM)
         if not select.select([gen.stdout], [], [], LIMIT)[0]:
             gen.kill()
             raise RuntimeError(f"clients still open {LIMIT} s after SIGTERM")
         result = json.loads(gen.stdout.readline())
         gen.stdin.close()
         gen.wait(60)
-        status = server.wait(60)
+        status = server.proc.wait(60)
         exited = time.time() - sent
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        server.stop()
     after = [t - sent for t in result["closed_at"]]
     buckets = collections.Counter(int(t * 10) for t in after)
     return {

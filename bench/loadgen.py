@@ -28,6 +28,9 @@ from urllib.parse import urlsplit
 import uvloop
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # testkit, run as a script
+from testkit.frames import frame
+
 
 class Client(WSListener):
     """A client connection: answers the server's close frame, records its
@@ -130,22 +133,6 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _frame(opcode: int, payload: bytes, mask: bytes | None) -> bytes:
-    """One final frame, masked when ``mask`` is given (RFC 6455 5.2)."""
-    n = len(payload)
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head = bytes([0x80 | opcode, bit | n])
-    elif n < 1 << 16:
-        head = bytes([0x80 | opcode, bit | 126]) + n.to_bytes(2, "big")
-    else:
-        head = bytes([0x80 | opcode, bit | 127]) + n.to_bytes(8, "big")
-    if not mask:
-        return head + payload
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return head + mask + masked
-
-
 class Blaster(asyncio.Protocol):
     """A raw client that costs next to nothing a message: after the
     handshake it writes ``blocks`` blocks of ``inflight`` ready-made masked
@@ -236,8 +223,8 @@ async def blast(args: argparse.Namespace) -> dict[str, Any]:
     host, port = url.hostname or "127.0.0.1", url.port or 80
     payload = os.urandom(args.size)
     mask = os.urandom(4)
-    block = _frame(0x2, payload, mask) * args.inflight
-    echo_frame = _frame(0x2, payload, None)
+    block = frame(0x2, payload, mask=mask) * args.inflight
+    echo_frame = frame(0x2, payload, masked=False)
     echo_block = echo_frame * args.inflight
     loop = asyncio.get_running_loop()
     clients: list[Blaster] = []

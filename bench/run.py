@@ -37,7 +37,6 @@ import platform
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+
+sys.path.insert(0, str(ROOT))  # testkit, when run as a script
+from testkit.process import ServerProcess, free_port, http_status  # noqa: E402
+
 SERVERS = [
     "ours",
     "ours-every",
@@ -150,12 +153,6 @@ def build_seed() -> Path:
 # -- servers -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def server_cmd(name: str, port: int) -> tuple[list[str], dict[str, str]]:
     """``ours`` is one process pinned to the server's CPU; ``ours-wN`` runs
     N workers on every CPU (the scaling scenario)."""
@@ -180,42 +177,21 @@ def server_cmd(name: str, port: int) -> tuple[list[str], dict[str, str]]:
     return [*pin, PY, str(ROOT / "bench" / "peers.py"), name, str(port)], env
 
 
-def http_status(port: int, path: str) -> bytes:
-    """The status line's start of ``GET path`` (b"" if the server is not up)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            return s.recv(16)
-    except OSError:
-        return b""
-
-
-def ready(port: int) -> bool:
-    return http_status(port, "/readyz").startswith(b"HTTP/1.1 200")
-
-
 @contextlib.contextmanager
 def running(name: str) -> Iterator[tuple[subprocess.Popen[bytes], int, float]]:
     """A server process; yields (process, port, seconds from start to ready)."""
     port = free_port()
     cmd, env = server_cmd(name, port)
-    started = time.perf_counter()
     cwd = baseline_dir if name.startswith("baseline") and baseline_dir is not None else ROOT
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    server = ServerProcess(command=cmd, base_env=env, port=port, cwd=cwd, log=None)
     try:
-        while not ready(port):
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}")
-            if time.perf_counter() - started > 30:
-                raise RuntimeError(f"{name} not ready in 30 s")
-            time.sleep(0.002)
-        yield proc, port, time.perf_counter() - started
+        try:
+            seconds = server.wait_ready(timeout=30, poll=0.002)
+        except AssertionError as exc:
+            raise RuntimeError(f"{name}: {exc}") from exc
+        yield server.proc, port, seconds
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        server.stop()
 
 
 # -- the load generator and the scenarios --------------------------------------

@@ -1,23 +1,15 @@
 """Fixtures: an in-process server on loopback (pytest-tornasync's
-``http_server`` serving our ``app``), and a real ``python -m server``
-subprocess for the lifecycle tests."""
+``http_server`` serving our ``app``), and real ``python -m server``
+subprocesses (testkit.process.ServerProcess, shared with bench/)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-import queue
-import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +23,9 @@ from server.base import Service
 from server.config import Settings
 from server.connections import Registry
 from server.metrics import Metrics
+from testkit.process import ROOT, ServerProcess, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "ServerProcess", "free_port"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -166,105 +159,6 @@ def run_python(
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
-    """``python -m server`` (or another ``module``) in a subprocess, its JSON
-    log lines parsed."""
-
-    def __init__(
-        self,
-        env: dict[str, str] | None = None,
-        args: list[str] | None = None,
-        module: str = "server",
-    ) -> None:
-        self.port = free_port()
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("WS_")}
-        full_env.update({"PORT": str(self.port), "WS_HOST": "127.0.0.1", **(env or {})})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *(args or [])],
-            cwd=ROOT,
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.log: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with contextlib.suppress(ValueError, OSError):  # closed at teardown
-            self._read_lines(self.proc.stdout)
-
-    def _read_lines(self, stdout: Iterable[str]) -> None:
-        for line in stdout:
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                doc = {"event": "raw", "line": line.rstrip("\n")}
-            self.log.append(doc)
-            self.lines.put(doc)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def wait_event(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
-        """Block until the process logs event ``name`` (earlier lines included)."""
-        for doc in self.log:
-            if doc.get("event") == name:
-                return doc
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                doc = self.lines.get(timeout=0.05)
-            except queue.Empty:
-                if self.proc.poll() is not None and self.lines.empty():
-                    break
-                continue
-            if doc.get("event") == name:
-                return doc
-        raise AssertionError(f"no {name!r} event; log so far: {self.log}")
-
-    def wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url + "/readyz", timeout=1) as r,
-            ):
-                if r.status == 200:
-                    return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}: {self.log}")
-            time.sleep(0.02)
-        raise AssertionError("server never became ready")
-
-    def signal(self, signum: int = signal.SIGTERM) -> None:
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout: float = 30.0) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.fixture
 def server_process() -> Iterator[type[ServerProcess]]:
     """A factory for subprocess servers; every one started is killed at the end."""
@@ -278,8 +172,19 @@ def server_process() -> Iterator[type[ServerProcess]]:
     yield Factory
     for proc in started:
         proc.stop()
-        if proc.proc.stdout is not None:
-            proc.proc.stdout.close()
+
+
+@pytest.fixture
+def start_server(server_process: type[ServerProcess]) -> Callable[..., ServerProcess]:
+    """A factory for the hostile tests' servers: no keepalive pings (a ping
+    would land among the raw frames they read), ready when returned."""
+
+    def start(env: dict[str, str] | None = None, nofile: int | None = None) -> ServerProcess:
+        server = server_process(env={"WS_PING_INTERVAL": "0", **(env or {})}, nofile=nofile)
+        server.wait_ready(15.0)
+        return server
+
+    return start
 
 
 def requirement_pins(path: Path) -> dict[str, str]:

@@ -14,32 +14,9 @@ import os
 import struct
 from dataclasses import dataclass
 
+from testkit.frames import frame
+
 __all__ = ["Frame", "RawWebSocket", "frame", "http_request"]
-
-
-def frame(
-    opcode: int,
-    payload: bytes = b"",
-    *,
-    fin: bool = True,
-    masked: bool = True,
-    rsv: int = 0,
-    length: int | None = None,
-) -> bytes:
-    """Encode one frame; ``length`` lets a test lie about the payload size."""
-    n = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | rsv | opcode])
-    mask_bit = 0x80 if masked else 0
-    if n < 126:
-        head += bytes([mask_bit | n])
-    elif n <= 0xFFFF:
-        head += bytes([mask_bit | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([mask_bit | 127]) + struct.pack("!Q", n)
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 @dataclass

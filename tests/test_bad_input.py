@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +16,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from server import exposition
 from server.echo import EchoWebSocket
 from server.metrics import Metrics
+from testkit.frames import close_payload
 
 from .conftest import events, until
 from .rawws import RawWebSocket, frame, http_request, upgrade_request
@@ -275,9 +275,9 @@ async def test_character_split_across_fragments_is_echoed_whole(port: int) -> No
         (frame(0x9, b"p", fin=False), "fragmented control"),
         (frame(0x9, b"x" * 126), "control frame too long"),
         (frame(0x1, b"a", fin=False) + frame(0x1, b"b"), "inside a fragmented"),
-        (frame(0x8, struct.pack("!H", 1005)), "invalid close code 1005"),
-        (frame(0x8, struct.pack("!H", 999)), "invalid close code 999"),
-        (frame(0x8, struct.pack("!H", 2999)), "invalid close code 2999"),
+        (frame(0x8, close_payload(1005)), "invalid close code 1005"),
+        (frame(0x8, close_payload(999)), "invalid close code 999"),
+        (frame(0x8, close_payload(2999)), "invalid close code 2999"),
         (frame(0x8, b"\x03"), "1-byte"),
     ],
     ids=[
@@ -315,7 +315,7 @@ async def test_protocol_violations_close_with_1002(
 
 async def test_close_reason_with_invalid_utf8_closes_with_1007(port: int) -> None:
     raw = await RawWebSocket.connect(port)
-    await raw.send(frame(0x8, struct.pack("!H", 1000) + b"\xff"))
+    await raw.send(frame(0x8, close_payload(1000) + b"\xff"))
     close = await raw.recv_close()
     assert close.close_code == 1007
     raw.close()
@@ -324,7 +324,7 @@ async def test_close_reason_with_invalid_utf8_closes_with_1007(port: int) -> Non
 @pytest.mark.parametrize("code", [1000, 1001, 1003, 1011, 3000, 4999])
 async def test_valid_close_codes_are_echoed(port: int, code: int) -> None:
     raw = await RawWebSocket.connect(port)
-    await raw.send(frame(0x8, struct.pack("!H", code) + b"bye"))
+    await raw.send(frame(0x8, close_payload(code) + b"bye"))
     close = await raw.recv_close()
     assert close.close_code == code
     raw.close()

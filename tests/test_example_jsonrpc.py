@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import re
 import signal
 import urllib.request
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from server.wire import CloseCode
+from testkit.metrics import sample
 
 from .conftest import ServerProcess
 
@@ -35,13 +35,6 @@ async def call(ws: ClientConnection, request: dict[str, Any] | str) -> dict[str,
     assert isinstance(reply, str)
     doc: dict[str, Any] = json.loads(reply)
     return doc
-
-
-def metric(text: str, name: str) -> float:
-    """The value of one sample (``name`` with its labels) in a /metrics page."""
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert match, f"no {name} in /metrics"
-    return float(match.group(1))
 
 
 def test_requests_get_replies_with_events_and_metrics(
@@ -91,10 +84,10 @@ def test_requests_get_replies_with_events_and_metrics(
 
     with urllib.request.urlopen(server.url + "/metrics", timeout=5) as page:
         text = page.read().decode()
-    assert metric(text, 'websocket_messages_received_total{type="text"}') == 7
-    assert metric(text, 'websocket_messages_sent_total{type="text"}') == 7
-    assert metric(text, "websocket_connections_opened_total") == 1
-    assert metric(text, 'websocket_connections_closed_total{code="1000"}') == 1
+    assert sample(text, "websocket_messages_received_total", type="text") == 7
+    assert sample(text, "websocket_messages_sent_total", type="text") == 7
+    assert sample(text, "websocket_connections_opened_total") == 1
+    assert sample(text, "websocket_connections_closed_total", code="1000") == 1
 
 
 def test_a_message_over_the_limit_closes_1009(jsonrpc: Callable[..., ServerProcess]) -> None:
@@ -115,8 +108,8 @@ def test_a_message_over_the_limit_closes_1009(jsonrpc: Callable[..., ServerProce
     assert error["peer"].startswith("127.0.0.1:")
     with urllib.request.urlopen(server.url + "/metrics", timeout=5) as page:
         text = page.read().decode()
-    assert metric(text, 'websocket_errors_total{kind="message_too_big"}') == 1
-    assert metric(text, 'websocket_connections_closed_total{code="1009"}') == 1
+    assert sample(text, "websocket_errors_total", kind="message_too_big") == 1
+    assert sample(text, "websocket_connections_closed_total", code="1009") == 1
 
 
 def test_a_binary_message_closes_1003(jsonrpc: Callable[..., ServerProcess]) -> None:

@@ -15,30 +15,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from .conftest import ROOT
 from .rawws import frame, upgrade_request
-from .test_hostile import Server, connect
-
-
-@pytest.fixture
-def start_server() -> Iterator[Callable[..., Server]]:
-    """``python -m server`` processes (tests/test_hostile.py's), killed at the end."""
-    started: list[Server] = []
-
-    def factory(**kw: Any) -> Server:
-        server = Server(**kw)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()
-
+from .test_hostile import connect
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(120)]
 

@@ -9,10 +9,11 @@ import os
 import socket
 import struct
 import time
-import urllib.request
 from typing import Any
 
 import pytest
+
+from testkit.metrics import sample, scrape
 
 from .conftest import ServerProcess
 from .rawws import frame, upgrade_request
@@ -45,17 +46,6 @@ def _frames(data: bytes) -> list[tuple[int, bytes]]:
         frames.append((data[pos] & 0x0F, data[pos + head : pos + head + size]))
         pos += head + size
     return frames
-
-
-def _metrics(server: ServerProcess) -> dict[str, float]:
-    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
 
 
 def test_frames_and_fin_right_behind_the_upgrade_request_are_answered(
@@ -97,10 +87,10 @@ def test_clients_that_reset_right_after_the_upgrade_do_not_fill_the_cap(
         sock.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if _metrics(server)["websocket_open_connections"] == 0:
+        if sample(scrape(server.url), "websocket_open_connections") == 0:
             break
         time.sleep(0.1)
-    assert _metrics(server)["websocket_open_connections"] == 0
+    assert sample(scrape(server.url), "websocket_open_connections") == 0
     sock = socket.create_connection(("127.0.0.1", server.port))
     sock.sendall(upgrade_request())
     assert sock.recv(4096).startswith(b"HTTP/1.1 101")

@@ -11,139 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import re
-import resource
 import socket
-import struct
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
-from .conftest import ROOT, free_port
+from testkit.frames import close_payload
+from testkit.metrics import sample as metric
+
+from .conftest import ServerProcess
 from .rawws import RawWebSocket, frame, http_request, upgrade_request
 
 #: Characters that must never reach the log raw (besides each line's "\n").
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-class Server:
-    """``python -m server`` with its stdout read (or left unread) by a thread."""
-
-    def __init__(self, env: dict[str, str] | None = None, nofile: int | None = None) -> None:
-        self.port = free_port()
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("WS_")}
-        full_env.update({"PORT": str(self.port), "WS_HOST": "127.0.0.1", "WS_PING_INTERVAL": "0"})
-        full_env.update(env or {})
-
-        def limit() -> None:
-            if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            preexec_fn=limit,
-        )
-        self.lines: list[str] = []
-        self.bytes = 0
-        self.reading = threading.Event()
-        self.reading.set()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.wait_ready()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with contextlib.suppress(ValueError, OSError):
-            while True:
-                self.reading.wait()
-                line = self.proc.stdout.readline()
-                if not line:
-                    return
-                self.bytes += len(line)
-                self.lines.append(line.decode("utf-8"))
-
-    def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if self.get("/readyz", timeout=1)[0] == 200:
-                    return
-            assert self.proc.poll() is None, f"server exited: {self.lines}"
-            time.sleep(0.05)
-        raise AssertionError("server never became ready")
-
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
-            return r.status, r.read(), r.headers
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [d for d in map(_json_or_none, self.lines) if d and d.get("event") == name]
-
-    def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def memory_kib(self, field: str = "VmHWM") -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        raise AssertionError(field)
-
-    def settle(self, seconds: float = 0.3) -> None:
-        """Give the server's log writer time to reach us."""
-        time.sleep(seconds)
-
-    def stop(self) -> None:
-        self.reading.set()
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-def _json_or_none(line: str) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(line)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-@pytest.fixture
-def start() -> Iterator[Any]:
-    started: list[Server] = []
-
-    def factory(**kw: Any) -> Server:
-        server = Server(**kw)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in text.splitlines():
-        if line.startswith(name + ("{" + want + "}" if want else " ")):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def connect(port: int, **headers: str) -> RawWebSocket:
@@ -195,18 +77,20 @@ class Watchdog:
 # -- forwarded headers -------------------------------------------------------------
 
 
-def test_spoofed_forwarded_headers_from_trusted_and_untrusted_hops(start: Any) -> None:
+def test_spoofed_forwarded_headers_from_trusted_and_untrusted_hops(
+    start_server: Callable[..., ServerProcess],
+) -> None:
     """Behind a trusted proxy (loopback, as the queue-proxy is) the peer is
     the right-most address it did not add, not the client's first entry;
     from an untrusted hop no forwarded header is believed. The socket peer
     is on every event as ``via``."""
-    trusted = start()
-    untrusted = start(env={"WS_TRUSTED_PROXIES": "10.0.0.0/8"})
+    trusted = start_server()
+    untrusted = start_server(env={"WS_TRUSTED_PROXIES": "10.0.0.0/8"})
 
-    async def scenario(server: Server) -> None:
+    async def scenario(server: ServerProcess) -> None:
         ws = await connect(server.port, X_Forwarded_For="6.6.6.6, 203.0.113.7", X_Real_Ip="7.7.7.7")
         await echo_time(ws)
-        await ws.send(frame(0x8, struct.pack("!H", 1000)))
+        await ws.send(frame(0x8, close_payload(1000)))
         await ws.recv_close()
         ws.close()
 
@@ -221,12 +105,14 @@ def test_spoofed_forwarded_headers_from_trusted_and_untrusted_hops(start: Any) -
             assert event["peer"] == (peer or via), event
 
 
-def test_huge_forwarded_header_and_tiny_messages_stay_bounded(start: Any) -> None:
+def test_huge_forwarded_header_and_tiny_messages_stay_bounded(
+    start_server: Callable[..., ServerProcess],
+) -> None:
     """Four connections with a 15 KB X-Forwarded-For each send 3,000 one-byte
     messages: the peer falls back to the socket, the log stays within the
     message budget (100 events, then 10/s), peak RSS grows by little, and
     the close event says how many messages were not logged."""
-    server = start()
+    server = start_server()
     before = server.memory_kib()
     logged_before = server.bytes
     huge = ", ".join(f"10.{i // 250}.{i % 250}.1" for i in range(1500))[:15000]
@@ -238,7 +124,7 @@ def test_huge_forwarded_header_and_tiny_messages_stay_bounded(start: Any) -> Non
         await ws.send(data)
         for _ in range(messages):
             assert (await ws.recv(timeout=20)).payload == b"x"
-        await ws.send(frame(0x8, struct.pack("!H", 1000)))
+        await ws.send(frame(0x8, close_payload(1000)))
         await ws.recv_close()
         ws.close()
 
@@ -267,11 +153,13 @@ NASTY = 'a\x1b[2J\rfake=1\x00\x0b\t\x7f\x85\x9b\u2028\u2029\u202eb "q" \\'
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])
-def test_control_characters_never_reach_the_log_raw(start: Any, fmt: str) -> None:
+def test_control_characters_never_reach_the_log_raw(
+    start_server: Callable[..., ServerProcess], fmt: str
+) -> None:
     """Message content, close reasons, origins, paths and forwarded headers
     with controls and separators: every line of the log is one whole event,
     with none of them raw; JSON still decodes to what was sent."""
-    server = start(env={"WS_LOG_FORMAT": fmt})
+    server = start_server(env={"WS_LOG_FORMAT": fmt})
     latin1_c1 = "\x85\x9b"  # a header can carry C1 as latin-1 bytes
 
     async def scenario() -> None:
@@ -282,7 +170,7 @@ def test_control_characters_never_reach_the_log_raw(start: Any, fmt: str) -> Non
         )
         await ws.send(frame(0x1, NASTY.encode()))
         assert (await ws.recv()).payload == NASTY.encode()
-        await ws.send(frame(0x8, struct.pack("!H", 4000) + NASTY[:40].encode()))
+        await ws.send(frame(0x8, close_payload(4000) + NASTY[:40].encode()))
         await ws.recv_close()
         ws.close()
         status, *_rest, writer = await http_request(
@@ -317,12 +205,12 @@ def test_control_characters_never_reach_the_log_raw(start: Any, fmt: str) -> Non
 # -- descriptors ---------------------------------------------------------------------
 
 
-def test_descriptor_flood_under_a_low_ulimit(start: Any) -> None:
+def test_descriptor_flood_under_a_low_ulimit(start_server: Callable[..., ServerProcess]) -> None:
     """With 128 descriptors and 300 clients connecting and saying nothing,
     the server neither spins nor floods its log: the listener pauses, one
     line says so, open connections keep echoing, and once the slow clients
     are timed out (WS_REQUEST_HEAD_TIMEOUT) /healthz answers again."""
-    server = start(env={"WS_REQUEST_HEAD_TIMEOUT": "2"}, nofile=128)
+    server = start_server(env={"WS_REQUEST_HEAD_TIMEOUT": "2"}, nofile=128)
     flood: list[socket.socket] = []
 
     async def scenario() -> None:
@@ -363,10 +251,12 @@ def test_descriptor_flood_under_a_low_ulimit(start: Any) -> None:
     assert len(server.lines) < 100, len(server.lines)
 
 
-def test_slow_request_heads_are_answered_408_and_released(start: Any) -> None:
+def test_slow_request_heads_are_answered_408_and_released(
+    start_server: Callable[..., ServerProcess],
+) -> None:
     """Fifty half-sent request heads are each answered 408 and closed after
     WS_REQUEST_HEAD_TIMEOUT (not Tornado's 75 s), with one log line."""
-    server = start(env={"WS_REQUEST_HEAD_TIMEOUT": "1"})
+    server = start_server(env={"WS_REQUEST_HEAD_TIMEOUT": "1"})
 
     async def slow() -> tuple[bytes, float]:
         started = time.monotonic()
@@ -397,14 +287,14 @@ def test_slow_request_heads_are_answered_408_and_released(start: Any) -> None:
 # -- metrics -------------------------------------------------------------------------
 
 
-def test_500_distinct_close_codes_add_no_series(start: Any) -> None:
-    server = start(env={"WS_LOG_MESSAGES": "false"})
+def test_500_distinct_close_codes_add_no_series(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(env={"WS_LOG_MESSAGES": "false"})
     codes = [3000 + i for i in range(250)] + [4000 + i for i in range(250)]
 
     async def close_with(code: int, gate: asyncio.Semaphore) -> None:
         async with gate:
             ws = await connect(server.port)
-            await ws.send(frame(0x8, struct.pack("!H", code)))
+            await ws.send(frame(0x8, close_payload(code)))
             assert (await ws.recv_close()).close_code == code
             ws.close()
 
@@ -429,13 +319,13 @@ def test_500_distinct_close_codes_add_no_series(start: Any) -> None:
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_stalled_stdout_drops_log_lines_instead_of_stalling_echoes(
-    start: Any, workers: str
+    start_server: Callable[..., ServerProcess], workers: str
 ) -> None:
     """Nobody reads the server's stdout while a client makes it log 20,000
     events: echoes go on, memory stays bounded, and once stdout is read
     again the lines dropped are reported, and counted in /metrics (with two
     workers, in every scrape, whichever worker answers it)."""
-    server = start(env={"WS_LOG_MESSAGE_RATE": "0", "WS_WORKERS": workers})
+    server = start_server(env={"WS_LOG_MESSAGE_RATE": "0", "WS_WORKERS": workers})
     before = server.memory_kib()
     server.reading.clear()
     messages = 20_000
@@ -472,8 +362,8 @@ def test_a_stalled_stdout_drops_log_lines_instead_of_stalling_echoes(
     assert note["dropped"] > 0
 
 
-def test_console_page_cannot_be_framed(start: Any) -> None:
-    server = start()
+def test_console_page_cannot_be_framed(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server()
     status, _, headers = server.get("/")
     assert status == 200
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]

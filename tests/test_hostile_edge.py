@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,9 @@ from hypothesis import strategies as st
 
 from server.events import FIELD_CHARS, TextFormatter
 
-from .conftest import ROOT
+from .conftest import ROOT, ServerProcess
 from .rawws import frame, upgrade_request
-from .test_hostile import Server, connect
-
-
-@pytest.fixture
-def start() -> Iterator[Any]:
-    started: list[Server] = []
-
-    def factory(**kw: Any) -> Server:
-        server = Server(**kw)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()
+from .test_hostile import connect
 
 
 def _status_and_headers(head: bytes) -> tuple[int, dict[str, str]]:
@@ -69,12 +55,14 @@ def _read_head(sock: socket.socket, timeout: float = 10.0) -> bytes:
 # -- 7: the connection cap under a burst ------------------------------------------
 
 
-def test_a_burst_of_upgrades_never_exceeds_the_connection_cap(start: Any) -> None:
+def test_a_burst_of_upgrades_never_exceeds_the_connection_cap(
+    start_server: Callable[..., ServerProcess],
+) -> None:
     """WS_MAX_CONNECTIONS=5 with 4 open: 30 upgrades sent together give
     exactly one 101 and 29 answers of 503 with Retry-After (all 30 got 101
     when the cap counted only connections already handed over). Once the
     burst is refused, the one that got in echoes and the cap still holds."""
-    server = start(env={"WS_MAX_CONNECTIONS": "5"})
+    server = start_server(env={"WS_MAX_CONNECTIONS": "5"})
     burst = 30
 
     async def scenario() -> None:
@@ -193,14 +181,16 @@ HOSTILE_HOSTS = [
 ]
 
 
-def test_tornado_records_in_text_format_carry_no_client_fields(start: Any, logfmt: Logfmt) -> None:
+def test_tornado_records_in_text_format_carry_no_client_fields(
+    start_server: Callable[..., ServerProcess], logfmt: Logfmt
+) -> None:
     """``Host: a peer=6.6.6.6 event=close`` makes Tornado log ``Invalid Host
     header: 'a peer=6.6.6.6 event=close'``. In the text format every line a
     logfmt reader gets is one record whose fields are the server's: time,
     level, the event ``log``, ``logger`` and ``msg`` holding the whole
     message (it was the head of the line, and a reader took ``peer=6.6.6.6``
     from it)."""
-    server = start(env={"WS_LOG_FORMAT": "text"})
+    server = start_server(env={"WS_LOG_FORMAT": "text"})
     for host in HOSTILE_HOSTS:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(upgrade_request(host=host))
@@ -270,11 +260,13 @@ def _read_all(sock: socket.socket, until: Any, timeout: float = 20.0) -> bytes:
     return data
 
 
-def test_pipelined_refused_upgrades_get_one_answer_and_one_line(start: Any) -> None:
+def test_pipelined_refused_upgrades_get_one_answer_and_one_line(
+    start_server: Callable[..., ServerProcess],
+) -> None:
     """2,000 upgrades without a key, pipelined on one connection: one 400
     with ``Connection: close``, then the server closes; one ``error`` line
     (there were 2,000: 1.3 MiB of log a second)."""
-    server = start()
+    server = start_server()
     bad = upgrade_request(Sec_WebSocket_Key=None)  # type: ignore[arg-type]
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(bad * 2000)
@@ -291,11 +283,13 @@ def test_pipelined_refused_upgrades_get_one_answer_and_one_line(start: Any) -> N
     assert len(new[0]) < 1024, new
 
 
-def test_pipelined_404s_log_a_bounded_number_of_lines_with_counts(start: Any) -> None:
+def test_pipelined_404s_log_a_bounded_number_of_lines_with_counts(
+    start_server: Callable[..., ServerProcess],
+) -> None:
     """1,000 pipelined 404s on one keep-alive connection are all answered;
     their ``request`` lines stop after 10 (then 1 a second), and the next
     one logged says how many were left out (they made 392 KiB of log)."""
-    server = start()
+    server = start_server()
     before_bytes = server.bytes
     request = b"GET /nothing-here HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
@@ -316,12 +310,14 @@ def test_pipelined_404s_log_a_bounded_number_of_lines_with_counts(start: Any) ->
     assert counted == 1000, (len(logged), requests[-1])
 
 
-def test_refusals_from_many_connections_are_logged_within_a_budget(start: Any) -> None:
+def test_refusals_from_many_connections_are_logged_within_a_budget(
+    start_server: Callable[..., ServerProcess],
+) -> None:
     """300 connections, each refused (403: a foreign origin): at most 100
     ``error`` lines and then 10 a second, every refusal counted in
     ``websocket_handshakes_rejected_total``, and the next logged refusal
     says how many were left out."""
-    server = start()
+    server = start_server()
 
     async def refused(origin: str) -> int:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -352,8 +348,9 @@ def test_refusals_from_many_connections_are_logged_within_a_budget(start: Any) -
 
 
 @pytest.fixture(scope="module")
-def text_server() -> Iterator[Server]:
-    server = Server(env={"WS_LOG_FORMAT": "text"})
+def text_server() -> Iterator[ServerProcess]:
+    server = ServerProcess(env={"WS_PING_INTERVAL": "0", "WS_LOG_FORMAT": "text"})
+    server.wait_ready(15.0)
     deadline = time.monotonic() + 10
     while not any(" listening " in line for line in server.lines):
         assert time.monotonic() < deadline, server.lines
@@ -377,7 +374,7 @@ _EDGE_FIELDS = {
     )
 )
 def test_any_host_header_gives_lines_with_only_the_servers_fields(
-    text_server: Server, logfmt: Logfmt, host: str
+    text_server: ServerProcess, logfmt: Logfmt, host: str
 ) -> None:
     """Any Host header (latin-1 text) on an upgrade without a key, against
     the real server in text format: whether Tornado rejects the header (a
@@ -398,11 +395,13 @@ def test_any_host_header_gives_lines_with_only_the_servers_fields(
     assert _keys(pairs)[3:] == _EDGE_FIELDS[event], (pairs, host)
 
 
-def test_tornado_records_from_many_connections_are_logged_within_a_budget(start: Any) -> None:
+def test_tornado_records_from_many_connections_are_logged_within_a_budget(
+    start_server: Callable[..., ServerProcess],
+) -> None:
     """300 connections, each with a Host header Tornado rejects (400, and one
     ``Malformed HTTP message`` record each): at most 100 ``log`` lines, then
     10 a second, and the next one logged says how many were left out."""
-    server = start()
+    server = start_server()
 
     async def malformed(host: str) -> int:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -429,12 +428,14 @@ def test_tornado_records_from_many_connections_are_logged_within_a_budget(start:
     assert len(lines) + sum(e.get("unlogged", 0) for e in lines) == 301
 
 
-def test_oversized_heads_from_many_connections_are_logged_within_a_budget(start: Any) -> None:
+def test_oversized_heads_from_many_connections_are_logged_within_a_budget(
+    start_server: Callable[..., ServerProcess],
+) -> None:
     """300 connections, each with a request head over 16 KiB (431): at most
     100 ``headers_too_large`` lines, then 10 a second, every one counted in
     ``websocket_handshakes_rejected_total``, and the next logged one says
     how many were left out."""
-    server = start()
+    server = start_server()
     head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 17000 + b"\r\n\r\n"
 
     async def oversized() -> int:

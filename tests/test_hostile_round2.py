@@ -14,29 +14,10 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
-
 from .rawws import frame, upgrade_request
-from .test_hostile import Server, connect, echo_time, metric
-
-
-@pytest.fixture
-def start_server() -> Iterator[Callable[..., Server]]:
-    """``python -m server`` processes (tests/test_hostile.py's), killed at the end."""
-    started: list[Server] = []
-
-    def factory(**kw: Any) -> Server:
-        server = Server(**kw)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()
-
+from .test_hostile import connect, echo_time, metric
 
 # -- point 6: the hand-over ----------------------------------------------------
 

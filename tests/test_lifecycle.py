@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from server.connections import Registry
 from server.metrics import Metrics
+from testkit.metrics import sample
 
 from .conftest import ServerProcess, events, recv_until_closed
 from .rawws import RawWebSocket, frame
@@ -315,11 +316,6 @@ def test_startup_log_line_and_port_from_env(server_process: type[ServerProcess])
     assert listening["startup_ms"] > 0
 
 
-def _sample(page: str, name: str) -> float:
-    [value] = [line.split()[-1] for line in page.splitlines() if line.startswith(name + " ")]
-    return float(value)
-
-
 def test_a_drain_shows_in_metrics_with_its_start(
     server_process: type[ServerProcess],
 ) -> None:
@@ -337,14 +333,14 @@ def test_a_drain_shows_in_metrics_with_its_start(
     async def scenario() -> None:
         raw = await RawWebSocket.connect(server.port)  # never answers the 1001
         before = scrape()
-        assert _sample(before, "websocket_drain_started_timestamp_seconds") == 0
+        assert sample(before, "websocket_drain_started_timestamp_seconds") == 0
         signalled = time.time()
         server.signal(signal.SIGTERM)
         assert (await raw.recv_close()).close_code == 1001
         during = scrape()
-        started = _sample(during, "websocket_drain_started_timestamp_seconds")
+        started = sample(during, "websocket_drain_started_timestamp_seconds")
         assert signalled - 1 <= started <= time.time()
-        assert _sample(during, "websocket_open_connections") == 1
+        assert sample(during, "websocket_open_connections") == 1
         raw.close()
 
     asyncio.run(scenario())

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import struct
 import zlib
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+from testkit.frames import close_payload, frame_head
 
 from .conftest import events, until
 from .rawws import Frame, RawWebSocket, frame, http_request, upgrade_request
@@ -70,7 +71,7 @@ async def test_rsv1_on_a_control_frame_fails_with_1002(port: int) -> None:
 async def test_64_bit_length_with_its_top_bit_set_fails_with_1002(port: int) -> None:
     """RFC 6455 5.2: the most significant bit must be 0. Was: 1009."""
     raw = await RawWebSocket.connect(port)
-    await raw.send(bytes([0x82, 0xFF]) + struct.pack("!Q", 1 << 63) + b"mask")
+    await raw.send(frame_head(0x2, 1 << 63, mask=b"mask"))
     close = await raw.recv_close()
     assert close.close_code == 1002
     raw.close()
@@ -189,14 +190,14 @@ async def test_data_after_the_clients_close_frame_is_discarded_without_a_reset(
         raw = await RawWebSocket.connect(port)
         await raw.send(
             frame(0x1, b"last words")
-            + frame(0x8, struct.pack("!H", 1000))
+            + frame(0x8, close_payload(1000))
             + frame(0x1, b"after the close") * 50
         )
         frames, reset = await _read_all(raw)
         assert not reset
         assert [(f.opcode, f.payload) for f in frames] == [
             (0x1, b"last words"),
-            (0x8, struct.pack("!H", 1000)),
+            (0x8, close_payload(1000)),
         ]
         raw.close()
 
@@ -229,7 +230,7 @@ async def test_slow_steady_reader_under_backpressure_is_not_failed_by_keepalive(
         await asyncio.sleep(0.02)  # about 3 MB/s: several ping intervals in all
     await sender
     assert echoes == count
-    await raw.send(frame(0x8, struct.pack("!H", 1000)))
+    await raw.send(frame(0x8, close_payload(1000)))
     close = await raw.recv()
     while close.opcode == 0x9:  # a ping on its way before our close frame
         close = await raw.recv()

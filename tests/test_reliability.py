@@ -9,20 +9,21 @@ in all. ``pytest -m "not reliability"`` leaves it out of a quick run.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, ServerProcess
 from .rawws import RawWebSocket, frame, http_request, upgrade_request
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
@@ -30,66 +31,19 @@ pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 LOADGEN = ROOT / "bench" / "loadgen.py"
 
 
-class Server:
-    """``python -m server`` with its log in a file (a pipe read by a thread
-    could not keep up with a line per message)."""
-
-    def __init__(self, log_dir: Path, **env: str) -> None:
-        self.port = free_port()
-        self.log_path = log_dir / f"server-{self.port}.log"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("WS_")}
-        full_env.update({"PORT": str(self.port), "WS_HOST": "127.0.0.1", **env})
-        self._log: IO[bytes] = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 15
-        while "listening" not in self.log_path.read_text():
-            assert self.proc.poll() is None, self.log_path.read_text()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        found = []
-        with self.log_path.open() as f:
-            for line in f:
-                if f'"event": "{name}"' in line:
-                    found.append(json.loads(line))
-        return found
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[type[Server]]:
-    started: list[Server] = []
+def server(server_process: type[ServerProcess], tmp_path: Path) -> Callable[..., ServerProcess]:
+    """``python -m server`` with its log in a file (a pipe read by a thread
+    could not keep up with a line per message), ready when returned."""
 
-    class Factory(Server):
-        def __init__(self, **env: str) -> None:
-            super().__init__(tmp_path, **env)
-            started.append(self)
+    numbers = itertools.count()
 
-    yield Factory
-    for s in started:
-        s.stop()
+    def start(**env: str) -> ServerProcess:
+        srv = server_process(env=env, log=tmp_path / f"server-{next(numbers)}.log")
+        srv.wait_ready(15.0)
+        return srv
+
+    return start
 
 
 def soak(url: str, conns: int, seconds: float, *extra: str) -> subprocess.Popen[str]:
@@ -126,7 +80,7 @@ def wait_connected(gen: subprocess.Popen[str]) -> None:
 
 
 def test_2000_connections_echo_for_60_seconds_without_errors_or_growth(
-    server: type[Server],
+    server: Callable[..., ServerProcess],
 ) -> None:
     """2,000 clients echo for 60 s against the server's defaults (every
     message logged, metrics on): no error on either side, every echo right,
@@ -157,7 +111,7 @@ def test_2000_connections_echo_for_60_seconds_without_errors_or_growth(
     assert max(warm[-third:]) - max(warm[:third]) < 4096, samples
 
 
-def test_sigterm_under_load_loses_nothing(server: type[Server]) -> None:
+def test_sigterm_under_load_loses_nothing(server: Callable[..., ServerProcess]) -> None:
     """SIGTERM while 2,000 clients echo: every client gets 1001, every
     message the server read was echoed, at most the one message a client
     sent as the close frame crossed it goes unanswered, and the process
@@ -179,7 +133,9 @@ def test_sigterm_under_load_loses_nothing(server: type[Server]) -> None:
     assert all(c["code"] == 1001 and c["messages_in"] == c["messages_out"] for c in closes)
 
 
-def test_clients_that_never_read_cannot_grow_server_memory(server: type[Server]) -> None:
+def test_clients_that_never_read_cannot_grow_server_memory(
+    server: Callable[..., ServerProcess],
+) -> None:
     """20 clients each send 32 MiB and read nothing back. The server stops
     reading each at 1 MiB of unsent echoes and drops it after
     WS_SEND_TIMEOUT with 1008; its memory grows by a bounded amount (not by
@@ -236,7 +192,9 @@ async def _close_code(port: int, data: bytes) -> int | None:
     return close.close_code
 
 
-def test_abuse_gets_specific_answers_while_others_keep_echoing(server: type[Server]) -> None:
+def test_abuse_gets_specific_answers_while_others_keep_echoing(
+    server: Callable[..., ServerProcess],
+) -> None:
     """Bad handshakes and bad frames from a dozen attackers, while 500
     well-behaved clients echo: each attack gets its own status or close
     code, and not one good client sees an error or a close."""

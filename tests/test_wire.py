@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,8 @@ from server.wire import (
     Pong,
     State,
 )
+from testkit import frames
+from testkit.frames import close_payload
 
 LIMIT = 1 << 20
 MASK = b"\x37\xfa\x21\x3d"
@@ -44,48 +47,17 @@ RSV1, RSV2, RSV3 = 0x40, 0x20, 0x10
 # -- helpers -----------------------------------------------------------------
 
 
-def frame_head(
-    opcode: int,
-    size: int,
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    masked: bool = True,
-    mask: bytes = MASK,
-    length_form: int | None = None,
-) -> bytes:
-    """A frame header for a ``size``-byte payload. ``length_form`` forces
-    the 7-bit (0), 16-bit (126) or 64-bit (127) length encoding."""
-    first = (0x80 if fin else 0) | rsv | opcode
-    mask_bit = 0x80 if masked else 0
-    form = length_form
-    if form is None:
-        form = 0 if size < 126 else 126 if size < 65536 else 127
-    if form == 0:
-        head = bytes((first, mask_bit | size))
-    elif form == 126:
-        head = bytes((first, mask_bit | 126)) + struct.pack("!H", size)
-    else:
-        head = bytes((first, mask_bit | 127)) + struct.pack("!Q", size)
-    return head + (mask if masked else b"")
+def frame_head(opcode: int, size: int, **kw: Any) -> bytes:
+    """:func:`testkit.frames.frame_head`, masked with :data:`MASK` unless told."""
+    kw.setdefault("mask", MASK)
+    return frames.frame_head(opcode, size, **kw)
 
 
-def client_frame(
-    opcode: int,
-    payload: bytes = b"",
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    masked: bool = True,
-    mask: bytes = MASK,
-) -> bytes:
-    """One whole client frame (masked unless ``masked`` is False)."""
-    head = frame_head(opcode, len(payload), fin=fin, rsv=rsv, masked=masked, mask=mask)
-    return head + (apply_mask(mask, payload) if masked else payload)
-
-
-def close_payload(code: int, reason: bytes = b"") -> bytes:
-    return struct.pack("!H", code) + reason
+def client_frame(opcode: int, payload: bytes = b"", **kw: Any) -> bytes:
+    """:func:`testkit.frames.frame` (one whole client frame), masked with
+    :data:`MASK` unless told."""
+    kw.setdefault("mask", MASK)
+    return frames.frame(opcode, payload, **kw)
 
 
 class ClientDeflater:
@@ -352,10 +324,10 @@ def test_new_message_inside_a_fragmented_one_fails_1002(second: int) -> None:
 def test_64_bit_length_with_top_bit_set_fails_1002_not_1009() -> None:
     """RFC 6455 5.2: "the most significant bit MUST be 0"; a length that
     breaks the framing is a protocol error, whatever the size limit."""
-    head = bytes((0x82, 0xFF)) + struct.pack("!Q", 1 << 63) + MASK
+    head = frame_head(BINARY, 1 << 63)
     events = feed(conn(), head)
     assert failed_code(events) == CloseCode.PROTOCOL_ERROR
-    head = bytes((0x82, 0xFF)) + struct.pack("!Q", (1 << 64) - 1) + MASK
+    head = frame_head(BINARY, (1 << 64) - 1)
     assert failed_code(feed(conn(), head)) == CloseCode.PROTOCOL_ERROR
 
 

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import codecs
 import logging
-import struct
 
 import pytest
 from hypothesis import given
@@ -372,7 +371,7 @@ def test_difference_2_close_between_fragments() -> None:
 
 
 def test_difference_3_length_with_top_bit_set() -> None:
-    head = bytes((0x82, 0xFF)) + struct.pack("!Q", 1 << 63) + MASK
+    head = frame_head(BINARY, 1 << 63)
     pair = Pair(None)
     pair.server.receive_data(head)
     assert pair.server.close_sent.code == 1009

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import tornado.web
-from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
@@ -26,6 +25,7 @@ from websockets.protocol import State
 from server.app import make_app
 from server.base import Service
 from server.podstate import PodState, Worker, WorkerState
+from testkit.metrics import Key, Samples, scrape
 
 from .conftest import ServerProcess, recv_until_closed, run_python
 from .rawws import RawWebSocket
@@ -191,20 +191,13 @@ def test_asyncio_event_loop_serves_too(server_process: type[ServerProcess]) -> N
 # -- one pod's numbers (server/podstate.py) ----------------------------------
 
 #: The series the pod-total tests compare, as (name, labels) keys.
-_Sample = tuple[str, tuple[tuple[str, str], ...]]
+_Sample = Key
 
 
-def _scrape(server: ServerProcess) -> dict[_Sample, float]:
+def _scrape(server: ServerProcess) -> Samples:
     """One scrape, on a new TCP connection (so the kernel picks the worker
-    afresh), read by prometheus_client's own parser; ``_created`` left out."""
-    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if not s.name.endswith("_created")
-    }
+    afresh); ``_created`` left out."""
+    return scrape(server.url, created=False)
 
 
 def _ready(server: ServerProcess) -> tuple[int, dict[str, object]]:
