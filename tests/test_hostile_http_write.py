@@ -17,13 +17,16 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from .test_hostile import Server, Watchdog, metric
+from testkit.metrics import sample as metric
+
+from .conftest import ServerProcess as Server
+from .test_hostile import Watchdog
 
 #: The bounds of these tests: the pipelining client's repro, with the
 #: WebSocket send timeout at 2 s (a sweep every 0.5 s).
@@ -36,10 +39,8 @@ _TCP_STATES = {1: "ESTABLISHED", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
 
 
 @pytest.fixture
-def server() -> Iterator[Server]:
-    started = Server(env=ENV)
-    yield started
-    started.stop()
+def server(start_server: Callable[..., Server]) -> Server:
+    return start_server(env=ENV)
 
 
 def server_side(port: int, client: socket.socket) -> tuple[str, int] | None:

@@ -20,10 +20,11 @@ import struct
 import time
 from typing import Any
 
-from .rawws import frame, upgrade_request
-from .test_hostile import Server, connect, metric, start
+from testkit.metrics import sample as metric
 
-__all__ = ["start"]  # the fixture, used by name
+from .conftest import ServerProcess as Server
+from .rawws import frame, upgrade_request
+from .test_hostile import connect
 
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
@@ -71,8 +72,8 @@ async def _one(port: int, rng: random.Random) -> str:
         writer.close()
 
 
-def test_no_failed_upgrade_keeps_its_place_under_the_cap(start: Any) -> None:
-    server: Server = start(
+def test_no_failed_upgrade_keeps_its_place_under_the_cap(start_server: Any) -> None:
+    server: Server = start_server(
         env={"WS_MAX_CONNECTIONS": "3", "WS_COMPRESSION": "true", "WS_LOG_MESSAGES": "false"}
     )
     rng = random.Random(18)
