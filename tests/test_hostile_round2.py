@@ -109,9 +109,16 @@ def test_a_long_extension_offer_costs_no_cpu_and_is_declined(start_server: Any) 
 # -- memory bound by bytes, not by objects (points 3, 4, 5) ----------------------
 
 
-def _upgraded(port: int, **headers: str) -> tuple[socket.socket, bytes]:
-    """A blocking socket past its 101; the response head."""
-    sock = socket.create_connection(("127.0.0.1", port))
+def _upgraded(port: int, rcvbuf: int = 0, **headers: str) -> tuple[socket.socket, bytes]:
+    """A blocking socket past its 101; the response head. ``rcvbuf``: a
+    receive buffer set before connecting, so that the window and segment
+    sizes are agreed for it (shrunk after the handshake, on loopback, the
+    server's 32-64 KiB segments no longer fit: both sides then retransmit
+    with a doubling timeout and the connection stalls for minutes)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
     sock.sendall(upgrade_request(**headers))
     head = b""
     while b"\r\n\r\n" not in head:
@@ -217,8 +224,9 @@ def test_a_ping_flood_from_a_client_that_never_reads_stays_bounded(start_server:
     as tens of thousands of 2-byte buffers), and others keep echoing."""
     server = start_server()
     before = server.memory_kib("VmRSS")
-    sock, _ = _upgraded(server.port)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills fast
+    sock, _ = _upgraded(server.port, rcvbuf=4096)  # fills fast
+    # A send that stalls fails the test instead of hanging it.
+    sock.settimeout(20)
     pings = frame(0x9) * 100_000
     sent = 0
 
@@ -232,6 +240,7 @@ def test_a_ping_flood_from_a_client_that_never_reads_stays_bounded(start_server:
             while time.monotonic() < deadline:
                 sending = loop.run_in_executor(None, sock.sendall, pings)
                 while not sending.done():
+                    assert time.monotonic() < deadline + 25, "the flood's send stalled"
                     worst = max(worst, await echo_time(ws))
                     await asyncio.sleep(0.01)
                 await sending
