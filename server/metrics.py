@@ -191,7 +191,27 @@ class Histogram:
         self.sum += value
 
 
-class _SharedCounter(Counter):
+class _InSlot:
+    """A number kept in a slot of shared memory instead of an attribute:
+    the ``value`` of :class:`_SharedCounter` and :class:`_SharedGauge`."""
+
+    __slots__ = ()
+    _view: memoryview[float]
+    _at: int
+
+    @property
+    def value(self) -> float:
+        return float(self._view[self._at])
+
+    @value.setter
+    def value(self, value: float) -> None:
+        self._view[self._at] = value
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._view[self._at] += amount
+
+
+class _SharedCounter(_InSlot, Counter):
     """A :class:`Counter` kept in a slot. Made over a slot that holds a
     count already (a worker started again), it goes on from there."""
 
@@ -204,19 +224,8 @@ class _SharedCounter(Counter):
         self._view = slots.view
         self._at = slots.take(1)
 
-    @property
-    def value(self) -> float:
-        return float(self._view[self._at])
 
-    @value.setter
-    def value(self, value: float) -> None:
-        self._view[self._at] = value
-
-    def inc(self, amount: float = 1.0) -> None:
-        self._view[self._at] += amount
-
-
-class _SharedGauge(Gauge):
+class _SharedGauge(_InSlot, Gauge):
     """A :class:`Gauge` kept in a slot."""
 
     __slots__ = ("_at", "_view")
@@ -226,17 +235,6 @@ class _SharedGauge(Gauge):
         self.doc = doc
         self._view = slots.view
         self._at = slots.take(1)
-
-    @property
-    def value(self) -> float:
-        return float(self._view[self._at])
-
-    @value.setter
-    def value(self, value: float) -> None:
-        self._view[self._at] = value
-
-    def inc(self, amount: float = 1.0) -> None:
-        self._view[self._at] += amount
 
     def dec(self, amount: float = 1.0) -> None:
         self._view[self._at] -= amount
