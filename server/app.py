@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.httpserver
 import tornado.netutil
+import tornado.routing
 import tornado.web
 from tornado.iostream import IOStream, UnsatisfiableReadError
 
@@ -137,7 +138,7 @@ WebSocketRoute = (
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
-def websocket_rules(routes: Sequence[WebSocketRoute]) -> list[tornado.web.URLSpec]:
+def websocket_rules(routes: Sequence[WebSocketRoute]) -> list[tornado.routing.URLSpec]:
     """Tornado's rules for ``routes``, each checked: a clear TypeError or
     ValueError at start, not a 500 on the first upgrade."""
     if not routes:
@@ -154,7 +155,7 @@ def websocket_rules(routes: Sequence[WebSocketRoute]) -> list[tornado.web.URLSpe
         kwargs = rest[0] if rest else {}
         if not isinstance(kwargs, dict):
             raise TypeError(f"the initialize() arguments of route {pattern!r} must be a dict")
-        rule = tornado.web.URLSpec(pattern, cls, kwargs)
+        rule = tornado.routing.URLSpec(pattern, cls, kwargs)
         for path in RESERVED_PATHS:
             if rule.regex.match(path):
                 raise ValueError(f"route {pattern!r} would match {path}, which the server serves")
@@ -196,10 +197,11 @@ def make_app(
     ]
     if console:
         rules.append((r"/", ConsoleHandler))
+    settings: dict[str, Any] = {SERVICE_SETTING: service}
     return tornado.web.Application(
         rules,
         log_function=functools.partial(_log_request, service.request_log),
-        **{SERVICE_SETTING: service},
+        **settings,
     )
 
 
