@@ -63,7 +63,8 @@ def test_rooms_join_talk_and_leave(chat: Callable[..., ServerProcess]) -> None:
                 assert await next_doc(ada) == said
                 assert await next_doc(guest) == said
                 await eve.send("hello, den")
-                assert await next_doc(eve) == {"type": "message", "name": "eve", "text": "hello, den"}
+                den = {"type": "message", "name": "eve", "text": "hello, den"}
+                assert await next_doc(eve) == den
                 await guest.close()
                 assert await next_doc(ada) == {"type": "leave", "name": "guest-1", "members": 1}
                 # Nothing from the lobby reached the den.
@@ -137,9 +138,7 @@ def test_a_member_that_never_reads_is_closed_1008_and_the_room_goes_on(
 
             listener = asyncio.create_task(listen())
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not any(
-                d["type"] == "leave" for d in heard
-            ):
+            while time.monotonic() < deadline and not any(d["type"] == "leave" for d in heard):
                 await talker.send(text)
                 sent += 1
                 if sent % 50 == 0:
