@@ -41,7 +41,7 @@ from .base import (
     Service,
 )
 from .config import Settings
-from .connections import STOP_SIGNALS, DrainPolicy, Keepalive, MaxAge, Registry
+from .connections import STOP_SIGNALS, Connections, DrainPolicy, Keepalive, MaxAge, Registry
 from .echo import EchoWebSocket
 from .events import EVENT_LOGGER, EventBudget, count_drops_in, emit
 from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler, warm_up_metrics
@@ -57,6 +57,7 @@ __all__ = [
     "RESERVED_PATHS",
     "WebSocketRoute",
     "build_service",
+    "connections",
     "make_app",
     "make_http_server",
     "serve",
@@ -161,6 +162,14 @@ def websocket_rules(routes: Sequence[WebSocketRoute]) -> list[tornado.routing.UR
                 raise ValueError(f"route {pattern!r} would match {path}, which the server serves")
         rules.append(rule)
     return rules
+
+
+def connections(app: tornado.web.Application) -> Connections:
+    """The open WebSocket connections of ``app`` (made by :func:`make_app`),
+    read-only: for a plain HTTP handler, ``connections(self.application)``
+    (a WebSocket handler has ``self.connections``)."""
+    service: Service = app.settings[SERVICE_SETTING]
+    return service.registry.view
 
 
 def make_app(

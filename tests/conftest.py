@@ -174,21 +174,23 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m server`` (or another ``module``) in a subprocess, its JSON
-    log lines parsed."""
+    """``python -m server`` (or another ``module``, or ``python script``
+    run in the script's directory) in a subprocess, its JSON log lines parsed."""
 
     def __init__(
         self,
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
         module: str = "server",
+        script: Path | None = None,
     ) -> None:
         self.port = free_port()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WS_")}
         full_env.update({"PORT": str(self.port), "WS_HOST": "127.0.0.1", **(env or {})})
+        target = ["-m", module] if script is None else [script.name]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *(args or [])],
-            cwd=ROOT,
+            [sys.executable, *target, *(args or [])],
+            cwd=ROOT if script is None else script.parent,
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
