@@ -187,7 +187,10 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     ) -> None:
         # The base's set-up comes first, from the application's settings:
         # Tornado then calls ``initialize(**kwargs)``, the app's own hook.
-        self._set_up(application.settings[SERVICE_SETTING], request)
+        service = application.settings.get(SERVICE_SETTING)
+        if service is None:
+            raise RuntimeError("no Service in the application's settings: use server.app.make_app")
+        self._set_up(service, request)
         super().__init__(application, request, **kwargs)
 
     def _set_up(self, service: Service, request: tornado.httputil.HTTPServerRequest) -> None:
