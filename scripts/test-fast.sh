@@ -6,7 +6,8 @@
 # (tests/test_dashboard_live.py, about 40 s). It is what runs on each Python
 # version the package claims besides the one the whole suite runs on
 # (scripts/test.sh, the CI matrix in .github/workflows/ci.yaml): about
-# 3 minutes on 2 cores.
+# 1040 tests in 2.5 to 3 minutes on 2 cores (148 s on 3.12.1, 177 s on
+# 3.13.0, 2026-12-06).
 #
 # VENV names the virtualenv to run it in (default .venv: scripts/setup.sh,
 # which takes its Python from $PYTHON). Extra arguments go to pytest.
