@@ -19,8 +19,8 @@ makes the echo server fit for Knative:
 - keepalive and the SIGTERM drain (the connection registry).
 
 The protocol itself is :mod:`server.wire`; the socket, :mod:`server.transport`.
-Settings come in one :class:`Service` object, through the route's
-``initialize`` arguments.
+Settings come in one :class:`Service` object, from the application's
+settings (:data:`SERVICE_SETTING`); ``initialize()`` is the app's own.
 """
 
 from __future__ import annotations
@@ -394,7 +394,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     def _opened(self, deflate: wire.Deflate | None) -> None:
         assert self.ws is not None
         # The registry counts it from here, instead of its place. (No
-        # attribute of the handler tracks the place: see initialize.)
+        # attribute of the handler tracks the place: see _set_up.)
         self.opened_at = time.monotonic()
         self.service.registry.release()
         self.service.registry.add(self.ws, self)
