@@ -20,9 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import tornado.web
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from examples.chat.app import Rooms, routes
+from server.app import make_app
+from server.base import Service
 from server.wire import CloseCode
 
 from .conftest import ServerProcess
@@ -166,3 +170,28 @@ def test_a_member_that_never_reads_is_closed_1008_and_the_room_goes_on(
     assert sent * len(text) > 8 * 1024 * 1024, sent
     assert peak - before < 64 * 1024, (before, peak, sent)
     print(f"sent {sent} messages; RSS {before} -> {peak} KiB")
+
+
+@pytest.fixture
+def app(service: Service) -> tornado.web.Application:
+    """The chat in process, with small limits: two members, 16 characters."""
+    return make_app(service, routes=routes(Rooms(max_members=2, max_text=16)))
+
+
+async def test_a_full_room_gets_1013_and_a_long_text_1009(port: int) -> None:
+    lobby = f"ws://127.0.0.1:{port}/ws/rooms/lobby"
+    async with connect(lobby) as a, connect(lobby) as b:
+        assert (await next_doc(a))["members"] == 1
+        assert (await next_doc(a))["members"] == 2
+        async with connect(lobby) as third:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(third.recv(), 5)
+            assert third.close_code == CloseCode.TRY_AGAIN_LATER
+        async with connect(f"ws://127.0.0.1:{port}/ws/rooms/den") as elsewhere:
+            assert (await next_doc(elsewhere))["members"] == 1  # another room has room
+        await b.send("x" * 17)
+        assert (await next_doc(b))["type"] == "join"  # its own join, then the close
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(b.recv(), 5)
+        assert b.close_code == CloseCode.MESSAGE_TOO_BIG
+        assert await next_doc(a) == {"type": "leave", "name": "guest-2", "members": 1}
