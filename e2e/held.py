@@ -254,7 +254,7 @@ async def echo_until_closed(one: Held, every: float, limit: float) -> Lifetime:
         while (left := deadline - time.monotonic()) > 0:
             try:
                 echo = await asyncio.wait_for(one.conn.read_message(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             if echo is None:
                 one.closed_at = time.monotonic()

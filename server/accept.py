@@ -123,7 +123,7 @@ async def _write_and_linger(stream: IOStream, data: bytes) -> None:
         left = LINGER_BYTES
         while left > 0 and (wait := deadline - loop.time()) > 0:
             left -= len(await asyncio.wait_for(stream.read_bytes(65536, partial=True), wait))
-    except (StreamClosedError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, StreamClosedError, OSError):
         pass
     finally:
         stream.close()

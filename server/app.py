@@ -3,12 +3,14 @@
 :func:`build_service` splits the validated :class:`~server.config.Settings`
 into each component's typed parameters (handshake policy, send limits, the
 message log, keepalive, the drain) and builds the connection registry and
-metrics once. :func:`make_app` routes ``/ws`` to a handler class (the echo
-by default) and the plain HTTP endpoints; :func:`make_http_server` is
+metrics once. :func:`make_app` routes the probes, ``/metrics``, an app's
+WebSocket routes (``/ws`` to the echo by default), its plain HTTP handlers
+and the echo console; :func:`make_http_server` is
 Tornado's HTTP server with the limits of a public endpoint; :func:`serve`
 runs it with signals until SIGTERM, then drains.
 
-Only ``__main__`` and tests import this module.
+``__main__`` imports this module; so do apps that run :func:`serve` in an
+event loop of their own, and tests.
 """
 
 from __future__ import annotations
@@ -20,17 +22,26 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import tornado.httpserver
 import tornado.netutil
+import tornado.routing
 import tornado.web
 from tornado.iostream import IOStream, UnsatisfiableReadError
 
 from .accept import GuardedHTTPServer
-from .base import Forwarding, HandshakePolicy, KnativeWebSocketHandler, MessageLog, Service
+from .base import (
+    SERVICE_SETTING,
+    Forwarding,
+    HandshakePolicy,
+    KnativeWebSocketHandler,
+    MessageLog,
+    Service,
+)
 from .config import Settings
-from .connections import STOP_SIGNALS, DrainPolicy, Keepalive, MaxAge, Registry
+from .connections import STOP_SIGNALS, Connections, DrainPolicy, Keepalive, MaxAge, Registry
 from .echo import EchoWebSocket
 from .events import EVENT_LOGGER, EventBudget, count_drops_in, emit
 from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler, warm_up_metrics
@@ -42,7 +53,16 @@ from .wire import COMPILED, ErrorKind
 if TYPE_CHECKING:  # imported with workers only (server.workers): one server skips mmap
     from .podstate import Worker
 
-__all__ = ["build_service", "make_app", "make_http_server", "serve"]
+__all__ = [
+    "RESERVED_PATHS",
+    "WebSocketRoute",
+    "build_service",
+    "connections",
+    "make_app",
+    "make_http_server",
+    "serve",
+    "websocket_rules",
+]
 
 #: Request heads over this many bytes get 431.
 MAX_HEADER_BYTES = 16384
@@ -107,22 +127,90 @@ def _log_request(budget: EventBudget, handler: tornado.web.RequestHandler) -> No
     )
 
 
+#: A WebSocket route: a Tornado URL pattern (its groups are ``open()``'s
+#: arguments), a :class:`~server.base.KnativeWebSocketHandler` subclass, and
+#: optionally the keyword arguments of its ``initialize()``.
+WebSocketRoute = (
+    tuple[str, type[KnativeWebSocketHandler]]
+    | tuple[str, type[KnativeWebSocketHandler], dict[str, Any]]
+)
+
+#: The paths of the endpoints every app keeps; they are matched first.
+RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def websocket_rules(routes: Sequence[WebSocketRoute]) -> list[tornado.routing.URLSpec]:
+    """Tornado's rules for ``routes``, each checked: a clear TypeError or
+    ValueError at start, not a 500 on the first upgrade."""
+    if not routes:
+        raise ValueError("an app needs at least one WebSocket route")
+    rules = []
+    for route in routes:
+        if not isinstance(route, tuple) or len(route) not in (2, 3):
+            raise TypeError(f"a WebSocket route is (pattern, handler[, kwargs]), not {route!r}")
+        pattern, cls, *rest = route
+        if not (isinstance(cls, type) and issubclass(cls, KnativeWebSocketHandler)):
+            raise TypeError(
+                f"the handler of route {pattern!r} must subclass KnativeWebSocketHandler: {cls!r}"
+            )
+        kwargs = rest[0] if rest else {}
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"the initialize() arguments of route {pattern!r} must be a dict")
+        rule = tornado.routing.URLSpec(pattern, cls, kwargs)
+        for path in RESERVED_PATHS:
+            if rule.regex.match(path):
+                raise ValueError(f"route {pattern!r} would match {path}, which the server serves")
+        rules.append(rule)
+    return rules
+
+
+def connections(app: tornado.web.Application) -> Connections:
+    """The open WebSocket connections of ``app`` (made by :func:`make_app`),
+    read-only: for a plain HTTP handler, ``connections(self.application)``
+    (a WebSocket handler has ``self.connections``)."""
+    service: Service = app.settings[SERVICE_SETTING]
+    return service.registry.view
+
+
 def make_app(
     service: Service,
-    handler: type[KnativeWebSocketHandler] = EchoWebSocket,
+    handler: type[KnativeWebSocketHandler] | None = None,
     worker: Worker | None = None,
+    *,
+    routes: Sequence[WebSocketRoute] | None = None,
+    http_routes: Sequence[Any] = (),
+    console: bool | None = None,
 ) -> tornado.web.Application:
-    """The Tornado application: ``handler`` at /ws, and the HTTP endpoints
-    (with ``worker``, ``/readyz`` and ``/metrics`` answer for the pod)."""
+    """The Tornado application: the probes and ``/metrics`` (with
+    ``worker``, ``/readyz`` and ``/metrics`` answer for the pod), the
+    WebSocket ``routes`` (by default ``handler``, the echo if None, at
+    ``/ws``), the plain HTTP handlers of ``http_routes`` (Tornado rules,
+    after the WebSocket routes), and the echo console at ``/`` (``console``:
+    by default only when serving the echo at ``/ws``).
+
+    Every WebSocket route shares the one ``service``: its registry (the cap,
+    keepalive, the drain, the connection view), limits, events and metrics.
+    """
+    if routes is not None and handler is not None:
+        raise TypeError("make_app takes handler (one /ws route) or routes, not both")
+    if routes is None:
+        routes = [(r"/ws", handler or EchoWebSocket)]
+        if console is None:
+            console = True
+    rules: list[Any] = [
+        (r"/healthz", HealthHandler),
+        (r"/readyz", ReadyHandler, {"registry": service.registry, "worker": worker}),
+        (r"/metrics", MetricsHandler, {"metrics": service.metrics, "worker": worker}),
+        *websocket_rules(routes),
+        *http_routes,
+    ]
+    if console:
+        rules.append((r"/", ConsoleHandler))
+    settings: dict[str, Any] = {SERVICE_SETTING: service}
     return tornado.web.Application(
-        [
-            (r"/ws", handler, {"service": service}),
-            (r"/healthz", HealthHandler),
-            (r"/readyz", ReadyHandler, {"registry": service.registry, "worker": worker}),
-            (r"/metrics", MetricsHandler, {"metrics": service.metrics, "worker": worker}),
-            (r"/", ConsoleHandler),
-        ],
+        rules,
         log_function=functools.partial(_log_request, service.request_log),
+        **settings,
     )
 
 
@@ -210,19 +298,27 @@ async def serve(
     settings: Settings,
     started: float | None = None,
     reuse_port: bool = False,
-    handler: type[KnativeWebSocketHandler] = EchoWebSocket,
+    handler: type[KnativeWebSocketHandler] | None = None,
     worker: Worker | None = None,
+    *,
+    routes: Sequence[WebSocketRoute] | None = None,
+    http_routes: Sequence[Any] = (),
+    console: bool | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, drain, and return the exit status.
 
-    ``reuse_port`` binds with ``SO_REUSEPORT``, for workers sharing a port;
-    ``worker`` is this worker's part of the pod's shared numbers and state."""
+    ``handler``, ``routes``, ``http_routes`` and ``console`` are
+    :func:`make_app`'s; ``reuse_port`` binds with ``SO_REUSEPORT``, for
+    workers sharing a port; ``worker`` is this worker's part of the pod's
+    shared numbers and state."""
     service = build_service(settings, None if worker is None else worker.metrics)
     if worker is not None:
         dropped = worker.metrics.log_events_dropped
         assert dropped is not None
         count_drops_in(dropped.inc)
-    app = make_app(service, handler, worker)
+    app = make_app(
+        service, handler, worker, routes=routes, http_routes=http_routes, console=console
+    )
     server = make_http_server(
         app,
         service.metrics,

@@ -19,8 +19,8 @@ makes the echo server fit for Knative:
 - keepalive and the SIGTERM drain (the connection registry).
 
 The protocol itself is :mod:`server.wire`; the socket, :mod:`server.transport`.
-Settings come in one :class:`Service` object, through the route's
-``initialize`` arguments.
+Settings come in one :class:`Service` object, from the application's
+settings (:data:`SERVICE_SETTING`); ``initialize()`` is the app's own.
 """
 
 from __future__ import annotations
@@ -38,12 +38,13 @@ from urllib.parse import urlsplit
 
 import tornado.escape
 import tornado.httputil
+import tornado.web
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
 from . import wire
 from .accept import answer_and_close
-from .connections import Registry
+from .connections import Connections, Registry
 from .events import EVENT_LOGGER, EventBudget, MessageLogBudget, emit, emit_message
 from .forwarded import resolve_peer
 from .metrics import Metrics
@@ -52,7 +53,11 @@ from .tracecontext import trace_id
 from .transport import Outcome, SendLimits, WebSocketTransport, release_request, take_over
 from .wire import CloseCause, CloseCode, ErrorKind
 
-__all__ = ["HandshakePolicy", "KnativeWebSocketHandler", "MessageLog", "Service"]
+__all__ = ["SERVICE_SETTING", "HandshakePolicy", "KnativeWebSocketHandler", "MessageLog", "Service"]
+
+#: The Tornado application setting that carries the :class:`Service` (set
+#: by :func:`server.app.make_app`): ``initialize()`` is the app's own.
+SERVICE_SETTING = "knative_websocket_service"
 
 
 class _ReleasedHeaders(tornado.httputil.HTTPHeaders):
@@ -73,9 +78,8 @@ class _ReleasedHeaders(tornado.httputil.HTTPHeaders):
 _NO_HEADERS = _ReleasedHeaders()
 
 _NOT_A_WEBSOCKET = (
-    "400 Bad Request: /ws is a WebSocket endpoint. Connect with a WebSocket client "
-    "(a GET with 'Upgrade: websocket' and 'Connection: Upgrade'), e.g. "
-    "wscat -c ws://HOST/ws\n"
+    "400 Bad Request: this is a WebSocket endpoint. Connect with a WebSocket client "
+    "(a GET with 'Upgrade: websocket' and 'Connection: Upgrade')\n"
 )
 _REASONS = {
     400: "Bad Request",
@@ -175,10 +179,24 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     #: When an upgrade last failed for want of a descriptor was logged (once per 10 s).
     _descriptors_logged_at = -1e9
 
-    def initialize(self, service: Service) -> None:
+    def __init__(
+        self,
+        application: tornado.web.Application,
+        request: tornado.httputil.HTTPServerRequest,
+        **kwargs: Any,
+    ) -> None:
+        # The base's set-up comes first, from the application's settings:
+        # Tornado then calls ``initialize(**kwargs)``, the app's own hook.
+        service = application.settings.get(SERVICE_SETTING)
+        if service is None:
+            raise RuntimeError("no Service in the application's settings: use server.app.make_app")
+        self._set_up(service, request)
+        super().__init__(application, request, **kwargs)
+
+    def _set_up(self, service: Service, request: tornado.httputil.HTTPServerRequest) -> None:
         self.service = service
         self.counts = service.metrics.messages
-        self.peer, socket_peer = _client_address(self.request, service.forwarding)
+        self.peer, socket_peer = _client_address(request, service.forwarding)
         #: The socket peer, on every event, when the client came through a proxy.
         self.via = socket_peer if socket_peer != self.peer else None
         log = service.message_log
@@ -202,6 +220,11 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     @property
     def metrics(self) -> Metrics:
         return self.service.metrics
+
+    @property
+    def connections(self) -> Connections:
+        """The open connections of every route (read-only; see :class:`Connections`)."""
+        return self.service.registry.view
 
     # -- the handshake -------------------------------------------------------
 
@@ -380,10 +403,10 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     def _opened(self, deflate: wire.Deflate | None) -> None:
         assert self.ws is not None
         # The registry counts it from here, instead of its place. (No
-        # attribute of the handler tracks the place: see initialize.)
+        # attribute of the handler tracks the place: see _set_up.)
         self.opened_at = time.monotonic()
         self.service.registry.release()
-        self.service.registry.add(self.ws)
+        self.service.registry.add(self.ws, self)
         m = self.metrics
         m.connections_opened.inc()
         m.open_connections.inc()

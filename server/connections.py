@@ -35,6 +35,9 @@ timeout instead; see :meth:`server.transport.WebSocketTransport.check_pong`).
 The registry drives connections through :class:`Managed` and knows nothing
 of handlers or transports; :meth:`Registry.discard` says whether it was the
 registry that closed a connection (the ``cause`` of its ``close`` event).
+Each connection is added with its owner (the handler an app wrote), and
+:class:`Connections` is the apps' read-only view of those owners: iterate,
+count, select by handler class, path or route.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ import asyncio
 import collections
 import dataclasses
 import random
+import re
 import signal
-from typing import Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol, TypeVar, overload
 
 from .wire import CloseCause, CloseCode
 
@@ -52,6 +57,7 @@ __all__ = [
     "DRAIN_REASON",
     "MAX_AGE_REASON",
     "STOP_SIGNALS",
+    "Connections",
     "DrainPolicy",
     "Keepalive",
     "Managed",
@@ -153,7 +159,11 @@ class Registry:
         self.keepalive = keepalive
         self.drain_policy = drain
         self.max_age = max_age or MaxAge()
-        self.connections: set[Managed] = set()
+        #: Each open connection, and its owner (the app's handler; None if
+        #: it was added without one).
+        self.connections: dict[Managed, Any] = {}
+        #: The apps' read-only view of the open connections.
+        self.view = Connections(self)
         #: Upgrades accepted and not yet open (or failed): they count
         #: against the cap from the moment they are let in.
         self.reserved = 0
@@ -187,10 +197,11 @@ class Registry:
         added, or it failed)."""
         self.reserved -= 1
 
-    def add(self, connection: Managed) -> None:
-        """Track an open connection; start the shared keepalive if needed,
+    def add(self, connection: Managed, owner: Any = None) -> None:
+        """Track an open connection (``owner``: what :class:`Connections`
+        shows for it, the handler); start the shared keepalive if needed,
         and its maximum-age timer."""
-        self.connections.add(connection)
+        self.connections[connection] = owner
         if self.keepalive.interval > 0 and (
             self._keepalive_task is None or self._keepalive_task.done()
         ):
@@ -210,7 +221,7 @@ class Registry:
 
     def discard(self, connection: Managed) -> CloseCause | None:
         """Stop tracking a closed connection; the cause, if the registry closed it."""
-        self.connections.discard(connection)
+        self.connections.pop(connection, None)
         if not self.connections and self._keepalive_task is not None:
             self._keepalive_task.cancel()
             self._keepalive_task = None
@@ -326,3 +337,72 @@ class Registry:
             self._causes.setdefault(connection, CloseCause.DRAIN)
             connection.abort()
         return aborted
+
+
+_T = TypeVar("_T")
+
+
+class Connections:
+    """The open connections of every route, as their handlers, read-only.
+
+    ``len(view)``, ``handler in view`` and ``for handler in view`` see the
+    connections that are open and not closing (a handler is in it from just
+    before its ``open()`` until its close handshake begins). Iteration and
+    :meth:`select` work on a snapshot, so a handler may write, close or
+    open connections while going through them. Nothing here changes the
+    registry: close a connection through its handler.
+
+    Each call goes through every open connection: fine for a broadcast to
+    a room among thousands; an app with many more keeps its own index (by
+    room, by user) in a shared object passed to ``initialize()``.
+    """
+
+    __slots__ = ("_registry",)
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def _open(self) -> list[Any]:
+        return [
+            owner
+            for connection, owner in list(self._registry.connections.items())
+            if owner is not None and not connection.closing()
+        ]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._open())
+
+    def __len__(self) -> int:
+        return len(self._open())
+
+    def __contains__(self, handler: object) -> bool:
+        return any(owner is handler for owner in self._open())
+
+    @overload
+    def select(
+        self, cls: type[_T], *, path: str | None = ..., route: str | None = ...
+    ) -> list[_T]: ...
+
+    @overload
+    def select(
+        self, cls: None = ..., *, path: str | None = ..., route: str | None = ...
+    ) -> list[Any]: ...
+
+    def select(
+        self, cls: type[Any] | None = None, *, path: str | None = None, route: str | None = None
+    ) -> list[Any]:
+        """The open connections' handlers that are instances of ``cls``,
+        whose request path is ``path`` (``/ws/rooms/lobby``), and whose path
+        matches the URL pattern ``route`` as Tornado matches it
+        (``r"/ws/rooms/([a-z0-9-]+)"``, anchored at both ends); each filter
+        given applies."""
+        pattern = None
+        if route is not None:
+            pattern = re.compile(route if route.endswith("$") else route + "$")
+        return [
+            owner
+            for owner in self._open()
+            if (cls is None or isinstance(owner, cls))
+            and (path is None or owner.request.path == path)
+            and (pattern is None or pattern.match(owner.request.path) is not None)
+        ]

@@ -100,7 +100,7 @@ async def probe(
         )
     except HTTPClientError as exc:
         raise ProbeError(f"handshake refused with HTTP {exc.code} ({exc.message})") from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ProbeError(f"no handshake within {timeout:g} s") from None
     except OSError as exc:
         raise ProbeError(f"cannot connect: {exc.strerror or exc}") from None
@@ -169,7 +169,7 @@ async def _echo(
         return None
     try:
         got = await asyncio.wait_for(conn.read_message(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ProbeError(f"message {i}: no echo within {timeout:g} s") from None
     if got is None:
         return None

@@ -111,6 +111,21 @@ _MERGE_LIMIT = 64 * 1024
 _ENTRY_COST = 64
 #: Batches smaller than this are joined into one buffer before writing.
 _JOIN_BELOW = 64 * 1024
+#: CPython 3.12.0 to 3.12.8 and 3.13.0 to 3.13.1: asyncio's selector
+#: transport's ``writelines()`` never pauses the protocol (gh-127655), so a
+#: client that stops reading is never paused and its echoes fill memory.
+#: There, frames are joined and written with ``write()``, which does.
+_WRITELINES_PAUSES = not (
+    (3, 12) <= sys.version_info[:3] < (3, 12, 9) or (3, 13) <= sys.version_info[:3] < (3, 13, 2)
+)
+
+
+def _writelines(transport: asyncio.WriteTransport, parts: Any) -> None:
+    """``transport.writelines(parts)``, with its flow control on every Python."""
+    if _WRITELINES_PAUSES:
+        transport.writelines(parts)
+    else:
+        transport.write(b"".join(parts))
 
 
 def _entry_size(entry: bytearray | list[bytes]) -> int:
@@ -413,7 +428,7 @@ class WebSocketTransport(asyncio.Protocol):
             elif sum(map(len, batch)) < _JOIN_BELOW:
                 transport.write(b"".join(batch))  # one buffer, not many objects
             else:
-                transport.writelines(batch)
+                _writelines(transport, batch)
         batch.clear()
         if (
             self._writing_paused
@@ -460,7 +475,7 @@ class WebSocketTransport(asyncio.Protocol):
             if isinstance(entry, bytearray):
                 transport.write(entry)
             else:
-                transport.writelines(entry)
+                _writelines(transport, entry)
         if not self._writing_paused:
             self._wake_writers(None)
         if self._backpressure and self.backlog() <= self.limits.high_water // 2:
@@ -558,7 +573,7 @@ class WebSocketTransport(asyncio.Protocol):
         elif len(parts) == 1:
             transport.write(parts[0])
         else:
-            transport.writelines(parts)
+            _writelines(transport, parts)
         if (
             self._writing_paused
             and not self._backpressure
@@ -776,7 +791,7 @@ class WebSocketTransport(asyncio.Protocol):
             if isinstance(entry, bytearray):
                 transport.write(entry)
             else:
-                transport.writelines(entry)
+                _writelines(transport, entry)
         self._queued = 0
 
     def _linger(self) -> None:

@@ -33,6 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "settings(**kw): Settings overrides for the in-process server"
     )
     config.addinivalue_line("markers", "handler(cls): the /ws handler class to serve")
+    config.addinivalue_line("markers", "console(on): make_app's console argument")
 
 
 @pytest.fixture(autouse=True)

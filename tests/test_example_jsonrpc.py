@@ -9,8 +9,11 @@ import asyncio
 import functools
 import json
 import signal
+import sys
+import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from server.wire import CloseCode
 from testkit.metrics import sample
 
-from .conftest import ServerProcess
+from .conftest import ROOT, ServerProcess
 
 
 @pytest.fixture
@@ -147,3 +150,40 @@ def test_sigterm_drains_an_open_client_with_1001(jsonrpc: Callable[..., ServerPr
     assert server.wait_event("drained")["aborted"] == 0
     assert server.wait_event("close")["code"] == CloseCode.GOING_AWAY
     assert server.wait_event("exit")["status"] == 0
+
+
+def test_the_single_handler_form_still_serves_ws_and_the_console(
+    server_process: type[ServerProcess], tmp_path: Path
+) -> None:
+    """``main(handler=...)``, the form before routes: the handler at /ws,
+    the echo console at /, the probes and /metrics."""
+    script = tmp_path / "single.py"
+    script.write_text(
+        "from examples.jsonrpc.app import JsonRpcWebSocket\n"
+        "from server.__main__ import main\n\n"
+        "main(handler=JsonRpcWebSocket)\n"
+    )
+    server = server_process(
+        command=[sys.executable, script.name], cwd=script.parent, env={"PYTHONPATH": str(ROOT)}
+    )
+    server.wait_ready()
+
+    async def scenario() -> dict[str, Any]:
+        async with connect(server.ws_url) as ws:
+            return await call(ws, {"id": 1, "method": "add", "params": [1, 2]})
+
+    assert asyncio.run(scenario())["result"] == 3
+    with urllib.request.urlopen(server.url + "/", timeout=5) as page:
+        assert page.status == 200
+        assert b"<html" in page.read().lower()
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as page:
+        assert page.status == 200
+
+
+def test_the_routes_form_has_no_console(jsonrpc: Callable[..., ServerProcess]) -> None:
+    server = jsonrpc()
+    server.wait_ready()
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(server.url + "/", timeout=5)
+    assert info.value.code == 404
+    info.value.close()

@@ -68,7 +68,7 @@ async def _idle_through_proxy(port: int, idle_for: float) -> str | None:
         try:
             await ws.send("still there?")
             return str(await asyncio.wait_for(ws.recv(), 2))
-        except (ConnectionClosed, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionClosed):
             return None
 
 

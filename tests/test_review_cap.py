@@ -66,7 +66,7 @@ async def _one(port: int, rng: random.Random) -> str:
         if how == "read_then_reset":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         return head.split(b" ", 2)[1].decode()
-    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncio.IncompleteReadError):
         return "error"
     finally:
         writer.close()

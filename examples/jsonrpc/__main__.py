@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from server.__main__ import main
 
-from .app import JsonRpcWebSocket
+from .app import ROUTES
 
 if __name__ == "__main__":
-    main(handler=JsonRpcWebSocket)
+    main(routes=ROUTES, console=False)

@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from server.app import WebSocketRoute
 from server.base import KnativeWebSocketHandler
 from server.wire import CloseCode, ErrorKind
 
-__all__ = ["METHODS", "JsonRpcWebSocket"]
+__all__ = ["METHODS", "ROUTES", "JsonRpcWebSocket"]
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -94,3 +95,8 @@ class JsonRpcWebSocket(KnativeWebSocketHandler):
 
     def on_error(self, kind: ErrorKind, detail: str) -> None:
         """The connection failed (the base logs and counts the ``error`` event)."""
+
+
+#: What ``python -m examples.jsonrpc`` serves: requests at ``/ws`` (and the
+#: probes and ``/metrics``, as every app on the base; no echo console).
+ROUTES: list[WebSocketRoute] = [(r"/ws", JsonRpcWebSocket)]

@@ -1,0 +1,1 @@
+"""A chat room service in one process on the base handler: ``python -m examples.chat``."""
