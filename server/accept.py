@@ -40,7 +40,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from .events import EventBudget
 from .metrics import Metrics
 from .telemetry import record_error
-from .wire import ErrorKind
+from .kinds import ErrorKind
 
 __all__ = [
     "BACKOFF",

@@ -37,7 +37,8 @@ from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler, w
 from .metrics import Metrics
 from .telemetry import record_error
 from .transport import SendLimits
-from .wire import COMPILED, ErrorKind
+from .kinds import ErrorKind
+from .wire import COMPILED
 
 if TYPE_CHECKING:  # imported with workers only (server.workers): one server skips mmap
     from .podstate import Worker

@@ -46,7 +46,8 @@ import random
 import signal
 from typing import Protocol
 
-from .wire import CloseCause, CloseCode
+from .kinds import CloseCause
+from .wire import CloseCode
 
 __all__ = [
     "DRAIN_REASON",

@@ -13,7 +13,7 @@ from typing import Any
 
 from .events import emit
 from .metrics import Metrics
-from .wire import ErrorKind
+from .kinds import ErrorKind
 
 __all__ = ["record_error"]
 

@@ -54,7 +54,8 @@ from tornado.httputil import HTTPServerRequest
 from tornado.iostream import IOStream, StreamClosedError
 
 from . import wire
-from .wire import CloseCode, ErrorKind
+from .kinds import ErrorKind
+from .wire import CloseCode
 
 __all__ = [
     "LINGER_SECONDS",

@@ -36,7 +36,7 @@ from .connections import STOP_SIGNALS
 from .events import emit
 from .podstate import PodState, Worker, WorkerState
 from .telemetry import record_error
-from .wire import ErrorKind
+from .kinds import ErrorKind
 
 __all__ = ["supervise"]
 

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from server.base import KnativeWebSocketHandler
-from server.wire import CloseCode, ErrorKind
+from server.kinds import ErrorKind
+from server.wire import CloseCode
 
 __all__ = ["METHODS", "JsonRpcWebSocket"]
 
