@@ -46,11 +46,12 @@ from .accept import answer_and_close
 from .connections import Registry
 from .events import EVENT_LOGGER, EventBudget, MessageLogBudget, emit, emit_message
 from .forwarded import resolve_peer
+from .handover import release_request, take_over
+from .kinds import CloseCause, ErrorKind, error_kind
 from .metrics import Metrics
 from .telemetry import record_error
 from .tracecontext import trace_id
-from .transport import Outcome, SendLimits, WebSocketTransport, release_request, take_over
-from .kinds import CloseCause, ErrorKind, error_kind
+from .transport import Outcome, SendLimits, WebSocketTransport
 from .wire import CloseCode
 
 __all__ = ["HandshakePolicy", "KnativeWebSocketHandler", "MessageLog", "Service"]

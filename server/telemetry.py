@@ -12,8 +12,8 @@ import logging
 from typing import Any
 
 from .events import emit
-from .metrics import Metrics
 from .kinds import ErrorKind
+from .metrics import Metrics
 
 __all__ = ["record_error"]
 

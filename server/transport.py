@@ -1,13 +1,9 @@
 """Moves bytes between a client's socket and its :class:`wire.Connection`.
 
-Tornado parses the HTTP upgrade request; :func:`take_over` then takes the
-socket from Tornado (public API only: ``RequestHandler.detach()``, then the
-stream's ``read_bytes(partial=True)`` for bytes it had already read past
-the request head, ``fileno()`` and ``close()``) and hands a duplicate of it
-to the event loop as an :class:`asyncio.Protocol` (:class:`WebSocketTransport`).
-From there on no Tornado code runs for the connection: no Future per read,
-no copy into and out of a stream buffer, writes through the event loop's
-transport (uvloop's, by default).
+Once :mod:`server.handover` has taken the socket from Tornado, the event
+loop runs it with an :class:`asyncio.Protocol` (:class:`WebSocketTransport`):
+no Future per read, no copy into and out of a stream buffer, writes through
+the event loop's transport (uvloop's, by default).
 
 This is the only module that touches a client's socket. Its jobs:
 
@@ -30,58 +26,36 @@ This is the only module that touches a client's socket. Its jobs:
 - what keepalive and drain need (:mod:`server.connections` drives it through
   its ``ping``, ``check_pong``, ``go_away`` and ``abort``).
 
-The Tornado names relied on are listed in :data:`TORNADO_NAMES` and checked
-by ``tests/test_tornado_contract.py``; none of them is private.
+The one Tornado name used here, ``StreamClosedError``, is public and listed
+in :data:`server.handover.TORNADO_NAMES`.
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import collections
 import contextlib
 import dataclasses
-import fcntl
-import os
 import socket
 import sys
-import termios
 from collections.abc import Awaitable
 from time import monotonic as _monotonic
 from typing import Any, Protocol, cast
 
-from tornado.httputil import HTTPServerRequest
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import StreamClosedError
 
 from . import wire
 from .kinds import ErrorKind
+from .tcp import unread_bytes, unsent_bytes
 from .wire import CloseCode
 
 __all__ = [
     "LINGER_SECONDS",
-    "TORNADO_NAMES",
     "Endpoint",
     "Outcome",
     "SendLimits",
     "WebSocketTransport",
-    "release_request",
-    "take_over",
 ]
-
-#: Every Tornado name this module uses, all public; tests/test_tornado_contract.py
-#: fails with the missing name when a Tornado release lacks one.
-TORNADO_NAMES = (
-    "tornado.web.RequestHandler.detach",
-    "tornado.iostream.IOStream.read_bytes",
-    "tornado.iostream.IOStream.fileno",
-    "tornado.iostream.IOStream.close",
-    "tornado.iostream.StreamClosedError",
-    "tornado.httputil.HTTPServerRequest",
-)
-#: The attributes of a request (public constructor arguments of
-#: ``HTTPServerRequest``, kept as attributes of the same names) that
-#: :func:`release_request` clears.
-REQUEST_LINKS = ("connection", "server_connection")
 
 #: How long a closing connection keeps reading (and discarding) before it drops.
 LINGER_SECONDS = 2.0
@@ -102,8 +76,6 @@ _TRANSPORT_HIGH_WATER = 0
 #: its turn: 0.2-0.4 ms of parsing (see the README's threat model).
 FRAMES_PER_TURN = 256
 BYTES_PER_TURN = 256 * 1024
-#: The most bytes one buffered read takes from the socket at a time.
-_READ_SIZE = 256 * 1024
 #: Queued frames smaller than this share one bytearray, up to _MERGE_LIMIT
 #: bytes: a million 3-byte echoes are 3 MB, not a million objects.
 _MERGE_SIZE = 4096
@@ -157,74 +129,6 @@ class Endpoint(Protocol):
     def ws_pong(self, data: bytes) -> None: ...
 
     def ws_closed(self, outcome: Outcome) -> None: ...
-
-
-def take_over(stream: IOStream) -> tuple[socket.socket, bytes]:
-    """The socket under a detached Tornado stream, and the bytes the stream
-    had already read past the request head (a client may send frames right
-    behind its upgrade request). The stream is closed; the returned socket
-    is a duplicate that the caller owns.
-
-    Raises StreamClosedError when the client has already gone, and OSError
-    when no descriptor is left for the duplicate (the client is then
-    answered 503 and the stream closed)."""
-    if stream.closed():
-        raise StreamClosedError()
-    pending = asyncio.ensure_future(stream.read_bytes(_READ_SIZE, partial=True))
-    leftover = b""
-    if pending.done():
-        with contextlib.suppress(StreamClosedError):
-            leftover = pending.result()
-    else:
-        # Nothing buffered and nothing in the kernel yet: the read is
-        # cancelled by closing the stream below, before the loop runs again.
-        pending.add_done_callback(lambda f: f.exception())
-    fd = stream.fileno()  # IOStream: the socket itself (None once closed)
-    if stream.closed() or fd is None:
-        # The read above found the client gone (a reset or a FIN right
-        # behind the request): the stream closed itself and has no socket.
-        raise StreamClosedError()
-    try:
-        duplicate = os.dup(fd if isinstance(fd, int) else fd.fileno())
-    except OSError:
-        written = stream.write(_NO_DESCRIPTOR)  # a small write goes out at once
-        written.add_done_callback(lambda f: f.exception())
-        stream.close()
-        raise
-    sock = socket.socket(fileno=duplicate)
-    stream.close()
-    sock.setblocking(False)
-    return sock, leftover
-
-
-def release_request(request: HTTPServerRequest) -> None:
-    """Let go of Tornado's HTTP objects once the socket is taken over.
-
-    A request keeps its HTTP/1 connection and, through it, the closed
-    stream, its buffers and the finished task that read the request: about
-    4 KiB that every open WebSocket would carry for its whole life. The
-    request keeps what a handler reads (``method``, ``uri``, ``headers``,
-    ``remote_ip``, ``protocol``, ``host``); its ``connection`` is None from
-    here on, as there is no HTTP connection left to use."""
-    for name in REQUEST_LINKS:
-        setattr(request, name, None)
-
-
-_NO_DESCRIPTOR = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Retry-After: 1\r\nContent-Length: 44\r\nConnection: close\r\n\r\n"
-    b"503 Service Unavailable: out of descriptors\n"
-)
-
-
-def _unread_bytes(sock: Any) -> int:
-    """Bytes waiting in the kernel's receive queue of ``sock`` (SIOCINQ)."""
-    buf = array.array("i", [0])
-    try:
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
-    except (OSError, ValueError):
-        return -1
-    return buf[0]
 
 
 class WebSocketTransport(asyncio.Protocol):
@@ -606,12 +510,7 @@ class WebSocketTransport(asyncio.Protocol):
         and the kernel's send queue (SIOCOUTQ)."""
         transport = self.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
-        queued = 0
-        if sock is not None:
-            buf = array.array("i", [0])
-            with contextlib.suppress(OSError, ValueError):
-                fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf)
-                queued = buf[0]
+        queued = max(unsent_bytes(sock), 0) if sock is not None else 0
         return self.backlog() + queued
 
     def backlog(self) -> int:
@@ -861,7 +760,7 @@ class WebSocketTransport(asyncio.Protocol):
             return False
         transport = self.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
-        return sock is not None and _unread_bytes(sock) == 0
+        return sock is not None and unread_bytes(sock) == 0
 
     def go_away(
         self,

@@ -87,6 +87,6 @@ def test_a_server_failure_keeps_its_kind() -> None:
 
 
 def test_unknown_kind_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no_such_kind"):
         error_kind("no_such_kind")
     assert kinds.__all__
