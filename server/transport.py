@@ -33,7 +33,6 @@ in :data:`server.handover.TORNADO_NAMES`.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import socket
@@ -46,6 +45,7 @@ from tornado.iostream import StreamClosedError
 
 from . import wire
 from .kinds import ErrorKind
+from .sendqueue import DISCARD, SendQueue
 from .tcp import unread_bytes, unsent_bytes
 from .wire import CloseCode
 
@@ -76,20 +76,6 @@ _TRANSPORT_HIGH_WATER = 0
 #: its turn: 0.2-0.4 ms of parsing (see the README's threat model).
 FRAMES_PER_TURN = 256
 BYTES_PER_TURN = 256 * 1024
-#: Queued frames smaller than this share one bytearray, up to _MERGE_LIMIT
-#: bytes: a million 3-byte echoes are 3 MB, not a million objects.
-_MERGE_SIZE = 4096
-_MERGE_LIMIT = 64 * 1024
-#: What one queue entry costs beyond its bytes, counted against the backlog.
-_ENTRY_COST = 64
-#: Batches smaller than this are joined into one buffer before writing.
-_JOIN_BELOW = 64 * 1024
-
-
-def _entry_size(entry: bytearray | list[bytes]) -> int:
-    if isinstance(entry, bytearray):
-        return len(entry) + _ENTRY_COST
-    return sum(map(len, entry)) + _ENTRY_COST
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +123,6 @@ class WebSocketTransport(asyncio.Protocol):
     __slots__ = (
         "_ahead_at_ping",
         "_backpressure",
-        "_batch",
         "_close_timer",
         "_drained",
         "_eof_before_start",
@@ -151,14 +136,11 @@ class WebSocketTransport(asyncio.Protocol):
         "_paused_since_ping",
         "_pending",
         "_pong",
-        "_pong_due",
-        "_queue",
-        "_queued",
         "_reading_paused",
         "_response",
         "_send_timer",
+        "_sendq",
         "_started",
-        "_writing_paused",
         "conn",
         "endpoint",
         "limits",
@@ -181,13 +163,10 @@ class WebSocketTransport(asyncio.Protocol):
         self._response = handshake_response
         self._leftover = leftover
         self.transport: asyncio.Transport | None = None
-        # Frames waiting for the event loop's buffer to take more: small
-        # ones merged into one bytearray (whole frames only), a large one as
-        # [header, payload]. Control frames jump to the front.
-        # (Made when first needed: an idle connection holds none.)
-        self._queue: collections.deque[bytearray | list[bytes]] | None = None
-        self._queued = 0
-        self._writing_paused = False
+        # Frames on their way to the event loop's transport (set in
+        # connection_made): batches, the queue while writing is paused,
+        # backlog accounting.
+        self._sendq = SendQueue(DISCARD, limits.high_water)
         self._reading_paused = False
         # Paused for backpressure (not for a handler's awaitable).
         self._backpressure = False
@@ -196,8 +175,6 @@ class WebSocketTransport(asyncio.Protocol):
         self._send_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._pong = True
-        # The pong for the latest ping, while writing is paused.
-        self._pong_due = b""
         # The call that parses on at the next turn, once a turn's budget is spent.
         self._more: asyncio.Handle | None = None
         self._paused_since_ping = False
@@ -211,9 +188,6 @@ class WebSocketTransport(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._started = False
         self._eof_before_start = False
-        # While the events of one read are handled, their frames gather
-        # here and go out with one write (see data_received).
-        self._batch: list[bytes] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -221,6 +195,7 @@ class WebSocketTransport(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.transport = transport
         transport.set_write_buffer_limits(high=_TRANSPORT_HIGH_WATER)
+        self._sendq.sink = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -269,12 +244,13 @@ class WebSocketTransport(asyncio.Protocol):
             self._pending.extend(events)
             return
         # Every frame the turn's events produce goes out in one write.
-        self._batch = []
+        sendq = self._sendq
+        sendq.begin_batch()
         try:
             self._dispatch(events)
         finally:
-            self._flush_batch()
-            self._batch = None
+            if sendq.end_batch() and not self._backpressure:
+                self._start_backpressure()
 
     def _parse_more(self) -> None:
         """A new turn: parse on where the budget stopped."""
@@ -302,27 +278,6 @@ class WebSocketTransport(asyncio.Protocol):
         else:
             self._maybe_resume_reading()
 
-    def _flush_batch(self) -> None:
-        """Write the frames gathered so far (in order), as one write."""
-        batch = self._batch
-        if not batch:
-            return
-        transport = self.transport
-        if transport is not None and not self._lost:
-            if len(batch) == 1:
-                transport.write(batch[0])
-            elif sum(map(len, batch)) < _JOIN_BELOW:
-                transport.write(b"".join(batch))  # one buffer, not many objects
-            else:
-                transport.writelines(batch)
-        batch.clear()
-        if (
-            self._writing_paused
-            and not self._backpressure
-            and (self.backlog() > self.limits.high_water)
-        ):
-            self._start_backpressure()
-
     def eof_received(self) -> bool:
         if not self._started:  # handled in start(), after what came before it
             self._eof_before_start = True
@@ -340,31 +295,19 @@ class WebSocketTransport(asyncio.Protocol):
         for timer in (self._send_timer, self._close_timer, self._more):
             if timer is not None:
                 timer.cancel()
-        self._queue = None
-        self._queued = 0
+        self._sendq.close()
         self._wake_writers(StreamClosedError())
         self.endpoint.ws_closed(self._outcome())
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self._sendq.pause()
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
-        transport = self.transport
-        if self._pong_due and transport is not None:
-            pong, self._pong_due = self._pong_due, b""
-            transport.write(pong)
-        queue = self._queue
-        while queue and not self._writing_paused and transport is not None:
-            entry = queue.popleft()
-            self._queued -= _entry_size(entry)
-            if isinstance(entry, bytearray):
-                transport.write(entry)
-            else:
-                transport.writelines(entry)
-        if not self._writing_paused:
+        sendq = self._sendq
+        sendq.resume()
+        if not sendq.paused:
             self._wake_writers(None)
-        if self._backpressure and self.backlog() <= self.limits.high_water // 2:
+        if self._backpressure and sendq.below_low_water():
             self._backpressure = False
             if self._send_timer is not None:
                 self._send_timer.cancel()
@@ -451,44 +394,23 @@ class WebSocketTransport(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._lost or transport.is_closing():
             raise StreamClosedError()
-        if self._writing_paused:
-            self._enqueue(parts)
-        elif self._batch is not None:
-            self._batch.extend(parts)
-            return
-        elif len(parts) == 1:
-            transport.write(parts[0])
-        else:
-            transport.writelines(parts)
-        if (
-            self._writing_paused
-            and not self._backpressure
-            and (self.backlog() > self.limits.high_water)
-        ):
+        if self._sendq.send(parts) and not self._backpressure:
             self._start_backpressure()
 
     def _send_pong(self, frame: bytes) -> None:
         """Answer a ping; while writing is paused, only the latest ping is
         answered (RFC 6455 5.5.3), when writing resumes."""
-        if self._writing_paused:
-            self._pong_due = frame
-        else:
-            self.send_control(frame)
+        if self._sending():
+            self._sendq.send_pong(frame)
 
     def send_control(self, frame: bytes) -> None:
         """Write a control frame ahead of the data frames still queued."""
+        if self._sending():
+            self._sendq.send_control(frame)
+
+    def _sending(self) -> bool:
         transport = self.transport
-        if transport is None or self._lost or transport.is_closing():
-            return
-        if self._writing_paused:
-            if self._queue is None:
-                self._queue = collections.deque()
-            self._queue.appendleft([frame])
-            self._queued += len(frame) + _ENTRY_COST
-        elif self._batch is not None:
-            self._batch.append(frame)
-        else:
-            transport.write(frame)
+        return transport is not None and not self._lost and not transport.is_closing()
 
     @property
     def lost(self) -> bool:
@@ -515,9 +437,7 @@ class WebSocketTransport(asyncio.Protocol):
 
     def backlog(self) -> int:
         """Bytes written but not yet taken by the kernel."""
-        transport = self.transport
-        buffered = transport.get_write_buffer_size() if transport is not None else 0
-        return buffered + self._queued
+        return self._sendq.backlog()
 
     def drained(self) -> asyncio.Future[None]:
         """A Future that resolves once the event loop's buffer takes writes
@@ -525,7 +445,7 @@ class WebSocketTransport(asyncio.Protocol):
         future = self._drained
         if future is None:
             future = self._drained = asyncio.get_running_loop().create_future()
-            if not self._writing_paused:
+            if not self._sendq.paused:
                 future.set_result(None)
                 self._drained = None
         return future
@@ -539,22 +459,6 @@ class WebSocketTransport(asyncio.Protocol):
         else:
             future.set_exception(error)
             future.exception()  # nobody may await it (an echo does not): no log line
-
-    def _enqueue(self, parts: list[bytes]) -> None:
-        """Queue one frame: a small one merged into the last small entry."""
-        queue = self._queue
-        if queue is None:
-            queue = self._queue = collections.deque()
-        if len(parts) == 1 and len(parts[0]) < _MERGE_SIZE:
-            last = queue[-1] if queue else None
-            if isinstance(last, bytearray) and len(last) < _MERGE_LIMIT:
-                last += parts[0]
-                self._queued += len(parts[0])
-                return
-            queue.append(bytearray(parts[0]))
-        else:
-            queue.append(parts)
-        self._queued += _entry_size(queue[-1])
 
     def _start_backpressure(self) -> None:
         self._backpressure = True
@@ -626,8 +530,7 @@ class WebSocketTransport(asyncio.Protocol):
             self._fail_now(failure)
             return
         self._pending.clear()
-        self._queue = None
-        self._queued = 0
+        self._sendq.clear()
         if self.conn.close_sent is None:
             self._write_close(self.conn.send_close(failure.code, failure.reason))
         transport = self.transport
@@ -641,8 +544,7 @@ class WebSocketTransport(asyncio.Protocol):
 
     def _fail_now(self, failure: wire.Failed) -> None:
         self._pending.clear()
-        self._queue = None
-        self._queued = 0
+        self._sendq.clear()
         if self.conn.close_sent is None:
             self._write_close(self.conn.send_close(failure.code, failure.reason))
         self._linger()
@@ -657,20 +559,8 @@ class WebSocketTransport(asyncio.Protocol):
     def _flush_queue_for_close(self) -> None:
         """Hand every gathered and queued frame to the event loop (it writes
         them before closing)."""
-        transport = self.transport
-        if transport is None:
-            return
-        self._flush_batch()
-        if self._pong_due:
-            pong, self._pong_due = self._pong_due, b""
-            transport.write(pong)
-        while self._queue:
-            entry = self._queue.popleft()
-            if isinstance(entry, bytearray):
-                transport.write(entry)
-            else:
-                transport.writelines(entry)
-        self._queued = 0
+        if self.transport is not None:
+            self._sendq.flush_all()
 
     def _linger(self) -> None:
         """Both close frames are out (or the connection failed): stop
