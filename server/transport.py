@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import socket
 import sys
 from collections.abc import Awaitable
@@ -53,6 +54,7 @@ __all__ = [
     "LINGER_SECONDS",
     "Endpoint",
     "Outcome",
+    "Phase",
     "SendLimits",
     "WebSocketTransport",
 ]
@@ -76,6 +78,23 @@ _TRANSPORT_HIGH_WATER = 0
 #: its turn: 0.2-0.4 ms of parsing (see the README's threat model).
 FRAMES_PER_TURN = 256
 BYTES_PER_TURN = 256 * 1024
+
+
+class Phase(enum.IntEnum):
+    """Where a connection is in its life, as RFC 6455 sections 4 and 7 name
+    the states (CONNECTING is Tornado's, before the hand-over), with the
+    lingering close of section 7.1.1 apart. It only moves forward."""
+
+    #: The 101 is out: messages flow (once the handler's open() is done).
+    OPEN = 1
+    #: Our close frame is out (or we close without reading): no message
+    #: reaches the handler any more; we wait for the client's close frame.
+    CLOSING = 2
+    #: Both close frames are out, or the connection failed: our sending
+    #: side is shut; we read and discard until the client's FIN.
+    LINGERING = 3
+    #: The TCP connection is gone (``connection_lost`` has run).
+    CLOSED = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,11 +149,10 @@ class WebSocketTransport(asyncio.Protocol):
         "_handler_busy",
         "_last_read",
         "_leftover",
-        "_lingering",
-        "_lost",
         "_more",
         "_paused_since_ping",
         "_pending",
+        "_phase",
         "_pong",
         "_reading_paused",
         "_response",
@@ -170,6 +188,9 @@ class WebSocketTransport(asyncio.Protocol):
         self._reading_paused = False
         # Paused for backpressure (not for a handler's awaitable).
         self._backpressure = False
+        # The handler's awaitable from on_message is running: True from
+        # the dispatch until it is done, whatever happens to the connection
+        # meanwhile (only _handler_done clears it).
         self._handler_busy = False
         self._pending: list[wire.Event] = []
         self._send_timer: asyncio.TimerHandle | None = None
@@ -181,8 +202,7 @@ class WebSocketTransport(asyncio.Protocol):
         # Bytes ahead of the last ping (ours and the kernel's), when it was sent.
         self._ahead_at_ping = 0
         self._exc_info: Any = None
-        self._lingering = False
-        self._lost = False
+        self._phase = Phase.OPEN
         self._last_read = 0.0  # time.monotonic() of the last read: see quiescent()
         # One Future for every writer waiting while writing is paused.
         self._drained: asyncio.Future[None] | None = None
@@ -209,7 +229,7 @@ class WebSocketTransport(asyncio.Protocol):
     def start(self) -> None:
         """The handler is open: handle what came with the upgrade (and
         before it opened), then read."""
-        if self._lost or self._started:
+        if self._phase is Phase.CLOSED or self._started:
             return
         self._started = True
         leftover, self._leftover = self._leftover, b""
@@ -240,7 +260,7 @@ class WebSocketTransport(asyncio.Protocol):
         events = conn.events_received()
         if not events:
             return
-        if self._handler_busy or self._pending:
+        if self._pending or self._must_wait():
             self._pending.extend(events)
             return
         # Every frame the turn's events produce goes out in one write.
@@ -255,11 +275,17 @@ class WebSocketTransport(asyncio.Protocol):
     def _parse_more(self) -> None:
         """A new turn: parse on where the budget stopped."""
         self._more = None
-        if self._lost or self._handler_busy or self._pending:
+        if self._phase is Phase.CLOSED or self._pending or self._must_wait():
             return  # _handler_done goes on
         self.conn.receive_data(b"")
         self._parsed()
         self._go_on()
+
+    def _must_wait(self) -> bool:
+        """What is received waits for the handler: its awaitable runs and
+        the connection is open (once our close frame is out, no message
+        reaches the handler, and control frames are answered at once)."""
+        return self._handler_busy and self._phase is Phase.OPEN
 
     def _schedule_more(self) -> None:
         if self._more is None:
@@ -269,7 +295,7 @@ class WebSocketTransport(asyncio.Protocol):
         """Nothing received waits for a handler: parse on at the next turn
         if a budget stopped the parser, else finish after the client's FIN,
         else read."""
-        if self._handler_busy or self._pending or self._lost:
+        if self._pending or self._must_wait() or self._phase is Phase.CLOSED:
             return
         if self.conn.budget_spent:
             self._schedule_more()
@@ -283,15 +309,15 @@ class WebSocketTransport(asyncio.Protocol):
             self._eof_before_start = True
             return True
         self.conn.receive_eof()
-        if self._handler_busy or self._pending or self.conn.budget_spent:
+        if self._pending or self._must_wait() or self.conn.budget_spent:
             return True  # what came before is handled first; see _go_on
         self._finish_after_eof()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._lost:
+        if self._phase is Phase.CLOSED:
             return
-        self._lost = True
+        self._phase = Phase.CLOSED
         for timer in (self._send_timer, self._close_timer, self._more):
             if timer is not None:
                 timer.cancel()
@@ -321,7 +347,7 @@ class WebSocketTransport(asyncio.Protocol):
         message_type = wire.Message
         for index, event in enumerate(events):
             if type(event) is message_type:
-                if self.conn.close_sent is not None:
+                if self._phase is not Phase.OPEN:
                     continue  # no data after our close frame (RFC 6455 5.5.1)
                 try:
                     result = endpoint.ws_message(event.data)
@@ -383,7 +409,7 @@ class WebSocketTransport(asyncio.Protocol):
         """The client sent its FIN: whatever it had sent has been handled
         (echoes written, a failure's close frame sent); close our side once
         the writes are out."""
-        if self.transport is not None and not self._lost:
+        if self.transport is not None and self._phase is not Phase.CLOSED:
             self._flush_queue_for_close()
             self.transport.close()
 
@@ -392,7 +418,7 @@ class WebSocketTransport(asyncio.Protocol):
     def send(self, parts: list[bytes]) -> None:
         """Write one data frame (as built by the wire core), or queue it."""
         transport = self.transport
-        if transport is None or self._lost or transport.is_closing():
+        if transport is None or self._phase is Phase.CLOSED or transport.is_closing():
             raise StreamClosedError()
         if self._sendq.send(parts) and not self._backpressure:
             self._start_backpressure()
@@ -410,18 +436,20 @@ class WebSocketTransport(asyncio.Protocol):
 
     def _sending(self) -> bool:
         transport = self.transport
-        return transport is not None and not self._lost and not transport.is_closing()
+        return (
+            transport is not None and self._phase is not Phase.CLOSED and not transport.is_closing()
+        )
 
     @property
     def lost(self) -> bool:
         """The connection is gone (``connection_lost`` has run)."""
-        return self._lost
+        return self._phase is Phase.CLOSED
 
     def closing(self) -> bool:
         """The connection is closing or gone: nothing more can be sent."""
         transport = self.transport
         return (
-            self._lost
+            self._phase is Phase.CLOSED
             or transport is None
             or transport.is_closing()
             or self.conn.close_sent is not None
@@ -488,10 +516,10 @@ class WebSocketTransport(asyncio.Protocol):
             self._reading_paused
             and self._started
             and not self._backpressure
-            and not self._handler_busy
+            and not self._must_wait()
             and not self.conn.budget_spent
             and self.transport is not None
-            and not self._lost
+            and self._phase is not Phase.CLOSED
         ):
             self._reading_paused = False
             with contextlib.suppress(RuntimeError):
@@ -502,17 +530,23 @@ class WebSocketTransport(asyncio.Protocol):
     def close(self, code: int | None, reason: str = "") -> None:
         """Start the closing handshake: our close frame, then wait (at most
         ``CLOSE_TIMEOUT``) for the client's."""
-        if self.conn.close_sent is not None or self._lost:
+        if self._phase is not Phase.OPEN or self.conn.close_sent is not None:
             return
+        self._phase = Phase.CLOSING
         self._write_close(self.conn.send_close(code, reason))
         if self.conn.close_received is not None:
             self._linger()
             return
         loop = asyncio.get_running_loop()
         self._close_timer = loop.call_later(CLOSE_TIMEOUT, self.abort)
-        # The client's close frame must be read even while paused.
+        # The client's close frame must be read even while paused, and
+        # while a handler still runs (its flag stays: it is still running).
+        # What waited for the handler is handled now: no message of it
+        # reaches the handler after our close frame; control frames do.
         self._backpressure = False
-        self._handler_busy = False
+        pending, self._pending = self._pending, []
+        if pending:
+            self._dispatch(pending)
         if self.conn.budget_spent:
             self._schedule_more()
         self._maybe_resume_reading()
@@ -533,8 +567,9 @@ class WebSocketTransport(asyncio.Protocol):
         self._sendq.clear()
         if self.conn.close_sent is None:
             self._write_close(self.conn.send_close(failure.code, failure.reason))
+        self._phase = max(self._phase, Phase.CLOSING)
         transport = self.transport
-        if transport is not None and not self._lost:
+        if transport is not None and self._phase is not Phase.CLOSED:
             # Close once the kernel takes what is buffered (the close frame
             # last), reading nothing more; drop it if that takes too long.
             self._flush_queue_for_close()
@@ -551,7 +586,7 @@ class WebSocketTransport(asyncio.Protocol):
 
     def _write_close(self, frame: bytes) -> None:
         transport = self.transport
-        if transport is None or self._lost or transport.is_closing():
+        if transport is None or self._phase is Phase.CLOSED or transport.is_closing():
             return
         self._flush_queue_for_close()
         transport.write(frame)
@@ -566,9 +601,9 @@ class WebSocketTransport(asyncio.Protocol):
         """Both close frames are out (or the connection failed): stop
         sending, read and discard until the client's FIN, then drop."""
         transport = self.transport
-        if transport is None or self._lost or self._lingering:
+        if transport is None or self._phase >= Phase.LINGERING:
             return
-        self._lingering = True
+        self._phase = Phase.LINGERING
         self._flush_queue_for_close()
         if self._close_timer is not None:
             self._close_timer.cancel()
@@ -577,7 +612,6 @@ class WebSocketTransport(asyncio.Protocol):
             LINGER_SECONDS, self._linger_check, self._unsent(), loop.time() + LINGER_MAX_SECONDS
         )
         self._backpressure = False
-        self._handler_busy = False
         self._started = True
         self._maybe_resume_reading()
         if self.conn.eof_received:
@@ -590,7 +624,7 @@ class WebSocketTransport(asyncio.Protocol):
         """Linger on while the client still takes what we sent before our
         close frame (a slow reader then gets its close frame, not a reset),
         up to ``LINGER_MAX_SECONDS``; drop a client that takes nothing."""
-        if self._lost:
+        if self._phase is Phase.CLOSED:
             return
         loop = asyncio.get_running_loop()
         now_unsent = self._unsent()
@@ -606,14 +640,14 @@ class WebSocketTransport(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection at once."""
-        if self.transport is not None and not self._lost:
+        if self.transport is not None and self._phase is not Phase.CLOSED:
             self.transport.abort()
 
     # -- keepalive and drain (server.connections drives these) -----------------
 
     def ping(self) -> bool:
         """Send a keepalive ping; False when the connection is closing."""
-        if self.conn.state is not wire.State.OPEN or self._lost:
+        if self.conn.state is not wire.State.OPEN or self._phase is Phase.CLOSED:
             return False
         self._pong = False
         self._paused_since_ping = self._reading_paused
@@ -630,7 +664,7 @@ class WebSocketTransport(asyncio.Protocol):
         - the ping went out behind data still unsent or unacknowledged
           (ours or the kernel's), and the client has taken some of it since:
           it reads steadily, and the pong is on its way behind the data."""
-        if self._pong or self._lost or self.conn.state is not wire.State.OPEN:
+        if self._pong or self._phase is Phase.CLOSED or self.conn.state is not wire.State.OPEN:
             return
         if self._paused_since_ping or self._backpressure:
             return
@@ -644,7 +678,7 @@ class WebSocketTransport(asyncio.Protocol):
         no handler at work, no bytes waiting in the kernel, and nothing read
         for ``quiet`` seconds. Closing now loses no message that reached us
         (nor, with a ``quiet`` moment, one a client had held back)."""
-        if self._lost or self._handler_busy or self._pending or not self.conn.idle:
+        if self._phase is Phase.CLOSED or self._handler_busy or self._pending or not self.conn.idle:
             return False
         if _monotonic() - self._last_read < quiet:
             return False
@@ -663,7 +697,7 @@ class WebSocketTransport(asyncio.Protocol):
         everything received has been handled and nothing came in for
         ``quiet`` seconds (or at once with ``force``); True once the close
         frame is sent."""
-        if self.conn.close_sent is not None or self._lost:
+        if self.conn.close_sent is not None or self._phase is Phase.CLOSED:
             return True
         if not (force or self.quiescent(quiet)):
             return False
