@@ -5,24 +5,26 @@ loop runs it with an :class:`asyncio.Protocol` (:class:`WebSocketTransport`):
 no Future per read, no copy into and out of a stream buffer, writes through
 the event loop's transport (uvloop's, by default).
 
-This is the only module that touches a client's socket. Its jobs:
+Its one job is the connection's I/O on the event loop, through its
+:class:`Phase` (OPEN, CLOSING, LINGERING, CLOSED):
 
 - feed what arrives to the wire core and hand the events, in order, to the
   handler (the :class:`Endpoint`); a handler's awaitable result pauses
-  reading until it is done, as Tornado's ``on_message`` does;
+  reading until it is done, as Tornado's ``on_message`` does, and no
+  message reaches the handler once our close frame is out;
 - fairness: a connection parses at most ``FRAMES_PER_TURN`` frames and
   ``BYTES_PER_TURN`` bytes per event-loop turn (the wire core stops there
   and keeps the rest); then it stops reading and goes on at the next turn
   (``loop.call_soon``), after every other connection had its turn;
-- write frames, with backpressure: past ``high_water`` bytes of backlog
-  reading pauses, and a client that leaves it unread for ``send_timeout``
-  seconds fails with 1008; control frames jump the queue of frames waiting
-  for the socket (never inside a frame), and while writing waits only the
-  latest ping is answered;
+- backpressure, on the decisions of its :class:`~server.sendqueue.SendQueue`
+  (which batches, queues and merges the frames and counts the backlog):
+  past ``high_water`` bytes of backlog reading pauses, and a client that
+  leaves it unread for ``send_timeout`` seconds fails with 1008;
 - the closing handshake and the lingering close: after our close frame it
   shuts down its sending side and reads and discards until the client's FIN
   or ``LINGER_SECONDS``, so that the client's TCP stack does not receive a
-  reset that would destroy our last frames;
+  reset that would destroy our last frames (the kernel's queues are read
+  with :mod:`server.tcp`);
 - what keepalive and drain need (:mod:`server.connections` drives it through
   its ``ping``, ``check_pong``, ``go_away`` and ``abort``).
 
