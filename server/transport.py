@@ -584,6 +584,7 @@ class WebSocketTransport(asyncio.Protocol):
         self._sendq.clear()
         if self.conn.close_sent is None:
             self._write_close(self.conn.send_close(failure.code, failure.reason))
+        self._phase = max(self._phase, Phase.CLOSING)
         self._linger()
 
     def _write_close(self, frame: bytes) -> None:
