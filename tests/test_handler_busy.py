@@ -6,10 +6,11 @@ connection, and no message reaches it after the server's close frame went
 out (RFC 6455 5.5.1: the closing handshake has begun), whether the message
 was read before the close (it waited behind the running handler) or after;
 the running handler is not cancelled and finishes; the client's close frame
-is still answered at once, while the handler runs. (Before: ``close()``
-cleared the busy flag while the handler still ran, and only the "no data
-after our close frame" check kept a second message from running
-concurrently.)"""
+is still answered at once, while the handler runs; and the connection is
+not quiescent while its handler runs (drain and maximum age ask). (Before:
+``close()`` cleared the busy flag while the handler still ran, so the
+connection called itself quiescent, and only the "no data after our close
+frame" check kept a second message from running concurrently.)"""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class _SlowCloser(KnativeWebSocketHandler):
     most: ClassVar[int] = 0
     finished: ClassVar[int] = 0
     seen: ClassVar[list[str | bytes]] = []
+    quiescent_while_running: ClassVar[bool | None] = None
 
     async def on_message(self, message: str | bytes) -> None:
         cls = _SlowCloser
@@ -41,6 +43,10 @@ class _SlowCloser(KnativeWebSocketHandler):
         try:
             if message == "first":
                 self.close(1000, "bye")
+                # The transport still counts this handler as running: the
+                # connection is not quiescent (drain and max age ask this).
+                assert self.ws is not None
+                cls.quiescent_while_running = self.ws.quiescent(0.0)
             await asyncio.sleep(0.5)
         finally:
             cls.running -= 1
@@ -51,6 +57,7 @@ class _SlowCloser(KnativeWebSocketHandler):
 def _reset() -> None:
     _SlowCloser.running = _SlowCloser.most = _SlowCloser.finished = 0
     _SlowCloser.seen = []
+    _SlowCloser.quiescent_while_running = None
 
 
 @pytest.mark.handler.with_args(_SlowCloser)
@@ -72,6 +79,7 @@ async def test_message_after_the_close_frame_waits_for_nothing_and_runs_nowhere(
     await until(lambda: _SlowCloser.finished == 1 and bool(events(caplog, "close")))
     assert _SlowCloser.seen == ["first"]
     assert _SlowCloser.most == 1
+    assert _SlowCloser.quiescent_while_running is False
     [closed] = events(caplog, "close")
     assert closed["code"] == 1000
 
