@@ -40,9 +40,9 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 
 from .events import EventBudget
+from .kinds import ErrorKind
 from .metrics import Metrics
 from .telemetry import record_error
-from .wire import ErrorKind
 
 __all__ = [
     "BACKOFF",

@@ -45,10 +45,11 @@ from .connections import STOP_SIGNALS, Connections, DrainPolicy, Keepalive, MaxA
 from .echo import EchoWebSocket
 from .events import EVENT_LOGGER, EventBudget, count_drops_in, emit
 from .http import ConsoleHandler, HealthHandler, MetricsHandler, ReadyHandler, warm_up_metrics
+from .kinds import ErrorKind
 from .metrics import Metrics
 from .telemetry import record_error
 from .transport import SendLimits
-from .wire import COMPILED, ErrorKind
+from .wire import COMPILED
 
 if TYPE_CHECKING:  # imported with workers only (server.workers): one server skips mmap
     from .podstate import Worker

@@ -47,11 +47,13 @@ from .accept import answer_and_close
 from .connections import Connections, Registry
 from .events import EVENT_LOGGER, EventBudget, MessageLogBudget, emit, emit_message
 from .forwarded import resolve_peer
+from .handover import release_request, take_over
+from .kinds import CloseCause, ErrorKind, error_kind
 from .metrics import Metrics
 from .telemetry import record_error
 from .tracecontext import trace_id
-from .transport import Outcome, SendLimits, WebSocketTransport, release_request, take_over
-from .wire import CloseCause, CloseCode, ErrorKind
+from .transport import Outcome, SendLimits, WebSocketTransport
+from .wire import CloseCode
 
 __all__ = ["SERVICE_SETTING", "HandshakePolicy", "KnativeWebSocketHandler", "MessageLog", "Service"]
 
@@ -548,16 +550,17 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         code = outcome.code
         if failure is not None:
             level = logging.ERROR if outcome.exc_info else logging.WARNING
+            kind = error_kind(failure.kind)
             record_error(
                 m,
-                failure.kind,
+                kind,
                 failure.reason,
                 level=level,
                 exc_info=outcome.exc_info,
                 code=int(code),
                 **self._who(),
             )
-            self._call_on_error(failure.kind, failure.reason)
+            self._call_on_error(kind, failure.reason)
         elif outcome.close_received is None and code == CloseCode.ABNORMAL_CLOSURE:
             detail = "connection dropped without a close frame"
             record_error(m, ErrorKind.ABNORMAL_CLOSURE, detail, code=int(code), **self._who())

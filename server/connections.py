@@ -51,7 +51,8 @@ import signal
 from collections.abc import Iterator
 from typing import Any, Protocol, TypeVar, overload
 
-from .wire import CloseCause, CloseCode
+from .kinds import CloseCause
+from .wire import CloseCode
 
 __all__ = [
     "DRAIN_REASON",

@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .wire import REFUSALS, CloseCause, CloseCode, ErrorKind
+from .kinds import REFUSALS, CloseCause, ErrorKind
+from .wire import CloseCode
 
 __all__ = [
     "ACCEPT_ERRORS",

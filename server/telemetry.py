@@ -12,8 +12,8 @@ import logging
 from typing import Any
 
 from .events import emit
+from .kinds import ErrorKind
 from .metrics import Metrics
-from .wire import ErrorKind
 
 __all__ = ["record_error"]
 

@@ -1,86 +1,65 @@
 """Moves bytes between a client's socket and its :class:`wire.Connection`.
 
-Tornado parses the HTTP upgrade request; :func:`take_over` then takes the
-socket from Tornado (public API only: ``RequestHandler.detach()``, then the
-stream's ``read_bytes(partial=True)`` for bytes it had already read past
-the request head, ``fileno()`` and ``close()``) and hands a duplicate of it
-to the event loop as an :class:`asyncio.Protocol` (:class:`WebSocketTransport`).
-From there on no Tornado code runs for the connection: no Future per read,
-no copy into and out of a stream buffer, writes through the event loop's
-transport (uvloop's, by default).
+Once :mod:`server.handover` has taken the socket from Tornado, the event
+loop runs it with an :class:`asyncio.Protocol` (:class:`WebSocketTransport`):
+no Future per read, no copy into and out of a stream buffer, writes through
+the event loop's transport (uvloop's, by default).
 
-This is the only module that touches a client's socket. Its jobs:
+Its one job is the connection's I/O on the event loop, through its
+:class:`Phase` (OPEN, CLOSING, LINGERING, CLOSED):
 
 - feed what arrives to the wire core and hand the events, in order, to the
   handler (the :class:`Endpoint`); a handler's awaitable result pauses
-  reading until it is done, as Tornado's ``on_message`` does;
+  reading until it is done, as Tornado's ``on_message`` does, and no
+  message reaches the handler once our close frame is out;
 - fairness: a connection parses at most ``FRAMES_PER_TURN`` frames and
   ``BYTES_PER_TURN`` bytes per event-loop turn (the wire core stops there
   and keeps the rest); then it stops reading and goes on at the next turn
   (``loop.call_soon``), after every other connection had its turn;
-- write frames, with backpressure: past ``high_water`` bytes of backlog
-  reading pauses, and a client that leaves it unread for ``send_timeout``
-  seconds fails with 1008; control frames jump the queue of frames waiting
-  for the socket (never inside a frame), and while writing waits only the
-  latest ping is answered;
+- backpressure, on the decisions of its :class:`~server.sendqueue.SendQueue`
+  (which batches, queues and merges the frames and counts the backlog):
+  past ``high_water`` bytes of backlog reading pauses, and a client that
+  leaves it unread for ``send_timeout`` seconds fails with 1008;
 - the closing handshake and the lingering close: after our close frame it
   shuts down its sending side and reads and discards until the client's FIN
   or ``LINGER_SECONDS``, so that the client's TCP stack does not receive a
-  reset that would destroy our last frames;
+  reset that would destroy our last frames (the kernel's queues are read
+  with :mod:`server.tcp`);
 - what keepalive and drain need (:mod:`server.connections` drives it through
   its ``ping``, ``check_pong``, ``go_away`` and ``abort``).
 
-The Tornado names relied on are listed in :data:`TORNADO_NAMES` and checked
-by ``tests/test_tornado_contract.py``; none of them is private.
+The one Tornado name used here, ``StreamClosedError``, is public and listed
+in :data:`server.handover.TORNADO_NAMES`.
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
-import collections
 import contextlib
 import dataclasses
-import fcntl
-import os
+import enum
 import socket
 import sys
-import termios
 from collections.abc import Awaitable
 from time import monotonic as _monotonic
 from typing import Any, Protocol, cast
 
-from tornado.httputil import HTTPServerRequest
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import StreamClosedError
 
 from . import wire
-from .wire import CloseCode, ErrorKind
+from .kinds import ErrorKind
+from .sendqueue import DISCARD, SendQueue
+from .tcp import unread_bytes, unsent_bytes
+from .wire import CloseCode
 
 __all__ = [
     "LINGER_SECONDS",
-    "TORNADO_NAMES",
     "Endpoint",
     "Outcome",
+    "Phase",
     "SendLimits",
     "WebSocketTransport",
-    "release_request",
-    "take_over",
 ]
-
-#: Every Tornado name this module uses, all public; tests/test_tornado_contract.py
-#: fails with the missing name when a Tornado release lacks one.
-TORNADO_NAMES = (
-    "tornado.web.RequestHandler.detach",
-    "tornado.iostream.IOStream.read_bytes",
-    "tornado.iostream.IOStream.fileno",
-    "tornado.iostream.IOStream.close",
-    "tornado.iostream.StreamClosedError",
-    "tornado.httputil.HTTPServerRequest",
-)
-#: The attributes of a request (public constructor arguments of
-#: ``HTTPServerRequest``, kept as attributes of the same names) that
-#: :func:`release_request` clears.
-REQUEST_LINKS = ("connection", "server_connection")
 
 #: How long a closing connection keeps reading (and discarding) before it drops.
 LINGER_SECONDS = 2.0
@@ -101,37 +80,23 @@ _TRANSPORT_HIGH_WATER = 0
 #: its turn: 0.2-0.4 ms of parsing (see the README's threat model).
 FRAMES_PER_TURN = 256
 BYTES_PER_TURN = 256 * 1024
-#: The most bytes one buffered read takes from the socket at a time.
-_READ_SIZE = 256 * 1024
-#: Queued frames smaller than this share one bytearray, up to _MERGE_LIMIT
-#: bytes: a million 3-byte echoes are 3 MB, not a million objects.
-_MERGE_SIZE = 4096
-_MERGE_LIMIT = 64 * 1024
-#: What one queue entry costs beyond its bytes, counted against the backlog.
-_ENTRY_COST = 64
-#: Batches smaller than this are joined into one buffer before writing.
-_JOIN_BELOW = 64 * 1024
-#: CPython 3.12.0 to 3.12.8 and 3.13.0 to 3.13.1: asyncio's selector
-#: transport's ``writelines()`` never pauses the protocol (gh-127655), so a
-#: client that stops reading is never paused and its echoes fill memory.
-#: There, frames are joined and written with ``write()``, which does.
-_WRITELINES_PAUSES = not (
-    (3, 12) <= sys.version_info[:3] < (3, 12, 9) or (3, 13) <= sys.version_info[:3] < (3, 13, 2)
-)
 
 
-def _writelines(transport: asyncio.WriteTransport, parts: Any) -> None:
-    """``transport.writelines(parts)``, with its flow control on every Python."""
-    if _WRITELINES_PAUSES:
-        transport.writelines(parts)
-    else:
-        transport.write(b"".join(parts))
+class Phase(enum.IntEnum):
+    """Where a connection is in its life, as RFC 6455 sections 4 and 7 name
+    the states (CONNECTING is Tornado's, before the hand-over), with the
+    lingering close of section 7.1.1 apart. It only moves forward."""
 
-
-def _entry_size(entry: bytearray | list[bytes]) -> int:
-    if isinstance(entry, bytearray):
-        return len(entry) + _ENTRY_COST
-    return sum(map(len, entry)) + _ENTRY_COST
+    #: The 101 is out: messages flow (once the handler's open() is done).
+    OPEN = 1
+    #: Our close frame is out (or we close without reading): no message
+    #: reaches the handler any more; we wait for the client's close frame.
+    CLOSING = 2
+    #: Both close frames are out, or the connection failed: our sending
+    #: side is shut; we read and discard until the client's FIN.
+    LINGERING = 3
+    #: The TCP connection is gone (``connection_lost`` has run).
+    CLOSED = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +126,34 @@ class Outcome:
     close_received: wire.Close | None = None
 
 
+#: CPython 3.12.0 to 3.12.8 and 3.13.0 to 3.13.1: asyncio's selector
+#: transport's ``writelines()`` never pauses the protocol (gh-127655), so a
+#: client that stops reading is never paused and its echoes fill memory.
+#: There, the send queue writes through :class:`_JoinedWrites`.
+_WRITELINES_PAUSES = not (
+    (3, 12) <= sys.version_info[:3] < (3, 12, 9) or (3, 13) <= sys.version_info[:3] < (3, 13, 2)
+)
+
+
+class _JoinedWrites:
+    """A transport whose ``writelines()`` joins the parts and ``write()``s
+    them, which does pause the protocol (see ``_WRITELINES_PAUSES``)."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._transport.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self._transport.write(b"".join(list_of_data))
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+
 class Endpoint(Protocol):
     """What a transport hands events to: the handler."""
 
@@ -173,82 +166,12 @@ class Endpoint(Protocol):
     def ws_closed(self, outcome: Outcome) -> None: ...
 
 
-def take_over(stream: IOStream) -> tuple[socket.socket, bytes]:
-    """The socket under a detached Tornado stream, and the bytes the stream
-    had already read past the request head (a client may send frames right
-    behind its upgrade request). The stream is closed; the returned socket
-    is a duplicate that the caller owns.
-
-    Raises StreamClosedError when the client has already gone, and OSError
-    when no descriptor is left for the duplicate (the client is then
-    answered 503 and the stream closed)."""
-    if stream.closed():
-        raise StreamClosedError()
-    pending = asyncio.ensure_future(stream.read_bytes(_READ_SIZE, partial=True))
-    leftover = b""
-    if pending.done():
-        with contextlib.suppress(StreamClosedError):
-            leftover = pending.result()
-    else:
-        # Nothing buffered and nothing in the kernel yet: the read is
-        # cancelled by closing the stream below, before the loop runs again.
-        pending.add_done_callback(lambda f: f.exception())
-    fd = stream.fileno()  # IOStream: the socket itself (None once closed)
-    if stream.closed() or fd is None:
-        # The read above found the client gone (a reset or a FIN right
-        # behind the request): the stream closed itself and has no socket.
-        raise StreamClosedError()
-    try:
-        duplicate = os.dup(fd if isinstance(fd, int) else fd.fileno())
-    except OSError:
-        written = stream.write(_NO_DESCRIPTOR)  # a small write goes out at once
-        written.add_done_callback(lambda f: f.exception())
-        stream.close()
-        raise
-    sock = socket.socket(fileno=duplicate)
-    stream.close()
-    sock.setblocking(False)
-    return sock, leftover
-
-
-def release_request(request: HTTPServerRequest) -> None:
-    """Let go of Tornado's HTTP objects once the socket is taken over.
-
-    A request keeps its HTTP/1 connection and, through it, the closed
-    stream, its buffers and the finished task that read the request: about
-    4 KiB that every open WebSocket would carry for its whole life. The
-    request keeps what a handler reads (``method``, ``uri``, ``headers``,
-    ``remote_ip``, ``protocol``, ``host``); its ``connection`` is None from
-    here on, as there is no HTTP connection left to use."""
-    for name in REQUEST_LINKS:
-        setattr(request, name, None)
-
-
-_NO_DESCRIPTOR = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Retry-After: 1\r\nContent-Length: 44\r\nConnection: close\r\n\r\n"
-    b"503 Service Unavailable: out of descriptors\n"
-)
-
-
-def _unread_bytes(sock: Any) -> int:
-    """Bytes waiting in the kernel's receive queue of ``sock`` (SIOCINQ)."""
-    buf = array.array("i", [0])
-    try:
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
-    except (OSError, ValueError):
-        return -1
-    return buf[0]
-
-
 class WebSocketTransport(asyncio.Protocol):
     """One connection's I/O: an asyncio protocol over the client's socket."""
 
     __slots__ = (
         "_ahead_at_ping",
         "_backpressure",
-        "_batch",
-        "_close_reason",
         "_close_timer",
         "_drained",
         "_eof_before_start",
@@ -256,20 +179,16 @@ class WebSocketTransport(asyncio.Protocol):
         "_handler_busy",
         "_last_read",
         "_leftover",
-        "_lingering",
-        "_lost",
         "_more",
         "_paused_since_ping",
         "_pending",
+        "_phase",
         "_pong",
-        "_pong_due",
-        "_queue",
-        "_queued",
         "_reading_paused",
         "_response",
         "_send_timer",
+        "_sendq",
         "_started",
-        "_writing_paused",
         "conn",
         "endpoint",
         "limits",
@@ -292,42 +211,33 @@ class WebSocketTransport(asyncio.Protocol):
         self._response = handshake_response
         self._leftover = leftover
         self.transport: asyncio.Transport | None = None
-        # Frames waiting for the event loop's buffer to take more: small
-        # ones merged into one bytearray (whole frames only), a large one as
-        # [header, payload]. Control frames jump to the front.
-        # (Made when first needed: an idle connection holds none.)
-        self._queue: collections.deque[bytearray | list[bytes]] | None = None
-        self._queued = 0
-        self._writing_paused = False
+        # Frames on their way to the event loop's transport (set in
+        # connection_made): batches, the queue while writing is paused,
+        # backlog accounting.
+        self._sendq = SendQueue(DISCARD, limits.high_water)
         self._reading_paused = False
         # Paused for backpressure (not for a handler's awaitable).
         self._backpressure = False
+        # The handler's awaitable from on_message is running: True from
+        # the dispatch until it is done, whatever happens to the connection
+        # meanwhile (only _handler_done clears it).
         self._handler_busy = False
         self._pending: list[wire.Event] = []
         self._send_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
-        # The reason of the close frame close() sent: the outcome's when the
-        # client never answers it.
-        self._close_reason = ""
         self._pong = True
-        # The pong for the latest ping, while writing is paused.
-        self._pong_due = b""
         # The call that parses on at the next turn, once a turn's budget is spent.
         self._more: asyncio.Handle | None = None
         self._paused_since_ping = False
         # Bytes ahead of the last ping (ours and the kernel's), when it was sent.
         self._ahead_at_ping = 0
         self._exc_info: Any = None
-        self._lingering = False
-        self._lost = False
+        self._phase = Phase.OPEN
         self._last_read = 0.0  # time.monotonic() of the last read: see quiescent()
         # One Future for every writer waiting while writing is paused.
         self._drained: asyncio.Future[None] | None = None
         self._started = False
         self._eof_before_start = False
-        # While the events of one read are handled, their frames gather
-        # here and go out with one write (see data_received).
-        self._batch: list[bytes] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -335,6 +245,7 @@ class WebSocketTransport(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.transport = transport
         transport.set_write_buffer_limits(high=_TRANSPORT_HIGH_WATER)
+        self._sendq.sink = transport if _WRITELINES_PAUSES else _JoinedWrites(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -348,7 +259,7 @@ class WebSocketTransport(asyncio.Protocol):
     def start(self) -> None:
         """The handler is open: handle what came with the upgrade (and
         before it opened), then read."""
-        if self._lost or self._started:
+        if self._phase is Phase.CLOSED or self._started:
             return
         self._started = True
         leftover, self._leftover = self._leftover, b""
@@ -379,25 +290,32 @@ class WebSocketTransport(asyncio.Protocol):
         events = conn.events_received()
         if not events:
             return
-        if self._handler_busy or self._pending:
+        if self._pending or self._must_wait():
             self._pending.extend(events)
             return
         # Every frame the turn's events produce goes out in one write.
-        self._batch = []
+        sendq = self._sendq
+        sendq.begin_batch()
         try:
             self._dispatch(events)
         finally:
-            self._flush_batch()
-            self._batch = None
+            if sendq.end_batch() and not self._backpressure:
+                self._start_backpressure()
 
     def _parse_more(self) -> None:
         """A new turn: parse on where the budget stopped."""
         self._more = None
-        if self._lost or self._handler_busy or self._pending:
+        if self._phase is Phase.CLOSED or self._pending or self._must_wait():
             return  # _handler_done goes on
         self.conn.receive_data(b"")
         self._parsed()
         self._go_on()
+
+    def _must_wait(self) -> bool:
+        """What is received waits for the handler: its awaitable runs and
+        the connection is open (once our close frame is out, no message
+        reaches the handler, and control frames are answered at once)."""
+        return self._handler_busy and self._phase is Phase.OPEN
 
     def _schedule_more(self) -> None:
         if self._more is None:
@@ -407,7 +325,7 @@ class WebSocketTransport(asyncio.Protocol):
         """Nothing received waits for a handler: parse on at the next turn
         if a budget stopped the parser, else finish after the client's FIN,
         else read."""
-        if self._handler_busy or self._pending or self._lost:
+        if self._pending or self._must_wait() or self._phase is Phase.CLOSED:
             return
         if self.conn.budget_spent:
             self._schedule_more()
@@ -416,69 +334,36 @@ class WebSocketTransport(asyncio.Protocol):
         else:
             self._maybe_resume_reading()
 
-    def _flush_batch(self) -> None:
-        """Write the frames gathered so far (in order), as one write."""
-        batch = self._batch
-        if not batch:
-            return
-        transport = self.transport
-        if transport is not None and not self._lost:
-            if len(batch) == 1:
-                transport.write(batch[0])
-            elif sum(map(len, batch)) < _JOIN_BELOW:
-                transport.write(b"".join(batch))  # one buffer, not many objects
-            else:
-                _writelines(transport, batch)
-        batch.clear()
-        if (
-            self._writing_paused
-            and not self._backpressure
-            and (self.backlog() > self.limits.high_water)
-        ):
-            self._start_backpressure()
-
     def eof_received(self) -> bool:
         if not self._started:  # handled in start(), after what came before it
             self._eof_before_start = True
             return True
         self.conn.receive_eof()
-        if self._handler_busy or self._pending or self.conn.budget_spent:
+        if self._pending or self._must_wait() or self.conn.budget_spent:
             return True  # what came before is handled first; see _go_on
         self._finish_after_eof()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._lost:
+        if self._phase is Phase.CLOSED:
             return
-        self._lost = True
+        self._phase = Phase.CLOSED
         for timer in (self._send_timer, self._close_timer, self._more):
             if timer is not None:
                 timer.cancel()
-        self._queue = None
-        self._queued = 0
+        self._sendq.close()
         self._wake_writers(StreamClosedError())
         self.endpoint.ws_closed(self._outcome())
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self._sendq.pause()
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
-        transport = self.transport
-        if self._pong_due and transport is not None:
-            pong, self._pong_due = self._pong_due, b""
-            transport.write(pong)
-        queue = self._queue
-        while queue and not self._writing_paused and transport is not None:
-            entry = queue.popleft()
-            self._queued -= _entry_size(entry)
-            if isinstance(entry, bytearray):
-                transport.write(entry)
-            else:
-                _writelines(transport, entry)
-        if not self._writing_paused:
+        sendq = self._sendq
+        sendq.resume()
+        if not sendq.paused:
             self._wake_writers(None)
-        if self._backpressure and self.backlog() <= self.limits.high_water // 2:
+        if self._backpressure and sendq.below_low_water():
             self._backpressure = False
             if self._send_timer is not None:
                 self._send_timer.cancel()
@@ -492,7 +377,7 @@ class WebSocketTransport(asyncio.Protocol):
         message_type = wire.Message
         for index, event in enumerate(events):
             if type(event) is message_type:
-                if self.conn.close_sent is not None:
+                if self._phase is not Phase.OPEN:
                     continue  # no data after our close frame (RFC 6455 5.5.1)
                 try:
                     result = endpoint.ws_message(event.data)
@@ -554,7 +439,7 @@ class WebSocketTransport(asyncio.Protocol):
         """The client sent its FIN: whatever it had sent has been handled
         (echoes written, a failure's close frame sent); close our side once
         the writes are out."""
-        if self.transport is not None and not self._lost:
+        if self.transport is not None and self._phase is not Phase.CLOSED:
             self._flush_queue_for_close()
             self.transport.close()
 
@@ -563,57 +448,38 @@ class WebSocketTransport(asyncio.Protocol):
     def send(self, parts: list[bytes]) -> None:
         """Write one data frame (as built by the wire core), or queue it."""
         transport = self.transport
-        if transport is None or self._lost or transport.is_closing():
+        if transport is None or self._phase is Phase.CLOSED or transport.is_closing():
             raise StreamClosedError()
-        if self._writing_paused:
-            self._enqueue(parts)
-        elif self._batch is not None:
-            self._batch.extend(parts)
-            return
-        elif len(parts) == 1:
-            transport.write(parts[0])
-        else:
-            _writelines(transport, parts)
-        if (
-            self._writing_paused
-            and not self._backpressure
-            and (self.backlog() > self.limits.high_water)
-        ):
+        if self._sendq.send(parts) and not self._backpressure:
             self._start_backpressure()
 
     def _send_pong(self, frame: bytes) -> None:
         """Answer a ping; while writing is paused, only the latest ping is
         answered (RFC 6455 5.5.3), when writing resumes."""
-        if self._writing_paused:
-            self._pong_due = frame
-        else:
-            self.send_control(frame)
+        if self._sending():
+            self._sendq.send_pong(frame)
 
     def send_control(self, frame: bytes) -> None:
         """Write a control frame ahead of the data frames still queued."""
+        if self._sending():
+            self._sendq.send_control(frame)
+
+    def _sending(self) -> bool:
         transport = self.transport
-        if transport is None or self._lost or transport.is_closing():
-            return
-        if self._writing_paused:
-            if self._queue is None:
-                self._queue = collections.deque()
-            self._queue.appendleft([frame])
-            self._queued += len(frame) + _ENTRY_COST
-        elif self._batch is not None:
-            self._batch.append(frame)
-        else:
-            transport.write(frame)
+        return (
+            transport is not None and self._phase is not Phase.CLOSED and not transport.is_closing()
+        )
 
     @property
     def lost(self) -> bool:
         """The connection is gone (``connection_lost`` has run)."""
-        return self._lost
+        return self._phase is Phase.CLOSED
 
     def closing(self) -> bool:
         """The connection is closing or gone: nothing more can be sent."""
         transport = self.transport
         return (
-            self._lost
+            self._phase is Phase.CLOSED
             or transport is None
             or transport.is_closing()
             or self.conn.close_sent is not None
@@ -624,19 +490,12 @@ class WebSocketTransport(asyncio.Protocol):
         and the kernel's send queue (SIOCOUTQ)."""
         transport = self.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
-        queued = 0
-        if sock is not None:
-            buf = array.array("i", [0])
-            with contextlib.suppress(OSError, ValueError):
-                fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf)
-                queued = buf[0]
+        queued = max(unsent_bytes(sock), 0) if sock is not None else 0
         return self.backlog() + queued
 
     def backlog(self) -> int:
         """Bytes written but not yet taken by the kernel."""
-        transport = self.transport
-        buffered = transport.get_write_buffer_size() if transport is not None else 0
-        return buffered + self._queued
+        return self._sendq.backlog()
 
     def drained(self) -> asyncio.Future[None]:
         """A Future that resolves once the event loop's buffer takes writes
@@ -644,7 +503,7 @@ class WebSocketTransport(asyncio.Protocol):
         future = self._drained
         if future is None:
             future = self._drained = asyncio.get_running_loop().create_future()
-            if not self._writing_paused:
+            if not self._sendq.paused:
                 future.set_result(None)
                 self._drained = None
         return future
@@ -658,22 +517,6 @@ class WebSocketTransport(asyncio.Protocol):
         else:
             future.set_exception(error)
             future.exception()  # nobody may await it (an echo does not): no log line
-
-    def _enqueue(self, parts: list[bytes]) -> None:
-        """Queue one frame: a small one merged into the last small entry."""
-        queue = self._queue
-        if queue is None:
-            queue = self._queue = collections.deque()
-        if len(parts) == 1 and len(parts[0]) < _MERGE_SIZE:
-            last = queue[-1] if queue else None
-            if isinstance(last, bytearray) and len(last) < _MERGE_LIMIT:
-                last += parts[0]
-                self._queued += len(parts[0])
-                return
-            queue.append(bytearray(parts[0]))
-        else:
-            queue.append(parts)
-        self._queued += _entry_size(queue[-1])
 
     def _start_backpressure(self) -> None:
         self._backpressure = True
@@ -703,10 +546,10 @@ class WebSocketTransport(asyncio.Protocol):
             self._reading_paused
             and self._started
             and not self._backpressure
-            and not self._handler_busy
+            and not self._must_wait()
             and not self.conn.budget_spent
             and self.transport is not None
-            and not self._lost
+            and self._phase is not Phase.CLOSED
         ):
             self._reading_paused = False
             with contextlib.suppress(RuntimeError):
@@ -717,20 +560,23 @@ class WebSocketTransport(asyncio.Protocol):
     def close(self, code: int | None, reason: str = "") -> None:
         """Start the closing handshake: our close frame, then wait (at most
         ``CLOSE_TIMEOUT``) for the client's."""
-        if self.conn.close_sent is not None or self._lost:
+        if self._phase is not Phase.OPEN or self.conn.close_sent is not None:
             return
-        frame = self.conn.send_close(code, reason)
-        # As sent: cut to fit a control frame (after the 2-byte header and code).
-        self._close_reason = frame[4:].decode("utf-8")
-        self._write_close(frame)
+        self._phase = Phase.CLOSING
+        self._write_close(self.conn.send_close(code, reason))
         if self.conn.close_received is not None:
             self._linger()
             return
         loop = asyncio.get_running_loop()
         self._close_timer = loop.call_later(CLOSE_TIMEOUT, self.abort)
-        # The client's close frame must be read even while paused.
+        # The client's close frame must be read even while paused, and
+        # while a handler still runs (its flag stays: it is still running).
+        # What waited for the handler is handled now: no message of it
+        # reaches the handler after our close frame; control frames do.
         self._backpressure = False
-        self._handler_busy = False
+        pending, self._pending = self._pending, []
+        if pending:
+            self._dispatch(pending)
         if self.conn.budget_spent:
             self._schedule_more()
         self._maybe_resume_reading()
@@ -748,12 +594,12 @@ class WebSocketTransport(asyncio.Protocol):
             self._fail_now(failure)
             return
         self._pending.clear()
-        self._queue = None
-        self._queued = 0
+        self._sendq.clear()
         if self.conn.close_sent is None:
             self._write_close(self.conn.send_close(failure.code, failure.reason))
+        self._phase = max(self._phase, Phase.CLOSING)
         transport = self.transport
-        if transport is not None and not self._lost:
+        if transport is not None and self._phase is not Phase.CLOSED:
             # Close once the kernel takes what is buffered (the close frame
             # last), reading nothing more; drop it if that takes too long.
             self._flush_queue_for_close()
@@ -763,15 +609,15 @@ class WebSocketTransport(asyncio.Protocol):
 
     def _fail_now(self, failure: wire.Failed) -> None:
         self._pending.clear()
-        self._queue = None
-        self._queued = 0
+        self._sendq.clear()
         if self.conn.close_sent is None:
             self._write_close(self.conn.send_close(failure.code, failure.reason))
+        self._phase = max(self._phase, Phase.CLOSING)
         self._linger()
 
     def _write_close(self, frame: bytes) -> None:
         transport = self.transport
-        if transport is None or self._lost or transport.is_closing():
+        if transport is None or self._phase is Phase.CLOSED or transport.is_closing():
             return
         self._flush_queue_for_close()
         transport.write(frame)
@@ -779,28 +625,16 @@ class WebSocketTransport(asyncio.Protocol):
     def _flush_queue_for_close(self) -> None:
         """Hand every gathered and queued frame to the event loop (it writes
         them before closing)."""
-        transport = self.transport
-        if transport is None:
-            return
-        self._flush_batch()
-        if self._pong_due:
-            pong, self._pong_due = self._pong_due, b""
-            transport.write(pong)
-        while self._queue:
-            entry = self._queue.popleft()
-            if isinstance(entry, bytearray):
-                transport.write(entry)
-            else:
-                _writelines(transport, entry)
-        self._queued = 0
+        if self.transport is not None:
+            self._sendq.flush_all()
 
     def _linger(self) -> None:
         """Both close frames are out (or the connection failed): stop
         sending, read and discard until the client's FIN, then drop."""
         transport = self.transport
-        if transport is None or self._lost or self._lingering:
+        if transport is None or self._phase >= Phase.LINGERING:
             return
-        self._lingering = True
+        self._phase = Phase.LINGERING
         self._flush_queue_for_close()
         if self._close_timer is not None:
             self._close_timer.cancel()
@@ -809,7 +643,6 @@ class WebSocketTransport(asyncio.Protocol):
             LINGER_SECONDS, self._linger_check, self._unsent(), loop.time() + LINGER_MAX_SECONDS
         )
         self._backpressure = False
-        self._handler_busy = False
         self._started = True
         self._maybe_resume_reading()
         if self.conn.eof_received:
@@ -822,7 +655,7 @@ class WebSocketTransport(asyncio.Protocol):
         """Linger on while the client still takes what we sent before our
         close frame (a slow reader then gets its close frame, not a reset),
         up to ``LINGER_MAX_SECONDS``; drop a client that takes nothing."""
-        if self._lost:
+        if self._phase is Phase.CLOSED:
             return
         loop = asyncio.get_running_loop()
         now_unsent = self._unsent()
@@ -838,14 +671,14 @@ class WebSocketTransport(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection at once."""
-        if self.transport is not None and not self._lost:
+        if self.transport is not None and self._phase is not Phase.CLOSED:
             self.transport.abort()
 
     # -- keepalive and drain (server.connections drives these) -----------------
 
     def ping(self) -> bool:
         """Send a keepalive ping; False when the connection is closing."""
-        if self.conn.state is not wire.State.OPEN or self._lost:
+        if self.conn.state is not wire.State.OPEN or self._phase is Phase.CLOSED:
             return False
         self._pong = False
         self._paused_since_ping = self._reading_paused
@@ -862,7 +695,7 @@ class WebSocketTransport(asyncio.Protocol):
         - the ping went out behind data still unsent or unacknowledged
           (ours or the kernel's), and the client has taken some of it since:
           it reads steadily, and the pong is on its way behind the data."""
-        if self._pong or self._lost or self.conn.state is not wire.State.OPEN:
+        if self._pong or self._phase is Phase.CLOSED or self.conn.state is not wire.State.OPEN:
             return
         if self._paused_since_ping or self._backpressure:
             return
@@ -876,13 +709,13 @@ class WebSocketTransport(asyncio.Protocol):
         no handler at work, no bytes waiting in the kernel, and nothing read
         for ``quiet`` seconds. Closing now loses no message that reached us
         (nor, with a ``quiet`` moment, one a client had held back)."""
-        if self._lost or self._handler_busy or self._pending or not self.conn.idle:
+        if self._phase is Phase.CLOSED or self._handler_busy or self._pending or not self.conn.idle:
             return False
         if _monotonic() - self._last_read < quiet:
             return False
         transport = self.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
-        return sock is not None and _unread_bytes(sock) == 0
+        return sock is not None and unread_bytes(sock) == 0
 
     def go_away(
         self,
@@ -895,7 +728,7 @@ class WebSocketTransport(asyncio.Protocol):
         everything received has been handled and nothing came in for
         ``quiet`` seconds (or at once with ``force``); True once the close
         frame is sent."""
-        if self.conn.close_sent is not None or self._lost:
+        if self.conn.close_sent is not None or self._phase is Phase.CLOSED:
             return True
         if not (force or self.quiescent(quiet)):
             return False
@@ -915,5 +748,5 @@ class WebSocketTransport(asyncio.Protocol):
         if received is not None:
             return Outcome(received.code, received.reason, close_received=received)
         if conn.close_sent is not None:
-            return Outcome(conn.close_sent, self._close_reason, clean=False)
+            return Outcome(conn.close_sent, "", clean=False)
         return Outcome(CloseCode.ABNORMAL_CLOSURE, "", clean=False)

@@ -12,7 +12,7 @@ module decides what they are.
 
 The parser's checks raise (:class:`ProtocolError`, :class:`InvalidPayload`,
 :class:`MessageTooBig`), and one ``except`` in :meth:`Connection.receive_data`
-maps them to an :class:`ErrorKind` and a :class:`CloseCode` (``_FAILURES``).
+maps them to a :class:`FailureKind` and a :class:`CloseCode` (``_FAILURES``).
 After a failure the connection discards everything it still receives, as
 RFC 6455 section 7.1.7 asks; so it does after the client's close frame.
 
@@ -22,8 +22,10 @@ data is inflated at most one byte past what the limit leaves. Text is
 validated as UTF-8 as it arrives, fragment by fragment and within a frame
 that arrives in pieces, so invalid text fails at the first bad byte.
 
-:class:`CloseCode` and :class:`ErrorKind` are the project's only vocabulary
-for close codes and error kinds: logs, metrics and tests use them.
+:class:`CloseCode` is the project's only vocabulary for close codes;
+:class:`FailureKind` names the protocol's failures. The server's own error
+kinds (refusals, timeouts, the process) live above this module, in
+:mod:`server.kinds`: a new metric label never touches the protocol core.
 """
 
 from __future__ import annotations
@@ -43,14 +45,12 @@ from .mask import apply_mask
 __all__ = [
     "COMPILED",
     "GUID",
-    "REFUSALS",
-    "CloseCause",
     "CloseCode",
     "Connection",
     "Deflate",
-    "ErrorKind",
     "Event",
     "Failed",
+    "FailureKind",
     "InvalidPayload",
     "Message",
     "MessageTooBig",
@@ -93,62 +93,14 @@ class CloseCode(enum.IntEnum):
     BAD_GATEWAY = 1014
 
 
-class ErrorKind(enum.StrEnum):
-    """Why something went wrong: the ``kind`` of an ``error`` event, and the
-    label of ``websocket_errors_total`` and ``websocket_handshakes_rejected_total``."""
+class FailureKind(enum.StrEnum):
+    """Why the parser failed a connection: the protocol's own failures.
+    The server names these and its own kinds in :class:`server.kinds.ErrorKind`
+    (same values)."""
 
-    # The connection failed (a close frame with a code was sent, see _FAILURES).
     PROTOCOL_ERROR = "protocol_error"
     INVALID_PAYLOAD = "invalid_payload"
     MESSAGE_TOO_BIG = "message_too_big"
-    PING_TIMEOUT = "ping_timeout"
-    SLOW_CONSUMER = "slow_consumer"
-    HANDLER_EXCEPTION = "handler_exception"
-    # The connection ended without a close handshake.
-    ABNORMAL_CLOSURE = "abnormal_closure"
-    WRITE_FAILED = "write_failed"
-    # The upgrade was refused (an HTTP status, no connection).
-    BAD_HANDSHAKE = "bad_handshake"
-    ORIGIN_REJECTED = "origin_rejected"
-    DRAINING = "draining"
-    OVER_CAPACITY = "over_capacity"
-    HEADERS_TOO_LARGE = "headers_too_large"
-    REQUEST_HEAD_TIMEOUT = "request_head_timeout"
-    # A plain HTTP connection was dropped.
-    SLOW_HTTP_CLIENT = "slow_http_client"
-    # The listener.
-    DESCRIPTORS_EXHAUSTED = "descriptors_exhausted"
-    # The process.
-    WORKER_FAILED = "worker_failed"
-    WORKER_EXITED = "worker_exited"
-
-
-#: The kinds that refuse an upgrade (``websocket_handshakes_rejected_total``).
-REFUSALS = (
-    ErrorKind.BAD_HANDSHAKE,
-    ErrorKind.ORIGIN_REJECTED,
-    ErrorKind.DRAINING,
-    ErrorKind.OVER_CAPACITY,
-    ErrorKind.HEADERS_TOO_LARGE,
-)
-
-
-class CloseCause(enum.StrEnum):
-    """What ended a connection: the ``cause`` of a ``close`` event, and the
-    label of ``websocket_connections_closed_by_cause_total``."""
-
-    #: The client's close frame came first.
-    CLIENT = "client"
-    #: The TCP connection ended without a close frame (code 1006).
-    DROPPED = "dropped"
-    #: The server failed the connection (1002, 1007, 1008, 1009, 1011).
-    ERROR = "error"
-    #: The handler called ``close()``.
-    APP = "app"
-    #: ``WS_MAX_CONNECTION_AGE`` was reached (1001 "max connection age").
-    MAX_AGE = "max_age"
-    #: The SIGTERM drain (1001 "server shutting down").
-    DRAIN = "drain"
 
 
 class Opcode(enum.IntEnum):
@@ -178,7 +130,7 @@ class State(enum.IntEnum):
 class WebSocketError(Exception):
     """A check on the client's bytes failed; the connection must fail."""
 
-    kind = ErrorKind.PROTOCOL_ERROR
+    kind = FailureKind.PROTOCOL_ERROR
     code = CloseCode.PROTOCOL_ERROR
 
 
@@ -195,10 +147,10 @@ class MessageTooBig(WebSocketError):
 
 
 #: The one place errors become close codes.
-_FAILURES: dict[type[WebSocketError], tuple[ErrorKind, CloseCode]] = {
-    ProtocolError: (ErrorKind.PROTOCOL_ERROR, CloseCode.PROTOCOL_ERROR),
-    InvalidPayload: (ErrorKind.INVALID_PAYLOAD, CloseCode.INVALID_PAYLOAD),
-    MessageTooBig: (ErrorKind.MESSAGE_TOO_BIG, CloseCode.MESSAGE_TOO_BIG),
+_FAILURES: dict[type[WebSocketError], tuple[FailureKind, CloseCode]] = {
+    ProtocolError: (FailureKind.PROTOCOL_ERROR, CloseCode.PROTOCOL_ERROR),
+    InvalidPayload: (FailureKind.INVALID_PAYLOAD, CloseCode.INVALID_PAYLOAD),
+    MessageTooBig: (FailureKind.MESSAGE_TOO_BIG, CloseCode.MESSAGE_TOO_BIG),
 }
 
 
@@ -232,9 +184,11 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """The connection failed: send a close frame with ``code``, then discard."""
+    """The connection failed: send a close frame with ``code``, then discard.
+    ``kind`` is a :class:`FailureKind` when the parser failed it, or the
+    kind the server passed to :meth:`Connection.fail`."""
 
-    kind: ErrorKind
+    kind: str
     code: CloseCode
     reason: str
 
@@ -572,14 +526,14 @@ class Connection:
             self._events = []
         return events
 
-    def fail(self, kind: ErrorKind, code: CloseCode, reason: str) -> None:
+    def fail(self, kind: str, code: CloseCode, reason: str) -> None:
         """Fail the connection for a reason found outside the parser (a
         keepalive timeout, a slow consumer, the handler's exception): from
         now on everything received is discarded. The transport still sends
         the close frame (:meth:`send_close`)."""
         self._fail(kind, code, reason)
 
-    def _fail(self, kind: ErrorKind, code: CloseCode, reason: str) -> None:
+    def _fail(self, kind: str, code: CloseCode, reason: str) -> None:
         if self.failure is None:
             self.failure = Failed(kind, code, reason)
         if self.close_sent is not None:

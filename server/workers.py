@@ -34,9 +34,9 @@ from collections.abc import Callable
 
 from .connections import STOP_SIGNALS
 from .events import emit
+from .kinds import ErrorKind
 from .podstate import PodState, Worker, WorkerState
 from .telemetry import record_error
-from .wire import ErrorKind
 
 __all__ = ["supervise"]
 

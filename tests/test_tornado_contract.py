@@ -1,11 +1,11 @@
 """The contract with Tornado: what the server relies on exists, and is public.
 
 The server uses Tornado for HTTP and the upgrade request, then takes the
-socket over (server/transport.py). Every Tornado name that hand-over relies
-on is listed in ``server.transport.TORNADO_NAMES``; a Tornado release that
+socket over (server/handover.py). Every Tornado name that hand-over relies
+on is listed in ``server.handover.TORNADO_NAMES``; a Tornado release that
 drops one fails here, naming it, before anything subtler breaks. No module
 reaches into another package's private attributes (``obj._name``), and only
-server/transport.py may import a private Tornado name (import-linter checks
+server/handover.py may import a private Tornado name (import-linter checks
 that too; see pyproject.toml).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import tornado
 
-from server.transport import TORNADO_NAMES
+from server.handover import TORNADO_NAMES
 
 from .rawws import frame, http_request, upgrade_request
 
@@ -38,7 +38,7 @@ def test_every_tornado_name_the_transport_relies_on_exists(dotted: str) -> None:
             continue
         for attr in parts[split:]:
             assert hasattr(obj, attr), (
-                f"Tornado {tornado.version} has no {dotted}: server/transport.py relies on it"
+                f"Tornado {tornado.version} has no {dotted}: server/handover.py relies on it"
             )
             obj = getattr(obj, attr)
         assert not any(p.startswith("_") for p in parts), f"{dotted} is private"
@@ -78,7 +78,7 @@ def test_no_module_reaches_into_another_packages_private_attributes() -> None:
                 found.append(f"{path.name}:{node.lineno}: .{node.attr}")
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tornado"):
                 for alias in node.names:
-                    if alias.name.startswith("_") and path.name != "transport.py":
+                    if alias.name.startswith("_") and path.name != "handover.py":
                         found.append(f"{path.name}:{node.lineno}: import {alias.name}")
     assert not found, "private names of other packages:\n" + "\n".join(found)
 
@@ -106,7 +106,7 @@ def test_the_request_links_the_hand_over_clears_are_the_constructor_arguments() 
 
     import tornado.httputil
 
-    from server.transport import REQUEST_LINKS
+    from server.handover import REQUEST_LINKS
 
     params = inspect.signature(tornado.httputil.HTTPServerRequest).parameters
     marker = object()

@@ -20,14 +20,15 @@ from typing import Any
 import pytest
 
 from server import wire
+from server.kinds import ErrorKind
 from server.mask import apply_mask
 from server.wire import (
     Close,
     CloseCode,
     Connection,
     Deflate,
-    ErrorKind,
     Failed,
+    FailureKind,
     Message,
     Ping,
     Pong,
@@ -220,7 +221,7 @@ def test_empty_control_and_data_frames() -> None:
 def test_unmasked_client_frame_fails_1002(opcode: int) -> None:
     events = feed(conn(), client_frame(opcode, b"hi", masked=False))
     assert failed_code(events) == CloseCode.PROTOCOL_ERROR
-    assert events[-1].kind == ErrorKind.PROTOCOL_ERROR
+    assert events[-1].kind == FailureKind.PROTOCOL_ERROR
 
 
 @pytest.mark.parametrize("rsv", [RSV1, RSV2, RSV3, RSV1 | RSV2, RSV2 | RSV3])
@@ -336,7 +337,7 @@ def test_too_big_by_declared_length_fails_1009_from_the_header_alone(size: int) 
     c = conn(limit=100)
     events = feed(c, frame_head(BINARY, size))
     assert failed_code(events) == CloseCode.MESSAGE_TOO_BIG
-    assert events[-1].kind == ErrorKind.MESSAGE_TOO_BIG
+    assert events[-1].kind == FailureKind.MESSAGE_TOO_BIG
 
 
 def test_too_big_over_fragments_fails_1009_at_the_fragment_header() -> None:
@@ -395,7 +396,7 @@ BAD_AT_90 = KOSME + b"\xf4\x90\x80\x80" + b"edited"
 def test_invalid_utf8_text_in_one_frame_fails_1007(payload: bytes) -> None:
     events = feed(conn(), client_frame(TEXT, payload))
     assert failed_code(events) == CloseCode.INVALID_PAYLOAD
-    assert events[-1].kind == ErrorKind.INVALID_PAYLOAD
+    assert events[-1].kind == FailureKind.INVALID_PAYLOAD
 
 
 def test_invalid_utf8_binary_is_fine() -> None:

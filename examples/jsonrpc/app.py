@@ -19,7 +19,8 @@ from typing import Any
 
 from server.app import WebSocketRoute
 from server.base import KnativeWebSocketHandler
-from server.wire import CloseCode, ErrorKind
+from server.kinds import ErrorKind
+from server.wire import CloseCode
 
 __all__ = ["METHODS", "ROUTES", "JsonRpcWebSocket"]
 
