@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from server.base import KnativeWebSocketHandler
-from server.wire import CloseCode, ErrorKind
+from server.codes import CloseCode, ErrorKind
 
 __all__ = ["METHODS", "JsonRpcWebSocket"]
 
