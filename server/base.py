@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 import tornado.escape
 import tornado.httputil
+import tornado.web
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
@@ -289,13 +290,6 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         if "upgrade" not in (t.strip().lower() for t in headers.get("Connection", "").split(",")):
             self._refuse(400, bad, "the Connection header must include Upgrade")
             return False
-        try:
-            key_ok = len(base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True))
-        except (binascii.Error, ValueError):
-            key_ok = 0
-        if key_ok != 16:
-            self._refuse(400, bad, "Sec-WebSocket-Key must be 16 bytes in base64")
-            return False
         if headers.get("Sec-WebSocket-Version") != "13":
             self._refuse(
                 426,
@@ -303,6 +297,13 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
                 "unsupported Sec-WebSocket-Version (this server speaks 13)",
                 headers=(("Sec-WebSocket-Version", "13"),),
             )
+            return False
+        try:
+            key_ok = len(base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True))
+        except (binascii.Error, ValueError):
+            key_ok = 0
+        if key_ok != 16:
+            self._refuse(400, bad, "Sec-WebSocket-Key must be 16 bytes in base64")
             return False
         origin = headers.get("Origin")
         if origin is not None and not self.check_origin(origin):
@@ -377,10 +378,16 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
                     f"offer ({offered}): return one of them, or None"
                 )
             k.subprotocol = selected
+        for name in _PING_SETTINGS:
+            if name in self.settings:
+                raise RuntimeError(
+                    f"the {name} application setting does not apply: one keepalive pings "
+                    "every connection of the process; set WS_PING_INTERVAL and "
+                    "WS_PING_TIMEOUT instead"
+                )
         deflate = self._deflate()
         response = self._response(deflate)
-        policy = k.service.policy
-        conn = wire.Connection(policy.max_message_bytes, deflate)
+        conn = wire.Connection(self.max_message_size, deflate)
         try:
             sock, leftover = take_over(self.detach())
         except StreamClosedError:
@@ -418,6 +425,12 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             result = self.open(*args, **kwargs)
             if result is not None:
                 await result
+            # An app's current_user is resolved before the headers go (from
+            # a cookie, say), and the locale (Accept-Language, which
+            # render_string reads): in on_message they work as in Tornado.
+            if type(self).get_current_user is not tornado.web.RequestHandler.get_current_user:
+                self.current_user  # noqa: B018 - Tornado caches it
+            self.locale  # noqa: B018 - Tornado caches it (a shared Locale object)
         except Exception:
             ws.handler_failed(sys.exc_info())
             return
@@ -472,8 +485,12 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     @property
     def max_message_size(self) -> int:
-        """The largest message accepted (``WS_MAX_MESSAGE_BYTES``)."""
-        return self._kws.service.policy.max_message_bytes
+        """The largest message accepted: Tornado's ``websocket_max_message_size``
+        application setting if given, else ``WS_MAX_MESSAGE_BYTES``."""
+        limit: int = self.settings.get(
+            "websocket_max_message_size", self._kws.service.policy.max_message_bytes
+        )
+        return limit
 
     @property
     def ping_interval(self) -> float | None:
@@ -593,12 +610,25 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         ``on_close`` follows."""
 
 
+#: Tornado's keepalive settings, which this server takes from the environment.
+_PING_SETTINGS = ("websocket_ping_interval", "websocket_ping_timeout")
+
+
 def _off_loop(method: str) -> None:
     raise RuntimeError(
         f"{method}() called off the event loop's thread: a connection is not "
         "thread-safe; from another thread use handler.write_message_threadsafe(...) "
         "or loop.call_soon_threadsafe(...)"
     )
+
+
+async def _cancelled_as_error(result: Awaitable[None]) -> None:
+    """An awaitable ``on_message`` result, failing if it is cancelled (as
+    Tornado's handler does) rather than being taken as done."""
+    try:
+        await result
+    except asyncio.CancelledError as exc:
+        raise RuntimeError("on_message's awaitable was cancelled") from exc
 
 
 def _closed_as_websocket(future: asyncio.Future[None]) -> asyncio.Future[None]:
@@ -708,12 +738,17 @@ class _Connection:
             kind = "binary" if binary else "text"
             emit_message(self.peer, kind, size, content, truncated, self.via)
         try:
-            return self.handler.on_message(data)
+            result = self.handler.on_message(data)
         except tornado.websocket.WebSocketClosedError:
             ws = self.ws
             if ws is not None and ws.closing():
                 return None  # the connection went away under the handler: not a bug
             raise
+        except asyncio.CancelledError as exc:  # a BaseException: an error here, as in Tornado
+            raise RuntimeError("on_message raised asyncio.CancelledError") from exc
+        if result is None:
+            return None
+        return _cancelled_as_error(result)
 
     def ws_ping(self, data: bytes) -> None:
         self.handler.on_ping(data)
