@@ -246,6 +246,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         detail: str,
         body: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        phrase: str | None = None,
     ) -> None:
         """Answer ``status`` with ``Connection: close`` and close the
         connection (a client pipelining upgrades gets one answer, not one
@@ -272,7 +273,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         )
         if status == 503:
             headers += (("Retry-After", "1"),)
-        reason = http.HTTPStatus(status).phrase
+        reason = phrase or _phrase(status)
         text = body if body is not None else f"{status} {reason}: {detail}\n"
         answer_and_close(self.detach(), status, reason, text, headers)
 
@@ -345,10 +346,54 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             return
         k = self._kws
         try:
+            try:
+                allowed = self.authorize()
+                if allowed is not None:
+                    await allowed
+            except tornado.web.HTTPError as exc:
+                self._refuse_for_app(exc)
+                return
             await self._upgrade(*args, **kwargs)
         finally:
             if not k.opened_at:  # every path that did not open
                 k.service.registry.release()
+
+    def authorize(self) -> Awaitable[None] | None:
+        """Refuse the upgrade before any 101: raise
+        ``tornado.web.HTTPError(status, log_message)`` (401, 403, 429, ...).
+        Runs after the base's own checks (the handshake, the origin, the
+        drain, the connection cap); ``self.request`` has the upgrade
+        request (headers, cookies, the ``Sec-WebSocket-Protocol`` offer).
+        May be a coroutine. The refusal is answered with ``Connection:
+        close``, logged as an ``error`` event (``detail`` is the
+        log_message, which the client does not see) and counted in
+        ``websocket_handshakes_rejected_total`` under ``unauthorized``
+        (401), ``forbidden`` (403), ``rate_limited`` (429) or
+        ``app_refused``. The default lets every upgrade through."""
+        return None
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        """Tornado's: an ``HTTPError`` with a 4xx status raised in
+        ``prepare()`` is a refusal like one from ``authorize()``."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if 400 <= status_code < 500 and self.request.connection is not None:
+            if not isinstance(exc, tornado.web.HTTPError):
+                exc = tornado.web.HTTPError(status_code, reason=kwargs.get("reason"))
+            self._refuse_for_app(exc)
+            return
+        super().send_error(status_code, **kwargs)
+
+    def _refuse_for_app(self, exc: tornado.web.HTTPError) -> None:
+        status = exc.status_code
+        kind = _APP_REFUSALS.get(status, ErrorKind.APP_REFUSED)
+        phrase = exc.reason or _phrase(status)
+        detail = (
+            (exc.log_message % exc.args if exc.args else exc.log_message)
+            if exc.log_message
+            else phrase
+        )
+        headers = (("Retry-After", "1"),) if status == 429 else ()
+        self._refuse(status, kind, detail, f"{status} {phrase}\n", headers, phrase)
 
     def _deflate(self) -> wire.Deflate | None:
         """permessage-deflate, if ``get_compression_options()`` asks for it
@@ -608,6 +653,21 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     def on_error(self, kind: ErrorKind, detail: str) -> None:
         """The connection failed or dropped (the sample's ``OnError``);
         ``on_close`` follows."""
+
+
+#: The ``reason`` of an app's refusal, by status (any other: ``app_refused``).
+_APP_REFUSALS = {
+    401: ErrorKind.UNAUTHORIZED,
+    403: ErrorKind.FORBIDDEN,
+    429: ErrorKind.RATE_LIMITED,
+}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Refused"
 
 
 #: Tornado's keepalive settings, which this server takes from the environment.

@@ -22,7 +22,7 @@ from server.echo import EchoWebSocket
 from .conftest import until
 
 #: What the base adds to Tornado's public API (README, "Write your own service").
-DOCUMENTED = {"on_error", "peer", "write_message_threadsafe"}
+DOCUMENTED = {"authorize", "on_error", "peer", "write_message_threadsafe"}
 
 
 def _public(cls: type) -> set[str]:
