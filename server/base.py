@@ -383,6 +383,23 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             return
         super().send_error(status_code, **kwargs)
 
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        """Tornado's, but a refusal from ``prepare()`` is its ``error``
+        event (within the refusal budget), not one more warning line."""
+        if isinstance(value, tornado.web.HTTPError) and 400 <= value.status_code < 500:
+            return
+        super().log_exception(typ, value, tb)
+
+    def get_websocket_protocol(self) -> None:
+        """Not used: the protocol is :mod:`server.wire` on the base's own
+        transport, and ``ws_connection`` (not None while open) stands in
+        for Tornado's ``WebSocketProtocol``."""
+        raise NotImplementedError(
+            "KnativeWebSocketHandler speaks WebSocket through server.wire and "
+            "server.transport, not Tornado's WebSocketProtocol; use ws_connection "
+            "(is_closing()) and the handler's own methods"
+        )
+
     def _refuse_for_app(self, exc: tornado.web.HTTPError) -> None:
         status = exc.status_code
         kind = _APP_REFUSALS.get(status, ErrorKind.APP_REFUSED)
@@ -493,7 +510,9 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         registry = k.service.registry
         registry.release()
         registry.add(k.ws)
-        self.set_status(101)  # Tornado's get_status() of an open WebSocket
+        # Tornado's get_status() of an open WebSocket (set_status itself is
+        # refused from here on, as in Tornado).
+        tornado.web.RequestHandler.set_status(self, 101)
         self.ws_connection = k  # type: ignore[assignment]  # is_closing(), as Tornado's
         m = k.service.metrics
         m.connections_opened.inc()
@@ -646,6 +665,44 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     @property
     def selected_subprotocol(self) -> str | None:
         return self._kws.subprotocol
+
+    # Tornado's RequestHandler methods that make no sense once the 101 is
+    # out raise there, as Tornado's own WebSocketHandler makes them do (it
+    # sets seven attributes on each handler; this costs none).
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        self._http_only("write")
+        super().write(*args, **kwargs)
+
+    def redirect(self, *args: Any, **kwargs: Any) -> None:
+        self._http_only("redirect")
+        super().redirect(*args, **kwargs)
+
+    def set_header(self, *args: Any, **kwargs: Any) -> None:
+        self._http_only("set_header")
+        super().set_header(*args, **kwargs)
+
+    def set_cookie(self, *args: Any, **kwargs: Any) -> None:
+        self._http_only("set_cookie")
+        super().set_cookie(*args, **kwargs)
+
+    def set_status(self, *args: Any, **kwargs: Any) -> None:
+        self._http_only("set_status")
+        super().set_status(*args, **kwargs)
+
+    def flush(self, *args: Any, **kwargs: Any) -> Any:
+        self._http_only("flush")
+        return super().flush(*args, **kwargs)
+
+    def finish(self, *args: Any, **kwargs: Any) -> Any:
+        self._http_only("finish")
+        return super().finish(*args, **kwargs)
+
+    def _http_only(self, name: str) -> None:
+        k = getattr(self, "_kws", None)  # None in __init__ (set_default_headers)
+        if k is not None and k.opened_at:
+            raise RuntimeError(
+                f"Method not supported for Web Sockets: {name}() once the connection is open"
+            )
 
     def set_nodelay(self, value: bool) -> None:
         """Kept for the API: every connection already runs with TCP_NODELAY."""

@@ -115,4 +115,5 @@ async def test_a_refusal_in_prepare_is_one_too(
     assert headers["retry-after"] == "1"
     assert headers["connection"] == "close"
     assert [e["kind"] for e in events(caplog, "error")] == ["rate_limited"]
+    assert not [r for r in caplog.records if r.name.startswith("tornado")]  # one line, ours
     assert _rejected(metrics, "rate_limited") == 1
