@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 import tornado.web
@@ -20,28 +23,20 @@ from server.metrics import Metrics
 from .conftest import events
 from .rawws import http_request, upgrade_request
 
-TOKENS = {"s3cret": "ada"}
+
+def _readme_example() -> type:
+    """The README's ``TokenHandler``, run as written (its code block)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class TokenHandler" in b
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    return namespace["TokenHandler"]  # type: ignore[no-any-return]
 
 
-class TokenEcho(EchoWebSocket):
-    """The README's example: a bearer token in the subprotocol offer
-    (``new WebSocket(url, ["bearer", token])``) or a ``token`` cookie."""
-
-    def authorize(self) -> None:
-        offered = [
-            p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",")
-        ]
-        token = offered[1] if len(offered) == 2 and offered[0] == "bearer" else None
-        token = token or self.get_cookie("token")
-        if token is None:
-            raise tornado.web.HTTPError(401, "no token")
-        if token not in TOKENS:
-            raise tornado.web.HTTPError(403, "unknown token")
-        if token == "slow-down":
-            raise tornado.web.HTTPError(429, "too many attempts")
-
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        return "bearer" if "bearer" in subprotocols else None  # never echo the token
+#: The README's example with the echo's on_message (the example has none).
+TokenEcho = type("TokenEcho", (_readme_example(), EchoWebSocket), {})
 
 
 class PrepareRefuses(EchoWebSocket):
