@@ -56,8 +56,8 @@ DIFFERENCES = {
     ),
     "headers-released-after-open": (
         "self.request.headers (and cookies) raise RuntimeError once open() has returned",
-        "they are freed to save memory per idle connection; read them "
-        "(and self.current_user) in open()",
+        "they are freed to save memory per idle connection; read them in open() "
+        "(current_user and locale are resolved before they go)",
     ),
     "compression-options": (
         "get_compression_options() may return {} or None only; compression_level, "
