@@ -28,9 +28,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import dataclasses
+import http
 import logging
 import sys
+import threading
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -55,7 +58,14 @@ from .tracecontext import trace_id
 from .transport import Outcome, SendLimits, WebSocketTransport
 from .wire import CloseCode
 
-__all__ = ["SERVICE_SETTING", "HandshakePolicy", "KnativeWebSocketHandler", "MessageLog", "Service"]
+__all__ = [
+    "OVERRIDABLE",
+    "SERVICE_SETTING",
+    "HandshakePolicy",
+    "KnativeWebSocketHandler",
+    "MessageLog",
+    "Service",
+]
 
 #: The Tornado application setting that carries the :class:`Service` (set
 #: by :func:`server.app.make_app`): ``initialize()`` is the app's own.
@@ -63,17 +73,20 @@ SERVICE_SETTING = "knative_websocket_service"
 
 
 class _ReleasedHeaders(tornado.httputil.HTTPHeaders):
-    """The handshake's request headers once ``open()`` is done: empty, and
-    read-only, as one object stands in for them on every connection (a
-    write would show on all the others)."""
+    """The handshake's request headers once ``open()`` is done: one object
+    stands in for them on every connection, and reading or writing it
+    raises an error that names the fix (an empty answer would be wrong
+    without a word: a cookie read in ``on_message`` would be missing)."""
 
-    def _read_only(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError(
-            "the upgrade request's headers are released once open() returns: "
-            "keep what you need of them in open()"
+    def _released(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            "the upgrade request's headers (and cookies) are released once open() "
+            "returns, to save memory per connection: read what you need of them in "
+            "open() (self.current_user too) and keep it"
         )
 
-    add = __setitem__ = __delitem__ = _read_only
+    add = __setitem__ = __delitem__ = _released
+    __getitem__ = __contains__ = __iter__ = get = get_list = get_all = _released
 
 
 #: Stands in for the handshake's request headers once the connection is open.
@@ -83,12 +96,6 @@ _NOT_A_WEBSOCKET = (
     "400 Bad Request: this is a WebSocket endpoint. Connect with a WebSocket client "
     "(a GET with 'Upgrade: websocket' and 'Connection: Upgrade')\n"
 )
-_REASONS = {
-    400: "Bad Request",
-    403: "Forbidden",
-    426: "Upgrade Required",
-    503: "Service Unavailable",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,19 +174,60 @@ def _events_on() -> bool:
     return EVENT_LOGGER.isEnabledFor(logging.INFO)
 
 
+#: The names an app may override (Tornado's hooks and API, and the base's
+#: ``on_error`` and ``authorize``); every other name the base defines is its
+#: own, and a subclass that redefines one is refused (see __init_subclass__).
+OVERRIDABLE = frozenset(
+    {
+        "initialize",
+        "prepare",
+        "authorize",
+        "open",
+        "on_message",
+        "on_close",
+        "on_error",
+        "on_ping",
+        "on_pong",
+        "check_origin",
+        "select_subprotocol",
+        "get_compression_options",
+        "write_message",
+        "close",
+        "ping",
+        "set_nodelay",
+    }
+)
+
+
 class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     """Tornado's handler API on the project's wire core and transport.
 
     Override ``open``, ``on_message``, ``on_close`` and ``on_error``;
     ``on_message`` may return an awaitable, and no further message is read
-    until it is done.
+    until it is done. The base keeps its own state of the connection in one
+    private attribute, ``_kws``; the names it adds to Tornado's API are
+    ``initialize(service)``, ``on_error``, ``authorize``, ``peer`` and
+    ``write_message_threadsafe``.
     """
 
-    service: Service
-    #: The connection's transport, once open.
-    ws: WebSocketTransport | None = None
+    _kws: _Connection
     #: When an upgrade last failed for want of a descriptor was logged (once per 10 s).
     _descriptors_logged_at = -1e9
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = {*vars(KnativeWebSocketHandler), *KnativeWebSocketHandler.__annotations__}
+        clash = sorted(
+            name
+            for name in vars(cls)
+            if name in own and name not in OVERRIDABLE and not name.startswith("__")
+        )
+        if clash:
+            raise TypeError(
+                f"{cls.__qualname__} redefines {', '.join(clash)} of KnativeWebSocketHandler: "
+                "the base needs these names; give yours another name (an app may "
+                f"override only {', '.join(sorted(OVERRIDABLE))})"
+            )
 
     def __init__(
         self,
@@ -192,41 +240,28 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         service = application.settings.get(SERVICE_SETTING)
         if service is None:
             raise RuntimeError("no Service in the application's settings: use server.app.make_app")
-        self._set_up(service, request)
-        super().__init__(application, request, **kwargs)
-
-    def _set_up(self, service: Service, request: tornado.httputil.HTTPServerRequest) -> None:
-        self.service = service
-        self.counts = service.metrics.messages
-        self.peer, socket_peer = _client_address(request, service.forwarding)
-        #: The socket peer, on every event, when the client came through a proxy.
-        self.via = socket_peer if socket_peer != self.peer else None
-        log = service.message_log
-        self.log_budget = MessageLogBudget(log.rate, log.burst)
-        self.opened_at = 0.0
-        self.messages_in = 0
-        self.messages_out = 0
-        self._subprotocol: str | None = None
-        self._written: asyncio.Future[None] | None = None
+        self._kws = _Connection(self, service, request)
         # Every attribute a handler will have is set here, while it is made:
-        # CPython 3.11 shares one key table among a class's instances only
-        # for the names set while the first few instances are made, and a
-        # burst of upgrades makes many handlers before any runs ``get``.
-        # A name first set later gives every later handler a dict of its
-        # own: about 1.3 KiB more for each open connection. Tornado sets
-        # these two again in ``_execute``; ``ws`` is set once open.
+        # CPython 3.11 shares one key table (of at most 30 names) among a
+        # class's instances, and a name that does not fit gives every later
+        # handler a dict of its own: about 1.3 KiB more for each open
+        # connection. Tornado sets these again in ``_execute`` and ``get``.
+        # The base's own state is one name, ``_kws``: a subclass has about
+        # ten names left for its own attributes (tests/test_idle_memory.py).
         self.path_args: list[str] = []
         self.path_kwargs: dict[str, str] = {}
-        self.ws = None
+        super().__init__(application, request, **kwargs)
 
     @property
-    def metrics(self) -> Metrics:
-        return self.service.metrics
+    def peer(self) -> str:
+        """The client's address, as the trusted proxies name it (the ``peer``
+        of its events)."""
+        return self._kws.peer
 
     @property
     def connections(self) -> Connections:
         """The open connections of every route (read-only; see :class:`Connections`)."""
-        return self.service.registry.view
+        return self._kws.service.registry.view
 
     # -- the handshake -------------------------------------------------------
 
@@ -237,33 +272,36 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         detail: str,
         body: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        phrase: str | None = None,
     ) -> None:
         """Answer ``status`` with ``Connection: close`` and close the
         connection (a client pipelining upgrades gets one answer, not one
         each), and log one ``error`` event within the service's budget for
         refusals (the count of those left out is on the next one)."""
-        allowed = self.service.refusal_log.allow()
+        k = self._kws
+        allowed = k.service.refusal_log.allow()
         logged: dict[str, Any] = dict(allowed or {})
         if allowed is not None:
             origin = self.request.headers.get("Origin")
             if origin is not None:
                 logged["origin"] = origin
-            if self.via is not None:
-                logged["via"] = self.via
+            if k.via is not None:
+                logged["via"] = k.via
         record_error(
-            self.metrics,
+            k.service.metrics,
             kind,
             detail,
             refused=True,
             log=allowed is not None,
             status=status,
-            peer=self.peer,
+            peer=k.peer,
             **logged,
         )
         if status == 503:
             headers += (("Retry-After", "1"),)
-        text = body if body is not None else f"{status} {_REASONS[status]}: {detail}\n"
-        answer_and_close(self.detach(), status, _REASONS[status], text, headers)
+        reason = phrase or _phrase(status)
+        text = body if body is not None else f"{status} {reason}: {detail}\n"
+        answer_and_close(self.detach(), status, reason, text, headers)
 
     def _check_handshake(self) -> bool:
         """Refuse the upgrade with a specific answer; True if it may proceed."""
@@ -279,13 +317,6 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         if "upgrade" not in (t.strip().lower() for t in headers.get("Connection", "").split(",")):
             self._refuse(400, bad, "the Connection header must include Upgrade")
             return False
-        try:
-            key_ok = len(base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True))
-        except (binascii.Error, ValueError):
-            key_ok = 0
-        if key_ok != 16:
-            self._refuse(400, bad, "Sec-WebSocket-Key must be 16 bytes in base64")
-            return False
         if headers.get("Sec-WebSocket-Version") != "13":
             self._refuse(
                 426,
@@ -294,18 +325,25 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
                 headers=(("Sec-WebSocket-Version", "13"),),
             )
             return False
+        try:
+            key_ok = len(base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True))
+        except (binascii.Error, ValueError):
+            key_ok = 0
+        if key_ok != 16:
+            self._refuse(400, bad, "Sec-WebSocket-Key must be 16 bytes in base64")
+            return False
         origin = headers.get("Origin")
         if origin is not None and not self.check_origin(origin):
             self._refuse(403, ErrorKind.ORIGIN_REJECTED, f"origin {origin!r} is not allowed")
             return False
-        registry = self.service.registry
+        registry = self._kws.service.registry
         if registry.draining:
             self._refuse(503, ErrorKind.DRAINING, "server is shutting down; reconnect")
             return False
         # The cap counts upgrades from here, not from their hand-over: a
         # burst that arrives in one loop turn would all pass a check of the
         # open connections alone. ``get`` gives the place back.
-        limit = self.service.policy.max_connections
+        limit = self._kws.service.policy.max_connections
         if not registry.reserve(limit):
             detail = f"connection limit of {limit} reached; try again later"
             self._refuse(503, ErrorKind.OVER_CAPACITY, detail)
@@ -320,36 +358,124 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             "Connection: Upgrade",
             f"Sec-WebSocket-Accept: {wire.accept_key(key)}",
         ]
-        if self._subprotocol is not None:
-            lines.append(f"Sec-WebSocket-Protocol: {self._subprotocol}")
+        subprotocol = self._kws.subprotocol
+        if subprotocol is not None:
+            lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
         if deflate is not None:
             lines.append(f"Sec-WebSocket-Extensions: {deflate.response()}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
+        self.open_args = args
+        self.open_kwargs = kwargs
         if not self._check_handshake():
             return
+        k = self._kws
         try:
+            try:
+                allowed = self.authorize()
+                if allowed is not None:
+                    await allowed
+            except tornado.web.HTTPError as exc:
+                self._refuse_for_app(exc)
+                return
             await self._upgrade(*args, **kwargs)
         finally:
-            if not self.opened_at:  # every path that did not open
-                self.service.registry.release()
+            if not k.opened_at:  # every path that did not open
+                k.service.registry.release()
+
+    def authorize(self) -> Awaitable[None] | None:
+        """Refuse the upgrade before any 101: raise
+        ``tornado.web.HTTPError(status, log_message)`` (401, 403, 429, ...).
+        Runs after the base's own checks (the handshake, the origin, the
+        drain, the connection cap); ``self.request`` has the upgrade
+        request (headers, cookies, the ``Sec-WebSocket-Protocol`` offer).
+        May be a coroutine. The refusal is answered with ``Connection:
+        close``, logged as an ``error`` event (``detail`` is the
+        log_message, which the client does not see) and counted in
+        ``websocket_handshakes_rejected_total`` under ``unauthorized``
+        (401), ``forbidden`` (403), ``rate_limited`` (429) or
+        ``app_refused``. The default lets every upgrade through."""
+        return None
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        """Tornado's: an ``HTTPError`` with a 4xx status raised in
+        ``prepare()`` is a refusal like one from ``authorize()``."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if 400 <= status_code < 500 and self.request.connection is not None:
+            if not isinstance(exc, tornado.web.HTTPError):
+                exc = tornado.web.HTTPError(status_code, reason=kwargs.get("reason"))
+            self._refuse_for_app(exc)
+            return
+        super().send_error(status_code, **kwargs)
+
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        """Tornado's, but a refusal from ``prepare()`` is its ``error``
+        event (within the refusal budget), not one more warning line."""
+        if isinstance(value, tornado.web.HTTPError) and 400 <= value.status_code < 500:
+            return
+        super().log_exception(typ, value, tb)
+
+    def get_websocket_protocol(self) -> None:
+        """Not used: the protocol is :mod:`server.wire` on the base's own
+        transport, and ``ws_connection`` (not None while open) stands in
+        for Tornado's ``WebSocketProtocol``."""
+        raise NotImplementedError(
+            "KnativeWebSocketHandler speaks WebSocket through server.wire and "
+            "server.transport, not Tornado's WebSocketProtocol; use ws_connection "
+            "(is_closing()) and the handler's own methods"
+        )
+
+    def _refuse_for_app(self, exc: tornado.web.HTTPError) -> None:
+        status = exc.status_code
+        kind = _APP_REFUSALS.get(status, ErrorKind.APP_REFUSED)
+        phrase = exc.reason or _phrase(status)
+        detail = (
+            (exc.log_message % exc.args if exc.args else exc.log_message)
+            if exc.log_message
+            else phrase
+        )
+        headers = (("Retry-After", "1"),) if status == 429 else ()
+        self._refuse(status, kind, detail, f"{status} {phrase}\n", headers, phrase)
+
+    def _deflate(self) -> wire.Deflate | None:
+        """permessage-deflate, if ``get_compression_options()`` asks for it
+        and the client offers it."""
+        options = self.get_compression_options()
+        if options is None:
+            return None
+        if options:
+            raise ValueError(
+                f"get_compression_options() returned {options!r}: this server's "
+                "permessage-deflate takes no options (zlib's defaults, the "
+                "windows negotiated with the client); return {} or None"
+            )
+        return wire.negotiate_deflate(self.request.headers.get_list("Sec-WebSocket-Extensions"))
 
     async def _upgrade(self, *args: Any, **kwargs: Any) -> None:
+        k = self._kws
         headers = self.request.headers
         offered = [
             p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
         ]
-        if offered:
-            selected = self.select_subprotocol(offered)
-            if selected is not None and selected in offered:
-                self._subprotocol = selected
-        deflate = None
-        if self.get_compression_options() is not None:
-            deflate = wire.negotiate_deflate(headers.get_list("Sec-WebSocket-Extensions"))
+        selected = self.select_subprotocol(offered)  # Tornado calls it with [] too
+        if selected is not None:
+            if selected not in offered:
+                raise ValueError(
+                    f"select_subprotocol() chose {selected!r}, which the client did not "
+                    f"offer ({offered}): return one of them, or None"
+                )
+            k.subprotocol = selected
+        for name in _PING_SETTINGS:
+            if name in self.settings:
+                raise RuntimeError(
+                    f"the {name} application setting does not apply: one keepalive pings "
+                    "every connection of the process; set WS_PING_INTERVAL and "
+                    "WS_PING_TIMEOUT instead"
+                )
+        deflate = self._deflate()
         response = self._response(deflate)
-        policy = self.service.policy
-        conn = wire.Connection(policy.max_message_bytes, deflate)
+        conn = wire.Connection(self.max_message_size, deflate)
         try:
             sock, leftover = take_over(self.detach())
         except StreamClosedError:
@@ -361,18 +487,18 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             if log:
                 KnativeWebSocketHandler._descriptors_logged_at = now
             record_error(
-                self.metrics,
+                k.service.metrics,
                 ErrorKind.DESCRIPTORS_EXHAUSTED,
                 f"no descriptor for an upgraded connection ({exc.strerror}); answered 503",
                 log=log,
-                **self._who(),
+                **k.who(),
             )
             return
         release_request(self.request)
         loop = asyncio.get_running_loop()
         try:
             _, ws = await loop.connect_accepted_socket(
-                lambda: WebSocketTransport(conn, self, self.service.limits, response, leftover),
+                lambda: WebSocketTransport(conn, k, k.service.limits, response, leftover),
                 sock,
             )
         except OSError:
@@ -382,12 +508,20 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         if ws.lost:
             self._left_during_upgrade()
             return
-        self.ws = ws
+        k.ws = ws
+        k.thread = threading.get_ident()
+        k.loop = loop
         self._opened(deflate)
         try:
             result = self.open(*args, **kwargs)
             if result is not None:
                 await result
+            # An app's current_user is resolved before the headers go (from
+            # a cookie, say), and the locale (Accept-Language, which
+            # render_string reads): in on_message they work as in Tornado.
+            if type(self).get_current_user is not tornado.web.RequestHandler.get_current_user:
+                self.current_user  # noqa: B018 - Tornado caches it
+            self.locale  # noqa: B018 - Tornado caches it (a shared Locale object)
         except Exception:
             ws.handler_failed(sys.exc_info())
             return
@@ -400,25 +534,32 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         """The client reset or closed its connection around the 101, before
         the handler opened: an abnormal closure (counted, one event)."""
         detail = "connection dropped during the upgrade"
-        record_error(self.metrics, ErrorKind.ABNORMAL_CLOSURE, detail, **self._who())
+        k = self._kws
+        record_error(k.service.metrics, ErrorKind.ABNORMAL_CLOSURE, detail, **k.who())
 
     def _opened(self, deflate: wire.Deflate | None) -> None:
-        assert self.ws is not None
+        k = self._kws
+        assert k.ws is not None
         # The registry counts it from here, instead of its place. (No
-        # attribute of the handler tracks the place: see _set_up.)
-        self.opened_at = time.monotonic()
-        self.service.registry.release()
-        self.service.registry.add(self.ws, self)
-        m = self.metrics
+        # attribute tracks the place: ``opened_at`` says it was given back.)
+        k.opened_at = time.monotonic()
+        registry = k.service.registry
+        registry.release()
+        registry.add(k.ws, self)
+        # Tornado's get_status() of an open WebSocket (set_status itself is
+        # refused from here on, as in Tornado).
+        tornado.web.RequestHandler.set_status(self, 101)
+        self.ws_connection = k  # type: ignore[assignment]  # is_closing(), as Tornado's
+        m = k.service.metrics
         m.connections_opened.inc()
         m.open_connections.inc()
-        fields: dict[str, Any] = {"peer": self.peer, "path": self.request.path}
-        if self.via is not None:
-            fields["via"] = self.via
+        fields: dict[str, Any] = {"peer": k.peer, "path": self.request.path}
+        if k.via is not None:
+            fields["via"] = k.via
         if deflate is not None:
             fields["compression"] = deflate.response()
-        if self._subprotocol is not None:
-            fields["subprotocol"] = self._subprotocol
+        if k.subprotocol is not None:
+            fields["subprotocol"] = k.subprotocol
         trace = trace_id(self.request.headers.get)
         if trace is not None:
             fields["trace_id"] = trace
@@ -426,7 +567,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def check_origin(self, origin: str) -> bool:
         """Same-origin pages always; other origins only when configured."""
-        allowed = self.service.policy.allowed_origins
+        allowed = self._kws.service.policy.allowed_origins
         if "*" in allowed:
             return True
         origin = origin.lower().rstrip("/")
@@ -435,8 +576,31 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         return urlsplit(origin).netloc == self.request.headers.get("Host", "").lower()
 
     def get_compression_options(self) -> dict[str, Any] | None:
-        """``{}`` to negotiate permessage-deflate, None not to (Tornado's hook)."""
-        return {} if self.service.policy.compression else None
+        """``{}`` to negotiate permessage-deflate, None not to (Tornado's
+        hook; options such as ``compression_level`` are refused: see the
+        README's differences from Tornado)."""
+        return {} if self._kws.service.policy.compression else None
+
+    # -- Tornado's settings, as this server applies them ---------------------
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest message accepted: Tornado's ``websocket_max_message_size``
+        application setting if given, else ``WS_MAX_MESSAGE_BYTES``."""
+        limit: int = self.settings.get(
+            "websocket_max_message_size", self._kws.service.policy.max_message_bytes
+        )
+        return limit
+
+    @property
+    def ping_interval(self) -> float | None:
+        """Seconds between keepalive pings (``WS_PING_INTERVAL``; 0: none)."""
+        return self._kws.service.registry.keepalive.interval
+
+    @property
+    def ping_timeout(self) -> float | None:
+        """Seconds to wait for a pong (``WS_PING_TIMEOUT``; 0: forever)."""
+        return self._kws.service.registry.keepalive.timeout
 
     # -- the API a service uses ----------------------------------------------
 
@@ -445,10 +609,15 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     ) -> asyncio.Future[None]:
         """Send a message (a dict is sent as JSON text). Returns a Future
         that resolves once the event loop's write buffer takes more; raises
-        ``WebSocketClosedError`` once the connection is closing."""
-        ws = self.ws
+        ``WebSocketClosedError`` once the connection is closing (and the
+        Future does, if the connection goes while it waits). Call it on the
+        event loop's thread; from another, use ``write_message_threadsafe``."""
+        k = self._kws
+        ws = k.ws
         if ws is None or ws.conn.close_sent is not None:
             raise tornado.websocket.WebSocketClosedError()
+        if k.thread != threading.get_ident():
+            _off_loop("write_message")
         if isinstance(message, dict):
             message = tornado.escape.json_encode(message)
         payload = message.encode("utf-8") if isinstance(message, str) else message
@@ -456,44 +625,120 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             ws.send(ws.conn.send_message(payload, binary))
         except StreamClosedError:
             record_error(
-                self.metrics,
+                k.service.metrics,
                 ErrorKind.WRITE_FAILED,
                 "connection closed before the message was written",
-                **self._who(),
+                **k.who(),
             )
             raise tornado.websocket.WebSocketClosedError() from None
-        self.messages_out += 1
-        counts = self.counts
+        k.messages_out += 1
+        counts = k.counts
         counts.messages_out[binary] += 1
         counts.bytes_out[binary] += len(payload)
         if ws.backlog():
-            return ws.drained()
-        written = self._written
+            drained = ws.drained()
+            if drained is not k.drained:  # one relay for every writer of one wait
+                k.drained = drained
+                k.relay = _closed_as_websocket(drained)
+            assert k.relay is not None
+            return k.relay
+        written = k.written
         if written is None:  # one resolved Future per connection, made on first use
-            written = self._written = asyncio.get_running_loop().create_future()
+            written = k.written = asyncio.get_running_loop().create_future()
             written.set_result(None)
         return written
 
+    def write_message_threadsafe(
+        self, message: bytes | str | dict[str, Any], binary: bool = False
+    ) -> concurrent.futures.Future[None]:
+        """``write_message`` from any thread: hops to the connection's event
+        loop and returns a ``concurrent.futures.Future`` that resolves once
+        the message is handed to the transport (``.result()`` raises
+        ``WebSocketClosedError`` if the connection was closing). Call it
+        only after ``open()`` has started."""
+        loop = self._kws.loop
+        if loop is None:
+            raise tornado.websocket.WebSocketClosedError()
+        result: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def send() -> None:
+            if not result.set_running_or_notify_cancel():
+                return
+            try:
+                self.write_message(message, binary)
+            except BaseException as exc:
+                result.set_exception(exc)
+            else:
+                result.set_result(None)
+
+        loop.call_soon_threadsafe(send)
+        return result
+
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Start the closing handshake with ``code`` (1000 if a reason is given)."""
-        if self.ws is not None:
-            if code is None and reason:
+        k = self._kws
+        ws = k.ws
+        if ws is not None:
+            if k.thread != threading.get_ident():
+                _off_loop("close")
+            if code is None and reason is not None:
                 code = CloseCode.NORMAL_CLOSURE
-            if not self.ws.closing():  # the handler starts the close: cause "app"
-                self.service.registry.set_cause(self.ws, CloseCause.APP)
-            self.ws.close(code, reason or "")
+            if not ws.closing():  # the handler starts the close: cause "app"
+                k.service.registry.set_cause(ws, CloseCause.APP)
+            ws.close(code, reason or "")
 
     def ping(self, data: str | bytes = b"") -> None:
         """Send a ping (at most 125 bytes)."""
-        ws = self.ws
+        k = self._kws
+        ws = k.ws
         if ws is None or ws.conn.close_sent is not None:
             raise tornado.websocket.WebSocketClosedError()
+        if k.thread != threading.get_ident():
+            _off_loop("ping")
         payload = data.encode("utf-8") if isinstance(data, str) else data
         ws.send_control(ws.conn.send_ping(payload))
 
     @property
     def selected_subprotocol(self) -> str | None:
-        return self._subprotocol
+        return self._kws.subprotocol
+
+    # Tornado's RequestHandler methods that make no sense once the 101 is
+    # out raise there, as Tornado's own WebSocketHandler makes them do (it
+    # sets seven attributes on each handler; this costs none).
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        self._http_only("write")
+        super().write(*args, **kwargs)
+
+    def redirect(self, *args: Any, **kwargs: Any) -> None:
+        self._http_only("redirect")
+        super().redirect(*args, **kwargs)
+
+    def set_header(self, *args: Any, **kwargs: Any) -> None:
+        self._http_only("set_header")
+        super().set_header(*args, **kwargs)
+
+    def set_cookie(self, *args: Any, **kwargs: Any) -> None:
+        self._http_only("set_cookie")
+        super().set_cookie(*args, **kwargs)
+
+    def set_status(self, *args: Any, **kwargs: Any) -> None:
+        self._http_only("set_status")
+        super().set_status(*args, **kwargs)
+
+    def flush(self, *args: Any, **kwargs: Any) -> Any:
+        self._http_only("flush")
+        return super().flush(*args, **kwargs)
+
+    def finish(self, *args: Any, **kwargs: Any) -> Any:
+        self._http_only("finish")
+        return super().finish(*args, **kwargs)
+
+    def _http_only(self, name: str) -> None:
+        k = getattr(self, "_kws", None)  # None in __init__ (set_default_headers)
+        if k is not None and k.opened_at:
+            raise RuntimeError(
+                f"Method not supported for Web Sockets: {name}() once the connection is open"
+            )
 
     def set_nodelay(self, value: bool) -> None:
         """Kept for the API: every connection already runs with TCP_NODELAY."""
@@ -502,7 +747,137 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         """The connection failed or dropped (the sample's ``OnError``);
         ``on_close`` follows."""
 
-    # -- what the transport calls --------------------------------------------
+
+#: The ``reason`` of an app's refusal, by status (any other: ``app_refused``).
+_APP_REFUSALS = {
+    401: ErrorKind.UNAUTHORIZED,
+    403: ErrorKind.FORBIDDEN,
+    429: ErrorKind.RATE_LIMITED,
+}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Refused"
+
+
+#: Tornado's keepalive settings, which this server takes from the environment.
+_PING_SETTINGS = ("websocket_ping_interval", "websocket_ping_timeout")
+
+
+def _off_loop(method: str) -> None:
+    raise RuntimeError(
+        f"{method}() called off the event loop's thread: a connection is not "
+        "thread-safe; from another thread use handler.write_message_threadsafe(...) "
+        "or loop.call_soon_threadsafe(...)"
+    )
+
+
+async def _cancelled_as_error(result: Awaitable[None]) -> None:
+    """An awaitable ``on_message`` result, failing if it is cancelled (as
+    Tornado's handler does) rather than being taken as done."""
+    try:
+        await result
+    except asyncio.CancelledError as exc:
+        raise RuntimeError("on_message's awaitable was cancelled") from exc
+
+
+def _closed_as_websocket(future: asyncio.Future[None]) -> asyncio.Future[None]:
+    """``future``, failing with ``WebSocketClosedError`` instead of the
+    transport's ``StreamClosedError`` (Tornado's contract since 5.0)."""
+    if future.done() and future.exception() is None:
+        return future
+    outer: asyncio.Future[None] = future.get_loop().create_future()
+
+    def relay(f: asyncio.Future[None]) -> None:
+        if outer.done():
+            return
+        exc = f.exception()
+        if exc is None:
+            outer.set_result(None)
+        else:
+            if isinstance(exc, StreamClosedError):
+                exc = tornado.websocket.WebSocketClosedError()
+            outer.set_exception(exc)
+            outer.exception()  # nobody may await it (an echo does not): no log line
+
+    future.add_done_callback(relay)
+    return outer
+
+
+class _Connection:
+    """The base's own state of one connection, behind the handler's one
+    private attribute ``_kws``: nothing an app sets on its handler can
+    shadow it. It is also what the transport hands events to (the
+    :class:`~server.transport.Endpoint`), and Tornado's ``ws_connection``
+    while the connection is open."""
+
+    __slots__ = (
+        "counts",
+        "drained",
+        "handler",
+        "log_budget",
+        "loop",
+        "messages_in",
+        "messages_out",
+        "opened_at",
+        "peer",
+        "relay",
+        "service",
+        "subprotocol",
+        "thread",
+        "via",
+        "written",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        handler: KnativeWebSocketHandler,
+        service: Service,
+        request: tornado.httputil.HTTPServerRequest,
+    ) -> None:
+        self.handler = handler
+        self.service = service
+        self.counts = service.metrics.messages
+        self.peer, socket_peer = _client_address(request, service.forwarding)
+        #: The socket peer, on every event, when the client came through a proxy.
+        self.via = socket_peer if socket_peer != self.peer else None
+        log = service.message_log
+        self.log_budget = MessageLogBudget(log.rate, log.burst)
+        self.opened_at = 0.0
+        self.messages_in = 0
+        self.messages_out = 0
+        self.subprotocol: str | None = None
+        self.written: asyncio.Future[None] | None = None
+        #: The transport's Future of the last wait for its buffer, and the
+        #: one write_message gave out for it (WebSocketClosedError, not
+        #: StreamClosedError, if the connection goes).
+        self.drained: asyncio.Future[None] | None = None
+        self.relay: asyncio.Future[None] | None = None
+        #: The connection's transport, once open.
+        self.ws: WebSocketTransport | None = None
+        #: The event loop's thread (write_message and friends run there only).
+        self.thread = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -- Tornado's WebSocketProtocol, as far as a handler reaches it ----------
+
+    def is_closing(self) -> bool:
+        """The connection is closing or gone: nothing more can be sent."""
+        ws = self.ws
+        return ws is None or ws.closing()
+
+    @property
+    def selected_subprotocol(self) -> str | None:
+        return self.subprotocol
+
+    def on_connection_close(self) -> None:
+        """Tornado's handler calls this as it closes: nothing left to do."""
+
+    # -- what the transport calls (server.transport.Endpoint) ----------------
 
     def ws_message(self, data: str | bytes) -> Awaitable[None] | None:
         binary = type(data) is bytes
@@ -521,25 +896,30 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             kind = "binary" if binary else "text"
             emit_message(self.peer, kind, size, content, truncated, self.via)
         try:
-            return self.on_message(data)
+            result = self.handler.on_message(data)
         except tornado.websocket.WebSocketClosedError:
             ws = self.ws
             if ws is not None and ws.closing():
                 return None  # the connection went away under the handler: not a bug
             raise
+        except asyncio.CancelledError as exc:  # a BaseException: an error here, as in Tornado
+            raise RuntimeError("on_message raised asyncio.CancelledError") from exc
+        if result is None:
+            return None
+        return _cancelled_as_error(result)
 
     def ws_ping(self, data: bytes) -> None:
-        self.on_ping(data)
+        self.handler.on_ping(data)
 
     def ws_pong(self, data: bytes) -> None:
-        self.on_pong(data)
+        self.handler.on_pong(data)
 
     def ws_closed(self, outcome: Outcome) -> None:
         ws = self.ws
         cause = self.service.registry.discard(ws) if ws is not None else None
         if not self.opened_at:
             return
-        m = self.metrics
+        m = self.service.metrics
         m.open_connections.dec()
         duration = time.monotonic() - self.opened_at
         m.connection_duration.observe(duration)
@@ -558,13 +938,13 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
                 level=level,
                 exc_info=outcome.exc_info,
                 code=int(code),
-                **self._who(),
+                **self.who(),
             )
-            self._call_on_error(kind, failure.reason)
+            self.call_on_error(kind, failure.reason)
         elif outcome.close_received is None and code == CloseCode.ABNORMAL_CLOSURE:
             detail = "connection dropped without a close frame"
-            record_error(m, ErrorKind.ABNORMAL_CLOSURE, detail, code=int(code), **self._who())
-            self._call_on_error(ErrorKind.ABNORMAL_CLOSURE, detail)
+            record_error(m, ErrorKind.ABNORMAL_CLOSURE, detail, code=int(code), **self.who())
+            self.call_on_error(ErrorKind.ABNORMAL_CLOSURE, detail)
         elif not outcome.clean:
             fields["clean"] = False  # we sent a close frame, the peer never answered
         if failure is not None:
@@ -583,19 +963,26 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         )
         fields.update(self.log_budget.summary())  # message events left out
         emit("close", **fields)
-        self.close_code = int(code)
-        self.close_reason = outcome.reason
-        self.on_connection_close()  # Tornado's: calls on_close() once
+        handler = self.handler
+        # Tornado's close_code and close_reason: the client's close frame
+        # only (None without one, or without a code or a reason in it).
+        received = outcome.close_received
+        if received is not None and received.code != CloseCode.NO_STATUS_RCVD:
+            handler.close_code = received.code
+            handler.close_reason = received.reason or None
+        handler.on_connection_close()  # Tornado's: calls on_close() once
 
-    def _who(self) -> dict[str, Any]:
+    # -- helpers ---------------------------------------------------------------
+
+    def who(self) -> dict[str, Any]:
         """The peer fields of an error event."""
         if self.via is None:
             return {"peer": self.peer}
         return {"peer": self.peer, "via": self.via}
 
-    def _call_on_error(self, kind: ErrorKind, detail: str) -> None:
+    def call_on_error(self, kind: ErrorKind, detail: str) -> None:
         try:
-            self.on_error(kind, detail)
+            self.handler.on_error(kind, detail)
         except Exception:
             detail = "on_error raised"
             record_error(
@@ -604,5 +991,5 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
                 detail,
                 level=logging.ERROR,
                 exc_info=sys.exc_info(),
-                **self._who(),
+                **self.who(),
             )

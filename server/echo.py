@@ -10,7 +10,7 @@ handshake policy, limits, event logs, metrics, keepalive, the drain - is
 from __future__ import annotations
 
 from .base import KnativeWebSocketHandler
-from .kinds import ErrorKind
+from .codes import ErrorKind
 
 __all__ = ["EchoWebSocket"]
 

@@ -41,6 +41,11 @@ class ErrorKind(enum.StrEnum):
     OVER_CAPACITY = "over_capacity"
     HEADERS_TOO_LARGE = "headers_too_large"
     REQUEST_HEAD_TIMEOUT = "request_head_timeout"
+    # The app refused the upgrade (KnativeWebSocketHandler.authorize / prepare).
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    APP_REFUSED = "app_refused"
     # A plain HTTP connection was dropped.
     SLOW_HTTP_CLIENT = "slow_http_client"
     # The listener.
@@ -64,6 +69,10 @@ REFUSALS = (
     ErrorKind.DRAINING,
     ErrorKind.OVER_CAPACITY,
     ErrorKind.HEADERS_TOO_LARGE,
+    ErrorKind.UNAUTHORIZED,
+    ErrorKind.FORBIDDEN,
+    ErrorKind.RATE_LIMITED,
+    ErrorKind.APP_REFUSED,
 )
 
 

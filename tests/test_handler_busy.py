@@ -45,8 +45,9 @@ class _SlowCloser(KnativeWebSocketHandler):
                 self.close(1000, "bye")
                 # The transport still counts this handler as running: the
                 # connection is not quiescent (drain and max age ask this).
-                assert self.ws is not None
-                cls.quiescent_while_running = self.ws.quiescent(0.0)
+                ws = self._kws.ws
+                assert ws is not None
+                cls.quiescent_while_running = ws.quiescent(0.0)
             await asyncio.sleep(0.5)
         finally:
             cls.running -= 1

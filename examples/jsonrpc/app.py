@@ -19,8 +19,7 @@ from typing import Any
 
 from server.app import WebSocketRoute
 from server.base import KnativeWebSocketHandler
-from server.kinds import ErrorKind
-from server.wire import CloseCode
+from server.codes import CloseCode, ErrorKind
 
 __all__ = ["METHODS", "ROUTES", "JsonRpcWebSocket"]
 
