@@ -217,10 +217,17 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         own = {*vars(KnativeWebSocketHandler), *KnativeWebSocketHandler.__annotations__}
+        # Every class that comes before the base in the MRO, mixins included:
+        # a mixin's ``get`` or ``peer`` shadows the base's as surely as the
+        # subclass's own would.
+        above = [c for c in cls.__mro__ if c not in KnativeWebSocketHandler.__mro__]
         clash = sorted(
-            name
-            for name in vars(cls)
-            if name in own and name not in OVERRIDABLE and not name.startswith("__")
+            {
+                name
+                for klass in above
+                for name in (*vars(klass), *vars(klass).get("__annotations__", {}))
+                if name in own and name not in OVERRIDABLE and not name.startswith("__")
+            }
         )
         if clash:
             raise TypeError(
@@ -273,6 +280,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         body: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
         phrase: str | None = None,
+        level: int = logging.WARNING,
+        exc_info: Any = None,
     ) -> None:
         """Answer ``status`` with ``Connection: close`` and close the
         connection (a client pipelining upgrades gets one answer, not one
@@ -293,6 +302,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             detail,
             refused=True,
             log=allowed is not None,
+            level=level,
+            exc_info=exc_info if allowed is not None else None,
             status=status,
             peer=k.peer,
             **logged,
@@ -398,21 +409,41 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         ``app_refused``. The default lets every upgrade through."""
         return None
 
+    def _before_upgrade(self) -> bool:
+        """The request is still Tornado's: no 101 has gone, the socket is not taken."""
+        k = getattr(self, "_kws", None)
+        return k is not None and not k.opened_at and self.request.connection is not None
+
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
-        """Tornado's: an ``HTTPError`` with a 4xx status raised in
-        ``prepare()`` is a refusal like one from ``authorize()``."""
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if 400 <= status_code < 500 and self.request.connection is not None:
-            if not isinstance(exc, tornado.web.HTTPError):
-                exc = tornado.web.HTTPError(status_code, reason=kwargs.get("reason"))
-            self._refuse_for_app(exc)
+        """Tornado's: before the upgrade, an ``HTTPError`` raised in
+        ``prepare()`` is a refusal like one from ``authorize()``, and any
+        other exception there (or in ``authorize()``, ``select_subprotocol()``
+        ...) a 500 refusal counted and logged as ``handler_exception``."""
+        exc_info = kwargs.get("exc_info", (None, None, None))
+        exc = exc_info[1]
+        if self._before_upgrade():
+            if isinstance(exc, tornado.web.HTTPError) or (exc is None and status_code < 500):
+                if not isinstance(exc, tornado.web.HTTPError):
+                    exc = tornado.web.HTTPError(status_code, reason=kwargs.get("reason"))
+                self._refuse_for_app(exc)
+                return
+            detail = f"{type(exc).__name__} before the upgrade" if exc is not None else "error"
+            self._refuse(
+                500,
+                ErrorKind.HANDLER_EXCEPTION,
+                detail,
+                "500 Internal Server Error\n",
+                level=logging.ERROR,
+                exc_info=exc_info if exc is not None else None,
+            )
             return
         super().send_error(status_code, **kwargs)
 
     def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
-        """Tornado's, but a refusal from ``prepare()`` is its ``error``
-        event (within the refusal budget), not one more warning line."""
-        if isinstance(value, tornado.web.HTTPError) and 400 <= value.status_code < 500:
+        """Tornado's, but an exception before the upgrade is its refusal's
+        ``error`` event (within the refusal budget; see ``send_error``),
+        not one more line of Tornado's."""
+        if self._before_upgrade():
             return
         super().log_exception(typ, value, tb)
 
