@@ -32,6 +32,7 @@ import concurrent.futures
 import dataclasses
 import http
 import logging
+import re
 import sys
 import threading
 import time
@@ -461,6 +462,11 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         status = exc.status_code
         kind = _APP_REFUSALS.get(status, ErrorKind.APP_REFUSED)
         phrase = exc.reason or _phrase(status)
+        if "<" in phrase or not _REASON_PHRASE.fullmatch(phrase):
+            # As Tornado's set_status does: the phrase goes into the status
+            # line as it is (CR LF would split the response, a character
+            # outside Latin-1 would not encode).
+            phrase = "Unknown"
         detail = (
             (exc.log_message % exc.args if exc.args else exc.log_message)
             if exc.log_message
@@ -785,6 +791,10 @@ _APP_REFUSALS = {
     403: ErrorKind.FORBIDDEN,
     429: ErrorKind.RATE_LIMITED,
 }
+
+
+#: RFC 9112's ``reason-phrase`` (HTAB, SP, VCHAR, obs-text), as Tornado checks it.
+_REASON_PHRASE = re.compile(r"[\t\x20-\x7e\x80-\xff]+")
 
 
 def _phrase(status: int) -> str:
