@@ -28,6 +28,11 @@ LABELS = {
     "over_capacity",
     "headers_too_large",
     "request_head_timeout",
+    "slow_http_client",
+    "unauthorized",
+    "forbidden",
+    "rate_limited",
+    "app_refused",
     "descriptors_exhausted",
     "worker_failed",
     "worker_exited",
@@ -50,6 +55,10 @@ def test_label_values_are_unchanged() -> None:
         "draining",
         "over_capacity",
         "headers_too_large",
+        "unauthorized",
+        "forbidden",
+        "rate_limited",
+        "app_refused",
     }
 
 
