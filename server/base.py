@@ -207,8 +207,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     ``on_message`` may return an awaitable, and no further message is read
     until it is done. The base keeps its own state of the connection in one
     private attribute, ``_kws``; the names it adds to Tornado's API are
-    ``initialize(service)``, ``on_error``, ``authorize``, ``peer`` and
-    ``write_message_threadsafe``.
+    ``on_error``, ``authorize``, ``peer``, ``connections`` and
+    ``write_message_threadsafe`` (``initialize()`` is the app's own).
     """
 
     _kws: _Connection
