@@ -172,6 +172,7 @@ class WebSocketTransport(asyncio.Protocol):
     __slots__ = (
         "_ahead_at_ping",
         "_backpressure",
+        "_close_reason",
         "_close_timer",
         "_drained",
         "_eof_before_start",
@@ -225,6 +226,9 @@ class WebSocketTransport(asyncio.Protocol):
         self._pending: list[wire.Event] = []
         self._send_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        # The reason of the close frame close() sent: the outcome's when the
+        # client never answers it.
+        self._close_reason = ""
         self._pong = True
         # The call that parses on at the next turn, once a turn's budget is spent.
         self._more: asyncio.Handle | None = None
@@ -563,7 +567,10 @@ class WebSocketTransport(asyncio.Protocol):
         if self._phase is not Phase.OPEN or self.conn.close_sent is not None:
             return
         self._phase = Phase.CLOSING
-        self._write_close(self.conn.send_close(code, reason))
+        frame = self.conn.send_close(code, reason)
+        # As sent: cut to fit a control frame (after the 2-byte header and code).
+        self._close_reason = frame[4:].decode("utf-8")
+        self._write_close(frame)
         if self.conn.close_received is not None:
             self._linger()
             return
@@ -748,5 +755,5 @@ class WebSocketTransport(asyncio.Protocol):
         if received is not None:
             return Outcome(received.code, received.reason, close_received=received)
         if conn.close_sent is not None:
-            return Outcome(conn.close_sent, "", clean=False)
+            return Outcome(conn.close_sent, self._close_reason, clean=False)
         return Outcome(CloseCode.ABNORMAL_CLOSURE, "", clean=False)
