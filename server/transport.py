@@ -290,7 +290,8 @@ class WebSocketTransport(asyncio.Protocol):
         events = conn.events_received()
         if not events:
             return
-        if self._pending or self._must_wait():
+        # _must_wait() inlined: this runs once per read.
+        if self._pending or (self._handler_busy and self._phase is Phase.OPEN):
             self._pending.extend(events)
             return
         # Every frame the turn's events produce goes out in one write.
