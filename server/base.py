@@ -34,9 +34,9 @@ import http
 import logging
 import re
 import sys
-import threading
 import time
 from collections.abc import Awaitable
+from threading import get_ident
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -546,7 +546,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             self._left_during_upgrade()
             return
         k.ws = ws
-        k.thread = threading.get_ident()
+        k.thread = get_ident()
         k.loop = loop
         self._opened(deflate)
         try:
@@ -653,7 +653,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         ws = k.ws
         if ws is None or ws.conn.close_sent is not None:
             raise tornado.websocket.WebSocketClosedError()
-        if k.thread != threading.get_ident():
+        if k.thread != get_ident():  # per message: one global, no attribute
             _off_loop("write_message")
         if isinstance(message, dict):
             message = tornado.escape.json_encode(message)
@@ -716,7 +716,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         k = self._kws
         ws = k.ws
         if ws is not None:
-            if k.thread != threading.get_ident():
+            if k.thread != get_ident():
                 _off_loop("close")
             if code is None and reason is not None:
                 code = CloseCode.NORMAL_CLOSURE
@@ -730,7 +730,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         ws = k.ws
         if ws is None or ws.conn.close_sent is not None:
             raise tornado.websocket.WebSocketClosedError()
-        if k.thread != threading.get_ident():
+        if k.thread != get_ident():
             _off_loop("ping")
         payload = data.encode("utf-8") if isinstance(data, str) else data
         ws.send_control(ws.conn.send_ping(payload))

@@ -496,7 +496,8 @@ class WebSocketTransport(asyncio.Protocol):
 
     def backlog(self) -> int:
         """Bytes written but not yet taken by the kernel."""
-        return self._sendq.backlog()
+        sendq = self._sendq  # SendQueue.backlog() inlined: write_message asks per message
+        return sendq.sink.get_write_buffer_size() + sendq.queued
 
     def drained(self) -> asyncio.Future[None]:
         """A Future that resolves once the event loop's buffer takes writes
