@@ -36,6 +36,7 @@ import re
 import sys
 import time
 from collections.abc import Awaitable
+from logging import INFO
 from threading import get_ident
 from typing import Any
 from urllib.parse import urlsplit
@@ -169,10 +170,6 @@ def _preview(message: str | bytes, limit: int) -> tuple[str, bool]:
     if isinstance(message, bytes):
         return message[:limit].hex(), len(message) > limit
     return message[:limit], len(message) > limit
-
-
-def _events_on() -> bool:
-    return EVENT_LOGGER.isEnabledFor(logging.INFO)
 
 
 #: The names an app may override (Tornado's hooks and API, and the base's
@@ -929,7 +926,7 @@ class _Connection:
         counts.messages_in[binary] += 1
         counts.bytes_in[binary] += size
         log = self.service.message_log
-        if log.enabled and _events_on() and self.log_budget.allow(size):
+        if log.enabled and EVENT_LOGGER.isEnabledFor(INFO) and self.log_budget.allow(size):
             content: str | None = None
             truncated = False
             if log.content:
