@@ -34,9 +34,10 @@ import http
 import logging
 import re
 import sys
-import threading
 import time
 from collections.abc import Awaitable
+from logging import INFO
+from threading import get_ident
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -169,10 +170,6 @@ def _preview(message: str | bytes, limit: int) -> tuple[str, bool]:
     if isinstance(message, bytes):
         return message[:limit].hex(), len(message) > limit
     return message[:limit], len(message) > limit
-
-
-def _events_on() -> bool:
-    return EVENT_LOGGER.isEnabledFor(logging.INFO)
 
 
 #: The names an app may override (Tornado's hooks and API, and the base's
@@ -546,7 +543,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             self._left_during_upgrade()
             return
         k.ws = ws
-        k.thread = threading.get_ident()
+        k.thread = get_ident()
         k.loop = loop
         self._opened(deflate)
         try:
@@ -653,7 +650,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         ws = k.ws
         if ws is None or ws.conn.close_sent is not None:
             raise tornado.websocket.WebSocketClosedError()
-        if k.thread != threading.get_ident():
+        if k.thread != get_ident():  # per message: one global, no attribute
             _off_loop("write_message")
         if isinstance(message, dict):
             message = tornado.escape.json_encode(message)
@@ -716,7 +713,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         k = self._kws
         ws = k.ws
         if ws is not None:
-            if k.thread != threading.get_ident():
+            if k.thread != get_ident():
                 _off_loop("close")
             if code is None and reason is not None:
                 code = CloseCode.NORMAL_CLOSURE
@@ -730,7 +727,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         ws = k.ws
         if ws is None or ws.conn.close_sent is not None:
             raise tornado.websocket.WebSocketClosedError()
-        if k.thread != threading.get_ident():
+        if k.thread != get_ident():
             _off_loop("ping")
         payload = data.encode("utf-8") if isinstance(data, str) else data
         ws.send_control(ws.conn.send_ping(payload))
@@ -929,7 +926,7 @@ class _Connection:
         counts.messages_in[binary] += 1
         counts.bytes_in[binary] += size
         log = self.service.message_log
-        if log.enabled and _events_on() and self.log_budget.allow(size):
+        if log.enabled and EVENT_LOGGER.isEnabledFor(INFO) and self.log_budget.allow(size):
             content: str | None = None
             truncated = False
             if log.content:

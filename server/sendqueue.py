@@ -163,7 +163,10 @@ class SendQueue:
         batch, self._batch = self._batch, None
         if not batch:
             return False
-        self._write_batch(batch)
+        if len(batch) == 1:  # the common case (one echo per read), inline
+            self.sink.write(batch[0])
+        else:
+            self._write_batch(batch)
         return self.paused and self.backlog() > self.high_water
 
     def _write_batch(self, batch: list[bytes]) -> None:

@@ -99,6 +99,12 @@ class Phase(enum.IntEnum):
     CLOSED = 4
 
 
+# Python 3.11's EnumType has a __getattr__, so each ``Phase.X`` read on a
+# class is a slow lookup (a slot wrapper call, ~100 instructions): the
+# per-message path compares against these module names instead.
+_OPEN, _CLOSING, _LINGERING, _CLOSED = Phase.OPEN, Phase.CLOSING, Phase.LINGERING, Phase.CLOSED
+
+
 @dataclasses.dataclass(frozen=True)
 class SendLimits:
     """Backpressure: reading pauses past ``high_water`` bytes of unsent
@@ -236,7 +242,7 @@ class WebSocketTransport(asyncio.Protocol):
         # Bytes ahead of the last ping (ours and the kernel's), when it was sent.
         self._ahead_at_ping = 0
         self._exc_info: Any = None
-        self._phase = Phase.OPEN
+        self._phase = _OPEN
         self._last_read = 0.0  # time.monotonic() of the last read: see quiescent()
         # One Future for every writer waiting while writing is paused.
         self._drained: asyncio.Future[None] | None = None
@@ -263,7 +269,7 @@ class WebSocketTransport(asyncio.Protocol):
     def start(self) -> None:
         """The handler is open: handle what came with the upgrade (and
         before it opened), then read."""
-        if self._phase is Phase.CLOSED or self._started:
+        if self._phase is _CLOSED or self._started:
             return
         self._started = True
         leftover, self._leftover = self._leftover, b""
@@ -294,7 +300,8 @@ class WebSocketTransport(asyncio.Protocol):
         events = conn.events_received()
         if not events:
             return
-        if self._pending or self._must_wait():
+        # _must_wait() inlined: this runs once per read.
+        if self._pending or (self._handler_busy and self._phase is _OPEN):
             self._pending.extend(events)
             return
         # Every frame the turn's events produce goes out in one write.
@@ -309,7 +316,7 @@ class WebSocketTransport(asyncio.Protocol):
     def _parse_more(self) -> None:
         """A new turn: parse on where the budget stopped."""
         self._more = None
-        if self._phase is Phase.CLOSED or self._pending or self._must_wait():
+        if self._phase is _CLOSED or self._pending or self._must_wait():
             return  # _handler_done goes on
         self.conn.receive_data(b"")
         self._parsed()
@@ -319,7 +326,7 @@ class WebSocketTransport(asyncio.Protocol):
         """What is received waits for the handler: its awaitable runs and
         the connection is open (once our close frame is out, no message
         reaches the handler, and control frames are answered at once)."""
-        return self._handler_busy and self._phase is Phase.OPEN
+        return self._handler_busy and self._phase is _OPEN
 
     def _schedule_more(self) -> None:
         if self._more is None:
@@ -329,7 +336,7 @@ class WebSocketTransport(asyncio.Protocol):
         """Nothing received waits for a handler: parse on at the next turn
         if a budget stopped the parser, else finish after the client's FIN,
         else read."""
-        if self._pending or self._must_wait() or self._phase is Phase.CLOSED:
+        if self._pending or self._must_wait() or self._phase is _CLOSED:
             return
         if self.conn.budget_spent:
             self._schedule_more()
@@ -349,9 +356,9 @@ class WebSocketTransport(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._phase is Phase.CLOSED:
+        if self._phase is _CLOSED:
             return
-        self._phase = Phase.CLOSED
+        self._phase = _CLOSED
         for timer in (self._send_timer, self._close_timer, self._more):
             if timer is not None:
                 timer.cancel()
@@ -381,7 +388,7 @@ class WebSocketTransport(asyncio.Protocol):
         message_type = wire.Message
         for index, event in enumerate(events):
             if type(event) is message_type:
-                if self._phase is not Phase.OPEN:
+                if self._phase is not _OPEN:
                     continue  # no data after our close frame (RFC 6455 5.5.1)
                 try:
                     result = endpoint.ws_message(event.data)
@@ -443,7 +450,7 @@ class WebSocketTransport(asyncio.Protocol):
         """The client sent its FIN: whatever it had sent has been handled
         (echoes written, a failure's close frame sent); close our side once
         the writes are out."""
-        if self.transport is not None and self._phase is not Phase.CLOSED:
+        if self.transport is not None and self._phase is not _CLOSED:
             self._flush_queue_for_close()
             self.transport.close()
 
@@ -452,7 +459,7 @@ class WebSocketTransport(asyncio.Protocol):
     def send(self, parts: list[bytes]) -> None:
         """Write one data frame (as built by the wire core), or queue it."""
         transport = self.transport
-        if transport is None or self._phase is Phase.CLOSED or transport.is_closing():
+        if transport is None or self._phase is _CLOSED or transport.is_closing():
             raise StreamClosedError()
         if self._sendq.send(parts) and not self._backpressure:
             self._start_backpressure()
@@ -470,20 +477,18 @@ class WebSocketTransport(asyncio.Protocol):
 
     def _sending(self) -> bool:
         transport = self.transport
-        return (
-            transport is not None and self._phase is not Phase.CLOSED and not transport.is_closing()
-        )
+        return transport is not None and self._phase is not _CLOSED and not transport.is_closing()
 
     @property
     def lost(self) -> bool:
         """The connection is gone (``connection_lost`` has run)."""
-        return self._phase is Phase.CLOSED
+        return self._phase is _CLOSED
 
     def closing(self) -> bool:
         """The connection is closing or gone: nothing more can be sent."""
         transport = self.transport
         return (
-            self._phase is Phase.CLOSED
+            self._phase is _CLOSED
             or transport is None
             or transport.is_closing()
             or self.conn.close_sent is not None
@@ -499,7 +504,8 @@ class WebSocketTransport(asyncio.Protocol):
 
     def backlog(self) -> int:
         """Bytes written but not yet taken by the kernel."""
-        return self._sendq.backlog()
+        sendq = self._sendq  # SendQueue.backlog() inlined: write_message asks per message
+        return sendq.sink.get_write_buffer_size() + sendq.queued
 
     def drained(self) -> asyncio.Future[None]:
         """A Future that resolves once the event loop's buffer takes writes
@@ -553,7 +559,7 @@ class WebSocketTransport(asyncio.Protocol):
             and not self._must_wait()
             and not self.conn.budget_spent
             and self.transport is not None
-            and self._phase is not Phase.CLOSED
+            and self._phase is not _CLOSED
         ):
             self._reading_paused = False
             with contextlib.suppress(RuntimeError):
@@ -564,9 +570,9 @@ class WebSocketTransport(asyncio.Protocol):
     def close(self, code: int | None, reason: str = "") -> None:
         """Start the closing handshake: our close frame, then wait (at most
         ``CLOSE_TIMEOUT``) for the client's."""
-        if self._phase is not Phase.OPEN or self.conn.close_sent is not None:
+        if self._phase is not _OPEN or self.conn.close_sent is not None:
             return
-        self._phase = Phase.CLOSING
+        self._phase = _CLOSING
         frame = self.conn.send_close(code, reason)
         # As sent: cut to fit a control frame (after the 2-byte header and code).
         self._close_reason = frame[4:].decode("utf-8")
@@ -604,9 +610,9 @@ class WebSocketTransport(asyncio.Protocol):
         self._sendq.clear()
         if self.conn.close_sent is None:
             self._write_close(self.conn.send_close(failure.code, failure.reason))
-        self._phase = max(self._phase, Phase.CLOSING)
+        self._phase = max(self._phase, _CLOSING)
         transport = self.transport
-        if transport is not None and self._phase is not Phase.CLOSED:
+        if transport is not None and self._phase is not _CLOSED:
             # Close once the kernel takes what is buffered (the close frame
             # last), reading nothing more; drop it if that takes too long.
             self._flush_queue_for_close()
@@ -619,12 +625,12 @@ class WebSocketTransport(asyncio.Protocol):
         self._sendq.clear()
         if self.conn.close_sent is None:
             self._write_close(self.conn.send_close(failure.code, failure.reason))
-        self._phase = max(self._phase, Phase.CLOSING)
+        self._phase = max(self._phase, _CLOSING)
         self._linger()
 
     def _write_close(self, frame: bytes) -> None:
         transport = self.transport
-        if transport is None or self._phase is Phase.CLOSED or transport.is_closing():
+        if transport is None or self._phase is _CLOSED or transport.is_closing():
             return
         self._flush_queue_for_close()
         transport.write(frame)
@@ -639,9 +645,9 @@ class WebSocketTransport(asyncio.Protocol):
         """Both close frames are out (or the connection failed): stop
         sending, read and discard until the client's FIN, then drop."""
         transport = self.transport
-        if transport is None or self._phase >= Phase.LINGERING:
+        if transport is None or self._phase >= _LINGERING:
             return
-        self._phase = Phase.LINGERING
+        self._phase = _LINGERING
         self._flush_queue_for_close()
         if self._close_timer is not None:
             self._close_timer.cancel()
@@ -662,7 +668,7 @@ class WebSocketTransport(asyncio.Protocol):
         """Linger on while the client still takes what we sent before our
         close frame (a slow reader then gets its close frame, not a reset),
         up to ``LINGER_MAX_SECONDS``; drop a client that takes nothing."""
-        if self._phase is Phase.CLOSED:
+        if self._phase is _CLOSED:
             return
         loop = asyncio.get_running_loop()
         now_unsent = self._unsent()
@@ -678,14 +684,14 @@ class WebSocketTransport(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection at once."""
-        if self.transport is not None and self._phase is not Phase.CLOSED:
+        if self.transport is not None and self._phase is not _CLOSED:
             self.transport.abort()
 
     # -- keepalive and drain (server.connections drives these) -----------------
 
     def ping(self) -> bool:
         """Send a keepalive ping; False when the connection is closing."""
-        if self.conn.state is not wire.State.OPEN or self._phase is Phase.CLOSED:
+        if self.conn.state is not wire.State.OPEN or self._phase is _CLOSED:
             return False
         self._pong = False
         self._paused_since_ping = self._reading_paused
@@ -702,7 +708,7 @@ class WebSocketTransport(asyncio.Protocol):
         - the ping went out behind data still unsent or unacknowledged
           (ours or the kernel's), and the client has taken some of it since:
           it reads steadily, and the pong is on its way behind the data."""
-        if self._pong or self._phase is Phase.CLOSED or self.conn.state is not wire.State.OPEN:
+        if self._pong or self._phase is _CLOSED or self.conn.state is not wire.State.OPEN:
             return
         if self._paused_since_ping or self._backpressure:
             return
@@ -716,7 +722,7 @@ class WebSocketTransport(asyncio.Protocol):
         no handler at work, no bytes waiting in the kernel, and nothing read
         for ``quiet`` seconds. Closing now loses no message that reached us
         (nor, with a ``quiet`` moment, one a client had held back)."""
-        if self._phase is Phase.CLOSED or self._handler_busy or self._pending or not self.conn.idle:
+        if self._phase is _CLOSED or self._handler_busy or self._pending or not self.conn.idle:
             return False
         if _monotonic() - self._last_read < quiet:
             return False
@@ -735,7 +741,7 @@ class WebSocketTransport(asyncio.Protocol):
         everything received has been handled and nothing came in for
         ``quiet`` seconds (or at once with ``force``); True once the close
         frame is sent."""
-        if self.conn.close_sent is not None or self._phase is Phase.CLOSED:
+        if self.conn.close_sent is not None or self._phase is _CLOSED:
             return True
         if not (force or self.quiescent(quiet)):
             return False
