@@ -5,11 +5,13 @@ subprocesses (testkit.process.ServerProcess, shared with bench/)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import socket
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 import tornado.httpserver
 import tornado.web
 from tornado.ioloop import IOLoop
+from websockets.asyncio.client import connect
 
 from server.app import build_service, make_app, make_http_server
 from server.base import Service
@@ -197,3 +200,19 @@ def requirement_pins(path: Path) -> dict[str, str]:
             name, version = line.split("==")
             out[name.lower().replace("_", "-")] = version
     return out
+
+
+@contextlib.asynccontextmanager
+async def upgrade_burst(port: int, cls: type, count: int = 60) -> AsyncIterator[list[Any]]:
+    """``count`` upgrades at once (each echoes "hi" once): the handlers of
+    ``cls`` they made, while the clients stay open."""
+    clients = await asyncio.gather(*(connect(f"ws://127.0.0.1:{port}/ws") for _ in range(count)))
+    try:
+        for ws in clients:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+        gc.collect()
+        yield [o for o in gc.get_objects() if type(o) is cls]
+    finally:
+        for ws in clients:
+            await ws.close()

@@ -5,8 +5,6 @@ names come from a public module."""
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import sys
 from typing import Any, ClassVar
 
@@ -20,7 +18,7 @@ import server.wire
 from server.base import OVERRIDABLE, KnativeWebSocketHandler
 from server.echo import EchoWebSocket
 
-from .conftest import until
+from .conftest import until, upgrade_burst
 
 #: What the base adds to Tornado's public API (README, "Write your own service").
 DOCUMENTED = {"authorize", "connections", "on_error", "peer", "write_message_threadsafe"}
@@ -128,17 +126,8 @@ async def test_an_apps_own_attributes_keep_the_shared_key_dict_and_do_not_break_
     handlers: each handler still has a shared-key dict (a few hundred bytes,
     not 1.5 KiB), as the base keeps its own state out of the handler's dict.
     (tests/test_idle_memory.py does the same for the echo.)"""
-    clients = await asyncio.gather(*(connect(f"ws://127.0.0.1:{port}/ws") for _ in range(60)))
-    try:
-        for ws in clients:
-            await ws.send("hi")
-            assert await ws.recv() == "hi"
-        gc.collect()
-        handlers = [o for o in gc.get_objects() if type(o) is _AppState]
+    async with upgrade_burst(port, _AppState) as handlers:
         assert len(handlers) == 60
         await until(lambda: all(h.seen == 1 for h in handlers))
         sizes = sorted(sys.getsizeof(vars(h)) for h in handlers)
         assert sizes[-1] < 1000, sizes
-    finally:
-        for ws in clients:
-            await ws.close()

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosedError
 
 from server.echo import EchoWebSocket
 
-from .conftest import events, until
+from .conftest import events, until, upgrade_burst
 
 
 def _live(cls: type) -> int:
@@ -98,20 +98,11 @@ async def test_a_burst_of_upgrades_leaves_each_handler_a_shared_key_dict(port: i
     upgrades makes many handlers before any of them runs ``get``, and a
     name first set after that gives each handler a whole dict of its own
     (about 1.3 KiB more per open connection)."""
-    clients = await asyncio.gather(*(connect(f"ws://127.0.0.1:{port}/ws") for _ in range(60)))
-    try:
-        for ws in clients:
-            await ws.send("hi")
-            assert await ws.recv() == "hi"
-        gc.collect()
-        handlers = [o for o in gc.get_objects() if type(o) is _Burst]
+    async with upgrade_burst(port, _Burst) as handlers:
         assert len(handlers) == 60
         sizes = sorted(sys.getsizeof(vars(h)) for h in handlers)
         # a shared-key dict is a few hundred bytes; a dict of its own, 1.5 KiB
         assert sizes[-1] < 1000, sizes
-    finally:
-        for ws in clients:
-            await ws.close()
 
 
 class _HeaderTagger(EchoWebSocket):
