@@ -87,7 +87,7 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
             compression=settings.compression,
             max_message_bytes=settings.max_message_bytes,
         ),
-        limits=SendLimits(send_timeout=settings.send_timeout),
+        limits=SendLimits(send_timeout=settings.send_timeout, max_backlog=settings.max_backlog),
         message_log=MessageLog(
             enabled=settings.log_messages,
             content=settings.log_content,

@@ -35,7 +35,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from logging import INFO
 from threading import get_ident
 from typing import Any
@@ -63,6 +63,7 @@ from .wire import CloseCode
 __all__ = [
     "OVERRIDABLE",
     "SERVICE_SETTING",
+    "broadcast",
     "HandshakePolicy",
     "KnativeWebSocketHandler",
     "MessageLog",
@@ -204,7 +205,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     ``on_message`` may return an awaitable, and no further message is read
     until it is done. The base keeps its own state of the connection in one
     private attribute, ``_kws``; the names it adds to Tornado's API are
-    ``on_error``, ``authorize``, ``peer``, ``connections`` and
+    ``on_error``, ``authorize``, ``peer``, ``connections``, ``backlog`` and
     ``write_message_threadsafe`` (``initialize()`` is the app's own).
     """
 
@@ -682,6 +683,16 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             written.set_result(None)
         return written
 
+    @property
+    def backlog(self) -> int:
+        """Bytes written to this connection that the kernel has not yet
+        taken (its echoes, ``write_message``, :func:`broadcast`): 0 once it
+        is gone. Past ``WS_MAX_BACKLOG`` the connection is closed with 1008
+        ``slow_consumer``; an app may read it to skip or shed a member
+        before that."""
+        ws = self._kws.ws
+        return 0 if ws is None or ws.lost else ws.backlog()
+
     def write_message_threadsafe(
         self, message: bytes | str | dict[str, Any], binary: bool = False
     ) -> concurrent.futures.Future[None]:
@@ -792,6 +803,81 @@ _APP_REFUSALS = {
 
 #: RFC 9112's ``reason-phrase`` (HTAB, SP, VCHAR, obs-text), as Tornado checks it.
 _REASON_PHRASE = re.compile(r"[\t\x20-\x7e\x80-\xff]+")
+
+
+def broadcast(
+    message: bytes | str | dict[str, Any],
+    connections: Iterable[KnativeWebSocketHandler],
+    binary: bool = False,
+) -> int:
+    """Send one message to many connections, framed once: the same frame
+    bytes are queued to each open connection (as ``write_message`` with the
+    same ``message`` and ``binary`` would: a dict as JSON text, a str as
+    text unless ``binary``). Closing and closed connections are skipped,
+    never an error. Returns how many connections it was queued to.
+
+    Fire and forget: nothing waits for a slow member. Each member's queue
+    is bounded by ``WS_MAX_BACKLOG``; one over it is closed with 1008
+    ``slow_consumer`` and the others go on.
+
+    permessage-deflate: members without it share one frame; members that
+    reset their compressor after each message (``server_no_context_takeover``)
+    share one compressed frame per window size; members that keep their
+    compression context each get their own (their compressor's state is
+    theirs alone). Call it on the event loop's thread."""
+    if isinstance(message, dict):
+        message = tornado.escape.json_encode(message)
+    if isinstance(message, str):
+        payload = message.encode("utf-8")
+    else:
+        payload = bytes(message)
+    plain: list[bytes] | None = None
+    shared: dict[int, list[bytes]] = {}  # compressed, by window bits
+    thread = get_ident()
+    sent = 0
+    counts = None
+    for handler in connections:
+        k = handler._kws
+        ws = k.ws
+        if ws is None or ws.closing():
+            continue
+        if k.thread != thread:
+            _off_loop("broadcast")
+        conn = ws.conn
+        deflate = conn.deflate
+        if deflate is None:
+            if plain is None:
+                plain = _frame(payload, binary)
+            parts = plain
+        elif deflate.server_no_context_takeover:
+            bits = deflate.server_max_window_bits
+            parts = shared.get(bits)  # type: ignore[assignment]
+            if parts is None:  # a fresh compressor: the same bytes for each
+                parts = shared[bits] = conn.send_message(payload, binary)
+        else:
+            parts = conn.send_message(payload, binary)
+        try:
+            ws.send(parts)
+        except StreamClosedError:
+            continue
+        if conn.close_sent is not None:  # that send put it over WS_MAX_BACKLOG
+            continue
+        k.messages_out += 1
+        counts = k.counts
+        sent += 1
+    if counts is not None:
+        counts.messages_out[binary] += sent
+        counts.bytes_out[binary] += len(payload) * sent
+    return sent
+
+
+def _frame(payload: bytes, binary: bool) -> list[bytes]:
+    """An uncompressed data frame, as :meth:`wire.Connection.send_message`
+    builds it (one buffer, or header and payload apart when large)."""
+    head = wire.frame_header(0x82 if binary else 0x81, len(payload))
+    if len(payload) < wire.GATHER_SIZE:
+        return [head + payload]
+    return [head, payload]
 
 
 def _phrase(status: int) -> str:
@@ -986,7 +1072,8 @@ class _Connection:
         elif not outcome.clean:
             fields["clean"] = False  # we sent a close frame, the peer never answered
         if failure is not None:
-            cause = CloseCause.ERROR
+            slow = failure.kind == ErrorKind.SLOW_CONSUMER
+            cause = CloseCause.SLOW_CONSUMER if slow else CloseCause.ERROR
         elif cause is None:
             cause = CloseCause.CLIENT if outcome.close_received is not None else CloseCause.DROPPED
         m.connections_closed.labels(str(int(code))).inc()

@@ -28,6 +28,12 @@ _FALSE = {"0", "false", "no", "off"}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _LOG_FORMATS = ("json", "text")
 
+#: What WS_MAX_BACKLOG must leave above WS_MAX_MESSAGE_BYTES: the 1 MiB past
+#: which a connection's reading pauses (its echoes stop), plus one turn's
+#: parsing (256 KiB) and headers, with room to spare. A client that reads
+#: at all never meets the cap through its own echoes.
+BACKLOG_HEADROOM = 2 * 1024 * 1024
+
 #: Ports Knative's queue-proxy and its sidecars take; a user container must not.
 KNATIVE_RESERVED_PORTS = frozenset({8012, 8013, 8022, 9090, 9091, 8008})
 
@@ -56,6 +62,7 @@ class Settings:
     drain_timeout: float = 20.0
     drain_spread: float = 5.0
     send_timeout: float = 30.0
+    max_backlog: int = 4 * 1024 * 1024
     event_loop: str = "uvloop"
     workers: int = 1
     trusted_proxies: tuple[str, ...] = ("private",)
@@ -285,6 +292,15 @@ OPTIONS: tuple[_Option, ...] = (
         "is dropped",
     ),
     _Option(
+        "max_backlog",
+        "WS_MAX_BACKLOG",
+        "--max-backlog",
+        _int_range(64 * 1024, 1 << 32),
+        "bytes queued to one WebSocket that it has not read (echoes, write_message, "
+        "broadcast) past which it is closed at once with 1008 'slow_consumer' and its "
+        "queue dropped; at least WS_MAX_MESSAGE_BYTES + 2 MiB",
+    ),
+    _Option(
         "event_loop",
         "WS_EVENT_LOOP",
         "--event-loop",
@@ -413,6 +429,13 @@ def load_settings(
         raise ConfigError(
             f"invalid WS_PING_TIMEOUT={_show(settings.ping_timeout)}: must not exceed "
             f"WS_PING_INTERVAL={_show(settings.ping_interval)}"
+        )
+    floor = settings.max_message_bytes + BACKLOG_HEADROOM
+    if settings.max_backlog < floor:
+        raise ConfigError(
+            f"invalid WS_MAX_BACKLOG={settings.max_backlog}: must be at least "
+            f"WS_MAX_MESSAGE_BYTES={settings.max_message_bytes} + {BACKLOG_HEADROOM} "
+            f"({floor}), or echoing one largest message could close a client that reads"
         )
     return settings
 

@@ -86,6 +86,9 @@ class CloseCause(enum.StrEnum):
     DROPPED = "dropped"
     #: The server failed the connection (1002, 1007, 1008, 1009, 1011).
     ERROR = "error"
+    #: The server failed a client that left what was sent to it unread
+    #: (1008): past ``WS_MAX_BACKLOG`` bytes, or for ``WS_SEND_TIMEOUT``.
+    SLOW_CONSUMER = "slow_consumer"
     #: The handler called ``close()``.
     APP = "app"
     #: ``WS_MAX_CONNECTION_AGE`` was reached (1001 "max connection age").

@@ -332,7 +332,8 @@ class Metrics:
         self.closed_by_cause = LabelledCounter(
             f"{_NS}_connections_closed_by_cause",
             "WebSocket connections ended, by what ended them (max_age: "
-            "WS_MAX_CONNECTION_AGE; drain: SIGTERM; client, dropped, error, app)",
+            "WS_MAX_CONNECTION_AGE; drain: SIGTERM; slow_consumer: WS_MAX_BACKLOG or "
+            "WS_SEND_TIMEOUT; client, dropped, error, app)",
             "cause",
             _one_of(CLOSE_CAUSES),
             CLOSE_CAUSES,

@@ -108,10 +108,14 @@ _OPEN, _CLOSING, _LINGERING, _CLOSED = Phase.OPEN, Phase.CLOSING, Phase.LINGERIN
 @dataclasses.dataclass(frozen=True)
 class SendLimits:
     """Backpressure: reading pauses past ``high_water`` bytes of unsent
-    echoes; ``send_timeout`` seconds later (0: never) the client fails with 1008."""
+    echoes; ``send_timeout`` seconds later (0: never) the client fails with
+    1008. Past ``max_backlog`` bytes written to it and unread (whoever wrote
+    them: its echoes, other connections' broadcasts) it fails at once with
+    1008, its queue dropped."""
 
     high_water: int = 1024 * 1024
     send_timeout: float = 30.0
+    max_backlog: int = 4 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,8 +314,8 @@ class WebSocketTransport(asyncio.Protocol):
         try:
             self._dispatch(events)
         finally:
-            if sendq.end_batch() and not self._backpressure:
-                self._start_backpressure()
+            if sendq.end_batch():
+                self._over_high_water()
 
     def _parse_more(self) -> None:
         """A new turn: parse on where the budget stopped."""
@@ -461,8 +465,8 @@ class WebSocketTransport(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._phase is _CLOSED or transport.is_closing():
             raise StreamClosedError()
-        if self._sendq.send(parts) and not self._backpressure:
-            self._start_backpressure()
+        if self._sendq.send(parts):
+            self._over_high_water()
 
     def _send_pong(self, frame: bytes) -> None:
         """Answer a ping; while writing is paused, only the latest ping is
@@ -527,6 +531,28 @@ class WebSocketTransport(asyncio.Protocol):
         else:
             future.set_exception(error)
             future.exception()  # nobody may await it (an echo does not): no log line
+
+    def _over_high_water(self) -> None:
+        """The backlog is past ``high_water``: backpressure; past
+        ``max_backlog``, the connection fails at once."""
+        if self.backlog() > self.limits.max_backlog:
+            self._too_far_behind()
+        elif not self._backpressure:
+            self._start_backpressure()
+
+    def _too_far_behind(self) -> None:
+        """Over ``max_backlog``: drop what waits (its memory is freed now),
+        send the close frame (behind only what the event loop already
+        holds), close without reading, drop after ``LINGER_SECONDS``."""
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        self.fail(
+            ErrorKind.SLOW_CONSUMER,
+            CloseCode.POLICY_VIOLATION,
+            f"slow_consumer: over {self.limits.max_backlog} bytes queued unread",
+            linger=False,
+        )
 
     def _start_backpressure(self) -> None:
         self._backpressure = True

@@ -45,6 +45,7 @@ def test_label_values_are_unchanged() -> None:
         "client",
         "dropped",
         "error",
+        "slow_consumer",
         "app",
         "max_age",
         "drain",

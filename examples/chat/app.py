@@ -17,23 +17,22 @@ A binary message closes the sender with 1003, a text over
 found with the base's connection view (``self.connections``); the
 ``Rooms`` object, shared by every connection through ``initialize()``,
 holds the limits and the guest counter. A member that stops reading is the
-base's: its unread messages pause it past 1 MiB and, ``WS_SEND_TIMEOUT``
-seconds later, close it with 1008 - the others go on.
+base's: past ``WS_MAX_BACKLOG`` bytes of unread messages (4 MiB) it is
+closed at once with 1008 ``slow_consumer`` and its queue dropped - the
+others go on.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
 import re
 from typing import Any
 
-from tornado.websocket import WebSocketClosedError
 
 from server.app import WebSocketRoute
-from server.base import KnativeWebSocketHandler
+from server.base import KnativeWebSocketHandler, broadcast
 from server.wire import CloseCode
 
 __all__ = ["ROOM_ROUTE", "ChatWebSocket", "Rooms", "routes"]
@@ -70,12 +69,10 @@ class ChatWebSocket(KnativeWebSocketHandler):
         return self.connections.select(ChatWebSocket, path=self.request.path)
 
     def broadcast(self, doc: dict[str, Any]) -> None:
-        """Send ``doc`` to every member. Fire and forget: a member that
-        does not read is paused and then closed by the base (1008)."""
-        text = json.dumps(doc)  # encoded once for the whole room
-        for member in self.members():
-            with contextlib.suppress(WebSocketClosedError):  # closing: its leave follows
-                member.write_message(text)
+        """Send ``doc`` to every member, encoded and framed once (the base's
+        :func:`~server.base.broadcast`). Fire and forget: a member past
+        ``WS_MAX_BACKLOG`` unread is closed by the base (1008), and skipped."""
+        broadcast(json.dumps(doc), self.members())
 
     def open(self, room: str) -> None:
         wanted = self.get_query_argument("name", "")
