@@ -63,11 +63,11 @@ from .wire import CloseCode
 __all__ = [
     "OVERRIDABLE",
     "SERVICE_SETTING",
-    "broadcast",
     "HandshakePolicy",
     "KnativeWebSocketHandler",
     "MessageLog",
     "Service",
+    "broadcast",
 ]
 
 #: The Tornado application setting that carries the :class:`Service` (set
@@ -827,10 +827,7 @@ def broadcast(
     theirs alone). Call it on the event loop's thread."""
     if isinstance(message, dict):
         message = tornado.escape.json_encode(message)
-    if isinstance(message, str):
-        payload = message.encode("utf-8")
-    else:
-        payload = bytes(message)
+    payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
     plain: list[bytes] | None = None
     shared: dict[int, list[bytes]] = {}  # compressed, by window bits
     thread = get_ident()

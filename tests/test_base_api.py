@@ -21,7 +21,14 @@ from server.echo import EchoWebSocket
 from .conftest import until, upgrade_burst
 
 #: What the base adds to Tornado's public API (README, "Write your own service").
-DOCUMENTED = {"authorize", "connections", "on_error", "peer", "write_message_threadsafe"}
+DOCUMENTED = {
+    "authorize",
+    "backlog",
+    "connections",
+    "on_error",
+    "peer",
+    "write_message_threadsafe",
+}
 
 
 def _public(cls: type) -> set[str]:

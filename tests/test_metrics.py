@@ -67,6 +67,7 @@ async def test_close_cause_says_what_ended_the_connection(
         "client": 1,
         "dropped": 1,
         "error": 0,
+        "slow_consumer": 0,
         "app": 1,
         "max_age": 0,
         "drain": 0,

@@ -30,7 +30,6 @@ import json
 import re
 from typing import Any
 
-
 from server.app import WebSocketRoute
 from server.base import KnativeWebSocketHandler, broadcast
 from server.wire import CloseCode
