@@ -31,10 +31,11 @@ from server import wire
 from server.app import make_app
 from server.base import KnativeWebSocketHandler, Service, broadcast
 from server.wire import CloseCode
+from testkit.frames import close_payload, frame
 from testkit.metrics import sample, scrape
 
 from .conftest import ServerProcess, events, until
-from .rawws import upgrade_request
+from .rawws import RawWebSocket, upgrade_request
 
 MIB = 1024 * 1024
 
@@ -217,17 +218,25 @@ async def test_broadcast_frames_once_and_every_member_gets_it(
 async def test_broadcast_skips_a_closing_member_without_raising(
     port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    members = await _joined(port, 3)
+    """The member that broadcasts has just closed itself: it is skipped
+    (its close frame is the last frame it gets), the others get the
+    message, and nothing is logged as an error."""
+    members = await _joined(port, 2)
+    leaver = await RawWebSocket.connect(port)
     try:
         Room.last_count = -1
-        await members[0].send("leave:after you")
-        for ws in members[1:]:
+        await leaver.send(frame(0x1, b"leave:after you"))
+        for ws in members:
             assert await asyncio.wait_for(ws.recv(), 5) == "after you"
-        await members[0].wait_closed()
-        assert members[0].close_code == CloseCode.NORMAL_CLOSURE
+        close = await leaver.recv()
+        assert (close.opcode, close.close_code, close.close_reason) == (0x8, 1000, "bye")
+        await leaver.send(frame(0x8, close_payload(1000)))
+        assert await leaver.reader.read() == b""  # nothing after the close frame
         assert Room.last_count == 2
+        await until(lambda: bool(events(caplog, "close")))
         assert not events(caplog, "error")
     finally:
+        leaver.close()
         for ws in members:
             await ws.close()
 
