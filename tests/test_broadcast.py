@@ -88,7 +88,10 @@ def test_a_member_that_never_reads_is_closed_at_the_backlog_cap_and_memory_stays
                         heard.append(doc)
                         ear_texts += doc["type"] == "message"
 
-            readers = [asyncio.create_task(drain(talker, False)), asyncio.create_task(drain(ear, True))]
+            readers = [
+                asyncio.create_task(drain(talker, False)),
+                asyncio.create_task(drain(ear, True)),
+            ]
             sent = 0
             started = time.monotonic()
             left_at = 0.0
