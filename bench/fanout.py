@@ -217,9 +217,15 @@ async def client(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"{seq - state['complete']} messages never reached everyone")
             await asyncio.sleep(0.01)
 
+    from loadgen import tree_cpu_seconds  # bench/loadgen.py, beside this file
+
     await window(args.warmup)
     await settle()
+    server_cpu = tree_cpu_seconds(args.server_pid)
+    own_cpu = time.process_time()
     deliveries, elapsed = await window(args.seconds)
+    server_cpu = tree_cpu_seconds(args.server_pid) - server_cpu
+    own_cpu = time.process_time() - own_cpu
     await settle()
     # Latency at a fixed rate, below what every target sustains.
     state["record"] = True
@@ -240,6 +246,10 @@ async def client(args: argparse.Namespace) -> dict[str, Any]:
     pub.disconnect()
     return {
         "deliveries_per_s": deliveries / elapsed,
+        # CPU time per delivery: what each side spends, whatever else runs
+        # on the machine (the rate above is what they get of it).
+        "server_cpu_us": server_cpu / deliveries * 1e6,
+        "loadgen_cpu_us": own_cpu / deliveries * 1e6,
         "lat_p50_ms": latencies[len(latencies) // 2] / 1e6,
         "lat_p99_ms": latencies[int(len(latencies) * 0.99)] / 1e6,
         "latency_samples": len(latencies),
@@ -283,6 +293,7 @@ def run_target(target: Target, args: argparse.Namespace) -> dict[str, Any]:
             "--seconds", str(args.seconds),
             "--warmup", str(args.warmup),
             "--rate", str(args.rate),
+            "--server-pid", str(server.proc.pid),
         ]  # fmt: skip
         proc = subprocess.run(
             client_args,
@@ -312,20 +323,30 @@ def table(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) ->
         f"{args.runs} run(s) a target, medians; {datetime.date.today().isoformat()}; "
         f"Python {v['python']}, Tornado {v['tornado']}, uvloop {v['uvloop']}, "
         f"websockets {v['websockets']}, picows {v['picows']} (load generator); "
-        f"server on CPU {SERVER_CPU}, load generator on CPU {LOADGEN_CPU}.",
+        f"server on CPU {SERVER_CPU}, load generator on CPU {LOADGEN_CPU}; "
+        f"load average {LOAD_AT_START:.1f} when the run began ({os.cpu_count()} CPUs).",
         "",
         f"| server | deliveries/s ({WINDOW} messages in flight) | vs ours "
+        f"| server CPU µs a delivery | load generator CPU µs a delivery "
         f"| p50 ms at {args.rate:g} msgs/s | p99 ms |",
-        "|---|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, runs in results.items():
         rate = statistics.median(r["deliveries_per_s"] for r in runs)
         p50 = statistics.median(r["lat_p50_ms"] for r in runs)
         p99 = statistics.median(r["lat_p99_ms"] for r in runs)
+        server_us = statistics.median(r["server_cpu_us"] for r in runs)
+        loadgen_us = statistics.median(r["loadgen_cpu_us"] for r in runs)
         ratio = f"{rate / ours:.2f}" if ours else "-"
         label = by_name[name].label.format(**v)
-        lines.append(f"| {label} | {rate:,.0f} | {ratio} | {p50:.2f} | {p99:.2f} |")
+        lines.append(
+            f"| {label} | {rate:,.0f} | {ratio} | {server_us:.1f} | {loadgen_us:.1f} "
+            f"| {p50:.2f} | {p99:.2f} |"
+        )
     return "\n".join(lines)
+
+
+LOAD_AT_START = os.getloadavg()[0]
 
 
 def main() -> None:
@@ -346,6 +367,7 @@ def main() -> None:
         parser.add_argument("--seconds", type=float, default=3.0)
         parser.add_argument("--warmup", type=float, default=1.0)
         parser.add_argument("--rate", type=float, default=10.0)
+        parser.add_argument("--server-pid", type=int, required=True)
         import uvloop
 
         print(json.dumps(uvloop.run(client(parser.parse_args(sys.argv[2:])))))

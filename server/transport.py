@@ -544,6 +544,8 @@ class WebSocketTransport(asyncio.Protocol):
         """Over ``max_backlog``: drop what waits (its memory is freed now),
         send the close frame (behind only what the event loop already
         holds), close without reading, drop after ``LINGER_SECONDS``."""
+        if self.conn.close_sent is not None:
+            return  # closing already: what was queued went out before the close frame
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
