@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from server.app import build_service
 from server.config import ConfigError, Settings, load_settings, option_table
 
 from .conftest import ROOT, run_python
@@ -39,6 +40,7 @@ def test_environment_is_read() -> None:
             "WS_DRAIN_TIMEOUT": "9",
             "WS_DRAIN_SPREAD": "2.5",
             "WS_MAX_CONNECTION_AGE": "540",
+            "WS_MAX_BACKLOG": "8388608",
         },
     )
     assert s == Settings(
@@ -57,6 +59,7 @@ def test_environment_is_read() -> None:
         drain_timeout=9.0,
         drain_spread=2.5,
         max_connection_age=540.0,
+        max_backlog=8 * 1024 * 1024,
     )
 
 
@@ -90,6 +93,14 @@ def test_empty_variable_means_default() -> None:
         ({"WS_DRAIN_SPREAD": "-1"}, "invalid WS_DRAIN_SPREAD='-1'"),
         ({"WS_MAX_CONNECTION_AGE": "0.5"}, "invalid WS_MAX_CONNECTION_AGE='0.5': expected 0 (off)"),
         ({"WS_MAX_CONNECTION_AGE": "10m"}, "invalid WS_MAX_CONNECTION_AGE='10m'"),
+        ({"WS_MAX_BACKLOG": "4MiB"}, "invalid WS_MAX_BACKLOG='4MiB': expected a whole number"),
+        # The cap must leave an echo of the largest message room above the
+        # 1 MiB pause threshold: 4 MiB of message needs 6 MiB of backlog.
+        (
+            {"WS_MAX_MESSAGE_BYTES": "4194304"},
+            "invalid WS_MAX_BACKLOG=4194304: must be at least WS_MAX_MESSAGE_BYTES=4194304",
+        ),
+        ({"WS_MAX_BACKLOG": "3145727"}, "invalid WS_MAX_BACKLOG=3145727: must be at least"),
         ({"WS_MAX_CONNECTION_AGE": "inf"}, "invalid WS_MAX_CONNECTION_AGE='inf'"),
         # One message for every bad age, in plain numbers (it said "from 0
         # to 2.6784e+06" for these, and "from 1 to 2678400" for 0.5).
@@ -134,3 +145,11 @@ def test_readme_documents_every_setting_with_its_default() -> None:
     readme = (ROOT / "README.md").read_text()
     for env, _flag, default, _help in option_table():
         assert f"| `{env}` | `{default}` |" in readme, env
+
+
+def test_the_backlog_cap_reaches_every_connections_limits() -> None:
+    """WS_MAX_BACKLOG's one path: the environment, Settings, the Service's
+    SendLimits (each connection's transport compares its backlog with it)."""
+    settings = load_settings([], {"WS_MAX_BACKLOG": "5242880"})
+    assert build_service(settings).limits.max_backlog == 5 * 1024 * 1024
+    assert load_settings([], {"WS_MAX_BACKLOG": "3145728"}).max_backlog == 3 * 1024 * 1024
