@@ -92,6 +92,8 @@ def test_a_member_that_never_reads_is_closed_at_the_backlog_cap_and_memory_stays
                 asyncio.create_task(drain(talker, False)),
                 asyncio.create_task(drain(ear, True)),
             ]
+            # The ear is a member once it has its own join.
+            await until(lambda: any(d.get("name") == "ear" for d in heard), 10)
             sent = 0
             started = time.monotonic()
             left_at = 0.0
