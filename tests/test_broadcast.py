@@ -247,11 +247,22 @@ async def test_broadcast_skips_a_closing_member_without_raising(
 
 
 @pytest.mark.settings(compression=True)
-async def test_compressed_members_get_frames_their_own_inflater_reads(port: int) -> None:
+async def test_compressed_members_get_frames_their_own_inflater_reads(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Plain members, members that keep their compression context (each
     needs its own frames: they differ once the contexts hold history),
     and members that asked for server_no_context_takeover (one shared
     frame): real websockets clients inflate every message back."""
+    compressed: list[bytes] = []
+    real_send = wire.Connection.send_message
+
+    def counting_send(self: wire.Connection, data: bytes, binary: bool) -> list[bytes]:
+        if self.deflate is not None:
+            compressed.append(data)
+        return real_send(self, data, binary)
+
+    monkeypatch.setattr(wire.Connection, "send_message", counting_send)
     takeover = await _joined(port, 2)  # websockets offers permessage-deflate by default
     fresh = await _joined(
         port, 2, extensions=[ClientPerMessageDeflateFactory(server_no_context_takeover=True)]
@@ -269,6 +280,9 @@ async def test_compressed_members_get_frames_their_own_inflater_reads(port: int)
             for ws in members:
                 assert await asyncio.wait_for(ws.recv(), 5) == text
             assert await asyncio.wait_for(plain[0].recv(), 5) == "sent:6"
+        # Per message: one compression for each member with a context of
+        # its own, one for both members without.
+        assert len(compressed) == 3 * len(texts)
         await takeover[1].send("bin:" + "z" * 5000)
         for ws in members:
             assert await asyncio.wait_for(ws.recv(), 5) == b"z" * 5000
