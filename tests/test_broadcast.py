@@ -182,7 +182,7 @@ async def _joined(port: int, count: int, **kwargs: Any) -> list[ClientConnection
 
 
 async def test_broadcast_frames_once_and_every_member_gets_it(
-    port: int, monkeypatch: pytest.MonkeyPatch
+    port: int, monkeypatch: pytest.MonkeyPatch, metrics: Any
 ) -> None:
     framed: list[bytes] = []
     real_frame = server.base._frame
@@ -215,6 +215,11 @@ async def test_broadcast_frames_once_and_every_member_gets_it(
         # No member framed it on its own (only the "sent:5" answers went
         # through write_message).
         assert per_member == [b"sent:5", b"sent:5"]
+        # Counted once per member it was queued to (text: 2 x 5 and the answers).
+        counts = metrics.messages
+        assert (counts.messages_out[False], counts.messages_out[True]) == (12, 5)
+        assert counts.bytes_out[True] == 5 * 3
+        assert counts.bytes_out[False] == 5 * (5 + 10000) + 2 * len("sent:5")
     finally:
         for ws in members:
             await ws.close()
