@@ -578,7 +578,7 @@ class RedisBackplane(Backplane):
     def _member(self, key: str) -> str:
         return f"{self._token}:{key}"
 
-    async def _presence(self, channel: str, add: str | None, remove: str | None) -> int:
+    async def _count(self, channel: str, add: str | None, remove: str | None) -> int:
         from redis.exceptions import RedisError
 
         local = len(self._presence.get(channel, ()))
@@ -603,11 +603,11 @@ class RedisBackplane(Backplane):
 
     async def presence_add(self, channel: str, key: str) -> int:
         await super().presence_add(channel, key)
-        return await self._presence(channel, key, None)
+        return await self._count(channel, key, None)
 
     async def presence_remove(self, channel: str, key: str) -> int:
         await super().presence_remove(channel, key)
-        return await self._presence(channel, None, key)
+        return await self._count(channel, None, key)
 
     async def _heartbeat(self) -> None:
         from redis.exceptions import RedisError
