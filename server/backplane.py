@@ -136,9 +136,11 @@ class Entry:
 class History:
     """What a channel still holds after an id (:meth:`Backplane.history`).
 
-    ``gap`` is true when entries after that id were trimmed (the retention)
-    or lost (a Redis without persistence restarted): ``entries`` then do
-    not follow on from it."""
+    ``gap`` is true when entries after that id may be gone: trimmed (the
+    retention) or lost (a Redis without persistence restarted); ``entries``
+    then may not follow on from it. In Redis it is true when the id is older
+    than the oldest entry kept (which Redis cannot tell apart from the id
+    being the newest entry trimmed, with nothing lost)."""
 
     entries: tuple[Entry, ...]
     gap: bool
@@ -563,7 +565,14 @@ class RedisBackplane(Backplane):
                 info = await self._client.xinfo_stream(key)
             except ResponseError:  # no such key: expired, or Redis lost it
                 return History((), start > (0, 0))
-            trimmed = parse_id(str(info.get("max-deleted-entry-id") or "0-0"))
+            # Trimming does not move max-deleted-entry-id (Redis 7.0): a
+            # last id older than the oldest entry kept is a gap - entries
+            # were trimmed after it, or the stream started again (a Redis
+            # without persistence restarted). At the boundary (the last id
+            # is the newest entry trimmed) nothing was lost, but Redis does
+            # not tell that apart, so the notice errs on the side of a gap.
+            first = info.get("first-entry")
+            oldest = parse_id(str(first[0])) if first else None
             rows = await self._client.xrange(
                 key, min=f"({after}", max="+", count=self.retention + 1000
             )
@@ -571,7 +580,7 @@ class RedisBackplane(Backplane):
             self._lost(exc)
             raise BackplaneUnavailable(_describe(exc)) from exc
         entries = tuple(Entry(str(i), f.get("d", "")) for i, f in rows)
-        return History(entries, trimmed > start)
+        return History(entries, oldest is not None and start < oldest)
 
     # -- presence ------------------------------------------------------------
 
