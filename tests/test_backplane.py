@@ -502,3 +502,54 @@ def test_local_backplane_history_and_gap() -> None:
 
     asyncio.run(scenario())
 
+
+
+class _RacingBackplane(LocalBackplane):
+    """The in-process backplane with the race forced: while a client's
+    replay is being read, two more messages are published (they reach the
+    subscription and are in the history too, as with Redis when entries
+    arrive between the subscription and the XRANGE), and one after (only
+    the subscription has it). A real LocalBackplane;
+    only the timing is arranged."""
+
+    async def history(self, channel: str, after: str) -> Any:
+        self.publish(channel, json.dumps({"type": "message", "name": "x", "text": "during 1"}))
+        await asyncio.sleep(0)
+        self.publish(channel, json.dumps({"type": "message", "name": "x", "text": "during 2"}))
+        history = await super().history(channel, after)
+        self.publish(channel, json.dumps({"type": "message", "name": "x", "text": "during 3"}))
+        return history
+
+
+@pytest.fixture
+def app(service: Any) -> Any:
+    import dataclasses
+
+    from examples.chat.app import Rooms, routes
+    from server.app import make_app
+
+    return make_app(
+        dataclasses.replace(service, backplane=_RacingBackplane()), routes=routes(Rooms())
+    )
+
+
+async def test_messages_published_during_the_replay_come_once_in_order(port: int) -> None:
+    lobby = f"ws://127.0.0.1:{port}/ws/rooms/lobby"
+    async with connect(lobby + "?name=ada") as ada:
+        joined = await doc(ada)
+        await ada.send("before")
+        before = await until_type(ada, "message")
+        async with connect(f"{lobby}?last_id={joined['id']}") as back:
+            got = [await doc(back) for _ in range(5)]
+            assert [d.get("text", d["type"]) for d in got] == [
+                "before",
+                "during 1",
+                "during 2",
+                "during 3",
+                "join",
+            ]
+            assert got[0] == before
+            ids = [parse_id(d["id"]) for d in got]
+            assert ids == sorted(ids)
+            with pytest.raises(TimeoutError):
+                await doc(back, 0.3)
