@@ -164,9 +164,10 @@ class Backoff:
         self.attempts = 0
 
     def next(self) -> float:
-        ceiling = min(self.cap, self.base * 2 ** min(self.attempts, 32))
+        ceiling: float = min(self.cap, self.base * 2.0 ** min(self.attempts, 32))
         self.attempts += 1
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - not crypto
+        jitter: float = random.uniform(0, ceiling / 2)  # noqa: S311 - not crypto
+        return ceiling / 2 + jitter
 
     def reset(self) -> None:
         self.attempts = 0
@@ -344,6 +345,7 @@ class RedisBackplane(Backplane):
         self._down_since: float | None = None
         self._outage_logged = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._unblocks: set[asyncio.Task[None]] = set()
         self._closing = False
 
     @property
@@ -504,11 +506,13 @@ class RedisBackplane(Backplane):
 
         async def unblock() -> None:
             with contextlib.suppress(Exception):  # without the right: BLOCK_MS later
-                await client.execute_command("CLIENT", "UNBLOCK", reader_id)
+                await client.execute_command(  # type: ignore[no-untyped-call]
+                    "CLIENT", "UNBLOCK", reader_id
+                )
 
         task = asyncio.get_running_loop().create_task(unblock())
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
+        self._unblocks.add(task)
+        task.add_done_callback(self._unblocks.discard)
 
     async def _connect(self) -> None:
         """(Re)connect the reader: its client id (for CLIENT UNBLOCK), the
@@ -529,18 +533,19 @@ class RedisBackplane(Backplane):
     async def _read(self) -> None:
         from redis.exceptions import RedisError
 
-        assert self._reader is not None and self._client is not None
+        assert self._reader is not None
+        assert self._client is not None
         while True:
             try:
                 if self._reader_id is None:
                     await self._connect()
-                streams = {
+                streams: Any = {
                     self._key(c): p for c, p in self._positions.items() if p is not None
                 }
                 if not streams:
                     await asyncio.sleep(0.05)
                     continue
-                replies = await self._reader.xread(streams, count=512, block=self.BLOCK_MS)
+                replies: Any = await self._reader.xread(streams, count=512, block=self.BLOCK_MS)
             except (RedisError, OSError) as exc:
                 self._lost(exc)
                 await asyncio.sleep(self.backoff.next())
@@ -573,7 +578,7 @@ class RedisBackplane(Backplane):
             # not tell that apart, so the notice errs on the side of a gap.
             first = info.get("first-entry")
             oldest = parse_id(str(first[0])) if first else None
-            rows = await self._client.xrange(
+            rows: Any = await self._client.xrange(
                 key, min=f"({after}", max="+", count=self.retention + 1000
             )
         except (RedisError, OSError) as exc:

@@ -61,9 +61,10 @@ class RedisServer:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.5
-            ) as s:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s,
+            ):
                 s.sendall(b"PING\r\n")
                 if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                     return
@@ -464,7 +465,9 @@ def _upgrade_status(server: ServerProcess, query: bytes) -> bytes:
         return s.recv(64).split(b"\r\n", 1)[0]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.binary(min_size=1, max_size=60))
 def test_any_last_id_gets_400_or_an_upgrade(local_chat: ServerProcess, raw: bytes) -> None:
     """Whatever a client puts in ``last_id`` (percent-encoded bytes): an id
@@ -501,7 +504,6 @@ def test_local_backplane_history_and_gap() -> None:
         assert (await plane.history("other", ids[0])).gap is True
 
     asyncio.run(scenario())
-
 
 
 class _RacingBackplane(LocalBackplane):
