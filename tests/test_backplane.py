@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -555,3 +556,16 @@ async def test_messages_published_during_the_replay_come_once_in_order(port: int
             assert ids == sorted(ids)
             with pytest.raises(TimeoutError):
                 await doc(back, 0.3)
+
+
+def test_redis_is_not_imported_without_a_backplane_url() -> None:
+    """redis-py is imported when WS_BACKPLANE_URL is set, not on every start
+    (Knative's scale from zero waits on the imports)."""
+    code = (
+        "import sys, server.__main__, server.app, examples.chat.app\n"
+        "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
