@@ -347,6 +347,7 @@ class RedisBackplane(Backplane):
         self._tasks: list[asyncio.Task[None]] = []
         self._unblocks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._writing = False
 
     @property
     def up(self) -> bool:
@@ -419,6 +420,15 @@ class RedisBackplane(Backplane):
             self._tasks.append(loop.create_task(work()))
 
     async def close(self) -> None:
+        # What the drain's last closes publish comes a moment after them
+        # (an app's on_close counts presence first): wait for the queue to
+        # stay empty a tenth of a second, two seconds at most.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            if not self._queue and not self._writing:
+                break
         self._closing = True
         self._queued.set()
         writer = self._tasks[1] if len(self._tasks) > 1 else None
@@ -471,12 +481,15 @@ class RedisBackplane(Backplane):
                 key = self._key(channel)
                 pipe.xadd(key, {"d": data}, maxlen=self.retention, approximate=True)
                 pipe.expire(key, STREAM_IDLE_EXPIRY)
+            self._writing = True
             try:
                 await pipe.execute()
             except (RedisError, OSError) as exc:
                 self._lost(exc)
                 for channel, data in batch:  # possibly taken by Redis too
                     self._deliver_here(channel, data)
+            finally:
+                self._writing = False
 
     # -- reading -------------------------------------------------------------
 

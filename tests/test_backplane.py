@@ -14,6 +14,7 @@ import contextlib
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -569,3 +570,27 @@ def test_redis_is_not_imported_without_a_backplane_url() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_drained_members_leave_reaches_the_other_process(
+    redis_server: Callable[..., RedisServer], chat: Callable[..., ServerProcess]
+) -> None:
+    """SIGTERM on one process: its member is closed with 1001, and the
+    member on the other process gets the leave (published during the drain,
+    sent before the backplane closes) with the count left."""
+    redis = redis_server()
+    a, b = chat(redis.url, WS_DRAIN_SPREAD="0"), chat(redis.url)
+
+    async def scenario() -> None:
+        async with connect(room_url(a, "drain", name="ada")) as ada, connect(
+            room_url(b, "drain", name="bob")
+        ) as bob:
+            await until_type(ada, "join", name="bob")
+            await until_type(bob, "join", name="bob")
+            a.proc.send_signal(signal.SIGTERM)
+            left = await until_type(bob, "leave")
+            assert (left["name"], left["members"]) == ("ada", 1)
+            assert ada.close_code in (None, 1001)
+
+    asyncio.run(scenario())
+    assert a.proc.wait(20) == 0
