@@ -49,6 +49,7 @@ import dataclasses
 import logging
 import random
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -188,6 +189,7 @@ class Backplane(abc.ABC):
         self.retention = retention
         self._subscribers: dict[str, Subscriber] = {}
         self._presence: dict[str, set[str]] = {}
+        self._failure_logged = -60.0
 
     @property
     @abc.abstractmethod
@@ -237,8 +239,20 @@ class Backplane(abc.ABC):
 
     def _deliver(self, channel: str, entry: Entry) -> None:
         subscriber = self._subscribers.get(channel)
-        if subscriber is not None:
+        if subscriber is None:
+            return
+        try:
             subscriber(entry)
+        except Exception:  # one bad entry or subscriber must not stop delivery
+            now = time.monotonic()
+            if now - self._failure_logged >= 60.0:  # one event a minute at most
+                self._failure_logged = now
+                record_error(
+                    None,
+                    ErrorKind.HANDLER_EXCEPTION,
+                    f"a subscriber of channel {channel[:64]!r} failed on entry {entry.id}",
+                    exc_info=sys.exc_info(),
+                )
 
 
 class _LocalIds:

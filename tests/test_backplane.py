@@ -594,3 +594,25 @@ def test_a_drained_members_leave_reaches_the_other_process(
 
     asyncio.run(scenario())
     assert a.proc.wait(20) == 0
+
+
+def test_a_foreign_entry_in_the_stream_does_not_stop_delivery(
+    redis_server: Callable[..., RedisServer], chat: Callable[..., ServerProcess]
+) -> None:
+    """Something else writes a non-JSON entry to the room's stream: one
+    error event, and the room's next messages still arrive."""
+    redis = redis_server()
+    server = chat(redis.url)
+
+    async def scenario() -> None:
+        async with connect(room_url(server, "bad", name="ada")) as ada:
+            await doc(ada)
+            cli = ["redis-cli", "-p", str(redis.port), "XADD", "ws:stream:chat:bad", "*"]
+            subprocess.run([*cli, "d", "not json"], check=True, capture_output=True)
+            await ada.send("still")
+            assert (await until_type(ada, "message"))["text"] == "still"
+
+    asyncio.run(scenario())
+    error = server.wait_event("error")
+    assert error["kind"] == "handler_exception"
+    assert "chat:bad" in error["detail"]
