@@ -128,6 +128,19 @@ async def until_type(ws: ClientConnection, kind: str, **match: Any) -> dict[str,
             return got
 
 
+class Clients(contextlib.AsyncExitStack):
+    """websockets clients closed when the block ends, however it ends."""
+
+    async def open(self, url: str) -> ClientConnection:
+        return await self.enter_async_context(connect(url))
+
+    async def join(self, server: ServerProcess, room: str, name: str) -> ClientConnection:
+        """A member of ``room`` once its own join is back: subscribed."""
+        ws = await self.open(room_url(server, room, name=name))
+        await until_type(ws, "join", name=name)
+        return ws
+
+
 def metric(server: ServerProcess, name: str) -> float:
     with urllib.request.urlopen(server.url + "/metrics", timeout=5) as page:
         text = page.read().decode()
@@ -177,11 +190,10 @@ def test_workers_share_rooms_through_redis(
     counts the pod's connected processes."""
     redis = redis_server()
     server = chat(redis.url, WS_WORKERS="2")
-    lobby = room_url(server, "lobby")
 
     async def scenario() -> None:
-        clients = [await connect(lobby) for _ in range(8)]
-        try:
+        async with Clients() as stack:
+            clients = [await stack.join(server, "lobby", f"c{n}") for n in range(8)]
             talker = clients[0]
             await talker.send("hello")
             for client in clients:
@@ -191,9 +203,6 @@ def test_workers_share_rooms_through_redis(
             for client in clients:
                 texts = [(await until_type(client, "message"))["text"] for _ in range(50)]
                 assert texts == [f"m{n}" for n in range(50)]
-        finally:
-            for client in clients:
-                await client.close()
 
     asyncio.run(scenario())
     pids = {d["pid"] for d in server.log if d.get("event") == "listening"}
@@ -211,30 +220,29 @@ def test_order_per_publisher_across_processes(
     a, b = chat(redis.url), chat(redis.url)
 
     async def scenario() -> None:
-        listeners = [await connect(room_url(s, "race")) for s in (a, b, a, b)]
-        pa = await connect(room_url(a, "race", name="pa"))
-        pb = await connect(room_url(b, "race", name="pb"))
-        for ws in (*listeners, pa, pb):  # everyone's joins are in
-            await until_type(ws, "join", name="pb")
+        async with Clients() as stack:
+            listeners = [await stack.join(s, "race", f"l{n}") for n, s in enumerate((a, b, a, b))]
+            pa = await stack.join(a, "race", "pa")
+            pb = await stack.join(b, "race", "pb")
+            for ws in (*listeners, pa):  # everyone's joins are in
+                await until_type(ws, "join", name="pb")
 
-        async def burst(ws: ClientConnection, tag: str) -> None:
-            for n in range(300):
-                await ws.send(f"{tag}{n}")
+            async def burst(ws: ClientConnection, tag: str) -> None:
+                for n in range(300):
+                    await ws.send(f"{tag}{n}")
 
-        await asyncio.gather(burst(pa, "a"), burst(pb, "b"))
-        orders = []
-        for ws in listeners:
-            got = [await until_type(ws, "message") for _ in range(600)]
-            texts = [d["text"] for d in got]
-            assert [t for t in texts if t[0] == "a"] == [f"a{n}" for n in range(300)]
-            assert [t for t in texts if t[0] == "b"] == [f"b{n}" for n in range(300)]
-            ids = [parse_id(d["id"]) for d in got]
-            assert ids == sorted(ids)
-            assert len(set(ids)) == 600
-            orders.append(texts)
-        assert all(order == orders[0] for order in orders)
-        for ws in (*listeners, pa, pb):
-            await ws.close()
+            await asyncio.gather(burst(pa, "a"), burst(pb, "b"))
+            orders = []
+            for ws in listeners:
+                got = [await until_type(ws, "message") for _ in range(600)]
+                texts = [d["text"] for d in got]
+                assert [t for t in texts if t[0] == "a"] == [f"a{n}" for n in range(300)]
+                assert [t for t in texts if t[0] == "b"] == [f"b{n}" for n in range(300)]
+                ids = [parse_id(d["id"]) for d in got]
+                assert ids == sorted(ids)
+                assert len(set(ids)) == 600
+                orders.append(texts)
+            assert all(order == orders[0] for order in orders)
 
     asyncio.run(scenario())
 
@@ -251,33 +259,32 @@ def test_redis_killed_and_back(
     a, b = chat(redis.url), chat(redis.url)
 
     async def scenario() -> None:
-        ada = await connect(room_url(a, "lobby", name="ada"))
-        amy = await connect(room_url(a, "lobby", name="amy"))
-        bob = await connect(room_url(b, "lobby", name="bob"))
-        for ws in (ada, amy, bob):
-            await until_type(ws, "join", name="bob")
-        redis.kill()
-        for n in range(20):
-            await ada.send(f"local {n}")
-            assert (await until_type(amy, "message"))["text"] == f"local {n}"
-            assert (await until_type(ada, "message"))["text"] == f"local {n}"
-        with pytest.raises(TimeoutError):  # bob is on the other process
-            await until_type(bob, "message")
-        assert metric(a, "websocket_backplane_connected") == 0
-        redis.start()
-        await asyncio.to_thread(a.wait_event, "backplane", 20)
-        deadline = time.monotonic() + 20
-        while len([d for d in b.log if d.get("state") == "connected"]) < 2:
-            assert time.monotonic() < deadline, "b did not reconnect"
-            await asyncio.sleep(0.05)
-        await bob.send("after")
-        assert (await until_type(ada, "message"))["text"] == "after"
-        assert (await until_type(amy, "message"))["text"] == "after"
-        assert (await until_type(bob, "message"))["text"] == "after"
-        await ada.send("again")
-        assert (await until_type(bob, "message"))["text"] == "again"
-        for ws in (ada, amy, bob):
-            await ws.close()
+        async with Clients() as stack:
+            ada = await stack.join(a, "lobby", "ada")
+            amy = await stack.join(a, "lobby", "amy")
+            bob = await stack.join(b, "lobby", "bob")
+            for ws in (ada, amy):
+                await until_type(ws, "join", name="bob")
+            redis.kill()
+            for n in range(20):
+                await ada.send(f"local {n}")
+                assert (await until_type(amy, "message"))["text"] == f"local {n}"
+                assert (await until_type(ada, "message"))["text"] == f"local {n}"
+            with pytest.raises(TimeoutError):  # bob is on the other process
+                await until_type(bob, "message")
+            assert metric(a, "websocket_backplane_connected") == 0
+            redis.start()
+            await asyncio.to_thread(a.wait_event, "backplane", 20)
+            deadline = time.monotonic() + 20
+            while len([d for d in b.log if d.get("state") == "connected"]) < 2:
+                assert time.monotonic() < deadline, "b did not reconnect"
+                await asyncio.sleep(0.05)
+            await bob.send("after")
+            assert (await until_type(ada, "message"))["text"] == "after"
+            assert (await until_type(amy, "message"))["text"] == "after"
+            assert (await until_type(bob, "message"))["text"] == "after"
+            await ada.send("again")
+            assert (await until_type(bob, "message"))["text"] == "again"
 
     asyncio.run(scenario())
     errors = [d for d in a.log if d.get("event") == "error" and d["kind"] != "abnormal_closure"]
@@ -305,35 +312,35 @@ def test_resume_with_last_id_while_messages_keep_coming(
     total = 600
 
     async def scenario() -> None:
-        publisher = await connect(room_url(a, "resume", name="pub"))
-        await until_type(publisher, "join", name="pub")
-        listener = await connect(room_url(b, "resume", name="lis"))
-        got = [await until_type(listener, "join", name="lis")]
+        async with Clients() as stack:
+            publisher = await stack.join(a, "resume", "pub")
+            listener = await stack.open(room_url(b, "resume", name="lis"))
+            got = [await until_type(listener, "join", name="lis")]
 
-        async def publish() -> None:
-            for n in range(total):
-                await publisher.send(str(n))
-                if n % 20 == 0:
-                    await asyncio.sleep(0.002)
+            async def publish() -> None:
+                for n in range(total):
+                    await publisher.send(str(n))
+                    if n % 20 == 0:
+                        await asyncio.sleep(0.002)
 
-        task = asyncio.create_task(publish())
-        for server, drop_at in ((a, 150), (b, 300)):
-            while len([d for d in got if d["type"] == "message"]) < drop_at:
+            task = asyncio.create_task(publish())
+            for server, drop_at in ((a, 150), (b, 300)):
+                while len([d for d in got if d["type"] == "message"]) < drop_at:
+                    got.append(await doc(listener))
+                await listener.close()
+                last = got[-1]["id"]
+                listener = await stack.open(room_url(server, "resume", name="lis", last_id=last))
+            await task
+            while not (got and got[-1].get("text") == str(total - 1)):
                 got.append(await doc(listener))
             await listener.close()
-            last = got[-1]["id"]
-            listener = await connect(room_url(server, "resume", name="lis", last_id=last))
-        await task
-        while not (got and got[-1].get("text") == str(total - 1)):
-            got.append(await doc(listener))
-        await listener.close()
-        await publisher.close()
-        assert not [d for d in got if d["type"] == "gap"]
-        texts = [d["text"] for d in got if d["type"] == "message"]
-        assert texts == [str(n) for n in range(total)]
-        ids = [parse_id(d["id"]) for d in got]
-        assert ids == sorted(ids)
-        assert len(set(ids)) == len(ids)
+            await publisher.close()
+            assert not [d for d in got if d["type"] == "gap"]
+            texts = [d["text"] for d in got if d["type"] == "message"]
+            assert texts == [str(n) for n in range(total)]
+            ids = [parse_id(d["id"]) for d in got]
+            assert ids == sorted(ids)
+            assert len(set(ids)) == len(ids)
 
     asyncio.run(scenario())
 
@@ -582,9 +589,10 @@ def test_a_drained_members_leave_reaches_the_other_process(
     a, b = chat(redis.url, WS_DRAIN_SPREAD="0"), chat(redis.url)
 
     async def scenario() -> None:
-        async with connect(room_url(a, "drain", name="ada")) as ada, connect(
-            room_url(b, "drain", name="bob")
-        ) as bob:
+        async with (
+            connect(room_url(a, "drain", name="ada")) as ada,
+            connect(room_url(b, "drain", name="bob")) as bob,
+        ):
             await until_type(ada, "join", name="bob")
             await until_type(bob, "join", name="bob")
             a.proc.send_signal(signal.SIGTERM)
