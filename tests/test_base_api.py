@@ -21,9 +21,11 @@ from server.echo import EchoWebSocket
 from .conftest import until, upgrade_burst
 
 #: What the base adds to Tornado's public API (README, "Write your own service").
+#: ``backplane``: docs/guides/fan-out.md; ``backlog``: docs/guides/broadcast.md.
 DOCUMENTED = {
     "authorize",
     "backlog",
+    "backplane",
     "connections",
     "on_error",
     "peer",
