@@ -32,6 +32,7 @@ import tornado.web
 from tornado.iostream import IOStream, UnsatisfiableReadError
 
 from .accept import GuardedHTTPServer
+from .backplane import make_backplane
 from .base import (
     SERVICE_SETTING,
     Forwarding,
@@ -74,8 +75,9 @@ IDLE_CONNECTION_TIMEOUT = 75.0
 
 def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:
     """Each component's parameters, from the one validated settings object."""
+    metrics = metrics or Metrics()
     return Service(
-        metrics=metrics or Metrics(),
+        metrics=metrics,
         registry=Registry(
             Keepalive(settings.ping_interval, settings.ping_timeout),
             DrainPolicy(settings.drain_timeout, spread=settings.drain_spread),
@@ -96,6 +98,9 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
             burst=settings.log_message_burst,
         ),
         forwarding=Forwarding(settings.trusted_proxies, settings.forwarded_header),
+        backplane=make_backplane(
+            settings.backplane_url, settings.backplane_retention, metrics
+        ),
     )
 
 
@@ -327,6 +332,7 @@ async def serve(
         settings.idle_timeout,
         settings.send_timeout,
     )
+    await service.backplane.start()
     sockets = tornado.netutil.bind_sockets(settings.port, settings.host, reuse_port=reuse_port)
     server.add_sockets(sockets)
 
@@ -395,5 +401,6 @@ async def serve(
     )
     server.stop()
     await server.close_all_connections()
+    await service.backplane.close()
     emit("exit", status=0)
     return 0

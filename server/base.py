@@ -49,6 +49,7 @@ from tornado.iostream import StreamClosedError
 
 from . import wire
 from .accept import answer_and_close
+from .backplane import Backplane, LocalBackplane
 from .connections import Connections, Registry
 from .events import EVENT_LOGGER, EventBudget, MessageLogBudget, emit, emit_message
 from .forwarded import resolve_peer
@@ -145,6 +146,8 @@ class Service:
     limits: SendLimits = dataclasses.field(default_factory=SendLimits)
     message_log: MessageLog = dataclasses.field(default_factory=MessageLog)
     forwarding: Forwarding = dataclasses.field(default_factory=Forwarding)
+    #: Fan-out across processes (WS_BACKPLANE_URL; in-process by default).
+    backplane: Backplane = dataclasses.field(default_factory=LocalBackplane)
     #: ``error`` events of refused upgrades: 100, then 10 a second.
     refusal_log: EventBudget = dataclasses.field(default_factory=lambda: EventBudget(10.0, 100))
     #: ``request`` events: 100, then 10 a second; on one connection 10,
@@ -267,6 +270,12 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     def connections(self) -> Connections:
         """The open connections of every route (read-only; see :class:`Connections`)."""
         return self._kws.service.registry.view
+
+    @property
+    def backplane(self) -> Backplane:
+        """The process's backplane (:mod:`server.backplane`): publish to a
+        channel, subscribe this process's members to it."""
+        return self._kws.service.backplane
 
     # -- the handshake -------------------------------------------------------
 

@@ -65,6 +65,9 @@ class Settings:
     request_head_timeout: float = 5.0
     idle_timeout: float = 75.0
     max_connection_age: float = 0.0
+    #: Never in a repr: it may carry a password.
+    backplane_url: str = dataclasses.field(default="", repr=False)
+    backplane_retention: int = 1000
 
 
 # -- value parsers: each takes the raw string and returns the value or raises
@@ -160,6 +163,38 @@ def _age(raw: str) -> float:
     return value
 
 
+def _backplane_url(raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    value = raw.strip()
+    expected = (
+        "expected a Redis URL: redis://[user:password@]host[:port][/db], "
+        "rediss://... (TLS) or unix:///path/to/socket"
+    )
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(expected) from None
+    if parts.scheme in ("redis", "rediss") and parts.hostname:
+        return value
+    if parts.scheme == "unix" and parts.path:
+        return value
+    raise ValueError(expected)
+
+
+def _redacted(raw: str) -> str:
+    """A secret setting's value as an error message may show it."""
+    from urllib.parse import urlsplit
+
+    try:
+        if urlsplit(raw.strip()).password is None:
+            return raw
+    except ValueError:
+        pass
+    return "<redacted>"
+
+
 def _rate(raw: str) -> float:
     try:
         value = float(raw.strip())
@@ -177,6 +212,8 @@ class _Option:
     flag: str
     parse: Callable[[str], Any]
     help: str
+    #: Its value may hold a password: an error message does not show it.
+    secret: bool = False
 
     @property
     def default(self) -> Any:
@@ -356,6 +393,24 @@ OPTIONS: tuple[_Option, ...] = (
         "close together (0: never); set it below the platform's timeout (Knative's "
         "timeoutSeconds) so the client gets a close frame, not a cut",
     ),
+    _Option(
+        "backplane_url",
+        "WS_BACKPLANE_URL",
+        "--backplane-url",
+        _backplane_url,
+        "Redis that carries broadcasts between processes and pods "
+        "(redis://user:password@host:6379/0; rediss:// for TLS); unset: each process "
+        "is on its own. Logs show it with the password redacted",
+        secret=True,
+    ),
+    _Option(
+        "backplane_retention",
+        "WS_BACKPLANE_RETENTION",
+        "--backplane-retention",
+        _int_range(1, 1_000_000),
+        "messages each channel keeps for clients that reconnect with ?last_id= "
+        "(approximately, in Redis); an older last_id gets a gap notice",
+    ),
 )
 
 
@@ -407,7 +462,8 @@ def load_settings(
         try:
             values[opt.field] = opt.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"invalid {source}={raw!r}: {exc}") from None
+            shown = _redacted(raw) if opt.secret else raw
+            raise ConfigError(f"invalid {source}={shown!r}: {exc}") from None
     settings = Settings(**values)
     if settings.ping_interval and settings.ping_timeout > settings.ping_interval:
         raise ConfigError(

@@ -50,6 +50,8 @@ class ErrorKind(enum.StrEnum):
     SLOW_HTTP_CLIENT = "slow_http_client"
     # The listener.
     DESCRIPTORS_EXHAUSTED = "descriptors_exhausted"
+    # The backplane (server/backplane.py): Redis unreachable.
+    BACKPLANE_UNAVAILABLE = "backplane_unavailable"
     # The process.
     WORKER_FAILED = "worker_failed"
     WORKER_EXITED = "worker_exited"

@@ -368,6 +368,15 @@ class Metrics:
             f"{_NS}_drain_started_timestamp_seconds",
             "When the SIGTERM drain started, in Unix seconds (0: not draining)",
         )
+        self.backplane_connected = Gauge(
+            f"{_NS}_backplane_connected",
+            "Processes connected to the WS_BACKPLANE_URL backplane (Redis): 1 per "
+            "process, summed over the pod's workers; 0 with the in-process one",
+        )
+        self.backplane_reconnects = Counter(
+            f"{_NS}_backplane_reconnects",
+            "Times a process connected to the backplane again after losing it",
+        )
         #: The per-message counters, bumped by the handlers.
         self.messages = MessageCounts()
         #: Everything above but the message counts, in the order scraped.
@@ -381,6 +390,8 @@ class Metrics:
             self.errors,
             self.accept_errors,
             self.drain_started,
+            self.backplane_connected,
+            self.backplane_reconnects,
         )
         #: With workers: the log lines this worker's sink dropped (without,
         #: :func:`server.events.log_events_dropped` tells).

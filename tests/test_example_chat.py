@@ -40,6 +40,13 @@ def chat(server_process: type[ServerProcess]) -> Callable[..., ServerProcess]:
 
 
 async def next_doc(ws: ClientConnection) -> dict[str, Any]:
+    """The next message, its stream ``id`` checked and taken out."""
+    doc = await next_with_id(ws)
+    assert re.fullmatch(r"[0-9]+-[0-9]+", doc.pop("id")), doc
+    return doc
+
+
+async def next_with_id(ws: ClientConnection) -> dict[str, Any]:
     reply = await asyncio.wait_for(ws.recv(), 5)
     assert isinstance(reply, str)
     doc: dict[str, Any] = json.loads(reply)
@@ -155,6 +162,7 @@ def test_a_member_that_never_reads_is_closed_1008_and_the_room_goes_on(
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
             [leave] = [d for d in heard if d["type"] == "leave"]
+            del leave["id"]
             return leave
 
     leave = asyncio.run(scenario())

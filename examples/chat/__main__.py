@@ -1,7 +1,7 @@
 """``python -m examples.chat``: the chat example with the same settings,
-environment, logging, signals and workers as ``python -m server`` (with
-``WS_WORKERS`` over 1, each worker is its own set of rooms: one process per
-room set is this example's scope)."""
+environment, logging, signals and workers as ``python -m server``. With
+``WS_BACKPLANE_URL`` (Redis) every process and pod on the same Redis shares
+the rooms; without, each process (each of ``WS_WORKERS``) has its own."""
 
 from __future__ import annotations
 

@@ -1,28 +1,46 @@
-"""Chat rooms in one process, on the base handler.
+"""Chat rooms on the base handler, across processes and pods through the
+backplane (:mod:`server.backplane`: Redis with ``WS_BACKPLANE_URL``, else
+in-process).
 
 A client joins room ``lobby`` by connecting to ``/ws/rooms/lobby`` (room
 names: 1 to 64 of ``a-z``, ``0-9`` and ``-``; anything else is 404), with
-an optional ``?name=`` (1 to 32 of ``A-Za-z0-9_-``; else ``guest-N``).
-Every member of the room then gets, as JSON text:
+an optional ``?name=`` (1 to 32 of ``A-Za-z0-9_-``; else ``guest-N``) and
+an optional ``?last_id=`` (the ``id`` of the last message it got, to get
+what it missed; not an id - ``<ms>-<seq>`` - is 400). Every member of the
+room, in every process, then gets, as JSON text:
 
-- ``{"type": "join", "name": "ada", "members": 2}`` when someone joins
-  (the newcomer included: it learns its name and the room's size);
-- ``{"type": "message", "name": "ada", "text": "hi"}`` for each text
-  message a member sends (the sender included);
-- ``{"type": "leave", "name": "ada", "members": 1}`` when someone leaves.
+- ``{"type": "join", "name": "ada", "members": 2, "id": "..."}`` when
+  someone joins (the newcomer included: it learns its name and the room's
+  size);
+- ``{"type": "message", "name": "ada", "text": "hi", "id": "..."}`` for
+  each text message a member sends (the sender included);
+- ``{"type": "leave", "name": "ada", "members": 1, "id": "..."}`` when
+  someone leaves.
+
+``id`` is the message's id in the room's stream (``"<ms>-<seq>"``,
+increasing). A client that reconnects with ``?last_id=`` first gets the
+messages after that id it missed, then its own ``join`` and the live ones,
+none twice and in order; if some of them are gone (older than
+``WS_BACKPLANE_RETENTION`` messages, or Redis unreachable), first
+``{"type": "gap", "last_id": "<its last_id>", "first_id": "<the oldest id
+it is sent, or null>"}``. ``members`` counts the room's members in every
+process (a Redis sorted set per room, refreshed every 10 s: the members of
+a pod that died drop out within 30 s).
 
 A binary message closes the sender with 1003, a text over
 ``Rooms.max_text`` characters with 1009, and a join past
-``Rooms.max_members`` gets 1013 (try again later). The room's members are
-found with the base's connection view (``self.connections``); the
-``Rooms`` object, shared by every connection through ``initialize()``,
-holds the limits and the guest counter. A member that stops reading is the
-base's: its unread messages pause it past 1 MiB and, ``WS_SEND_TIMEOUT``
-seconds later, close it with 1008 - the others go on.
+``Rooms.max_members`` members in this process gets 1013 (try again later).
+``Rooms``, shared by every connection of the process through
+``initialize()``, holds the limits, the guest counter and the process's
+members by room: a room's first member subscribes the process to the room's
+channel, its last unsubscribes. A member that stops reading is the base's:
+its unread messages pause it past 1 MiB and, ``WS_SEND_TIMEOUT`` seconds
+later, close it with 1008 - the others go on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import itertools
@@ -30,31 +48,91 @@ import json
 import re
 from typing import Any
 
+import tornado.web
 from tornado.websocket import WebSocketClosedError
 
 from server.app import WebSocketRoute
+from server.backplane import Backplane, BackplaneUnavailable, Entry, parse_id
 from server.base import KnativeWebSocketHandler
 from server.wire import CloseCode
 
-__all__ = ["ROOM_ROUTE", "ChatWebSocket", "Rooms", "routes"]
+__all__ = ["ROOM_ROUTE", "ChatWebSocket", "Room", "Rooms", "routes"]
 
 #: The route: the room's name is ``open()``'s argument.
 ROOM_ROUTE = r"/ws/rooms/([a-z0-9-]{1,64})"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+#: Live messages a member holds while it is sent what it missed; past it, 1013.
+MAX_HELD = 10_000
+
+
+def channel(room: str) -> str:
+    """The backplane channel of a room."""
+    return f"chat:{room}"
+
+
+class Room:
+    """This process's members of one room, and its subscription."""
+
+    def __init__(self) -> None:
+        self.members: dict[ChatWebSocket, None] = {}  # in order of joining
+        #: Done once the process is subscribed to the room's channel.
+        self.subscribed: asyncio.Future[None] | None = None
+
+    def deliver(self, entry: Entry) -> None:
+        """An entry of the room's channel: to every member of this process."""
+        doc = json.loads(entry.data)
+        doc["id"] = entry.id
+        live = None
+        for member in self.members:
+            if member.held is not None:
+                member.hold(entry, doc)
+            elif live is None:
+                live = member
+        if live is not None:
+            live.broadcast(doc)
 
 
 @dataclasses.dataclass
 class Rooms:
-    """What every chat connection shares: the limits and the guest numbers."""
+    """What every chat connection of a process shares: the limits, the
+    guest numbers and the rooms' members here."""
 
-    #: Members a room takes at once; one more gets 1013.
+    #: Members a room takes at once in one process; one more gets 1013.
     max_members: int = 1000
     #: The longest text message, in characters; a longer one gets 1009.
     max_text: int = 4096
     _guests: itertools.count[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
+    rooms: dict[str, Room] = dataclasses.field(default_factory=dict)
+    #: Leaves being published (kept referenced until done).
+    tasks: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
 
     def guest_name(self) -> str:
         return f"guest-{next(self._guests)}"
+
+    async def enter(self, name: str, member: ChatWebSocket, backplane: Backplane) -> Room:
+        """Add ``member`` to room ``name``, subscribing its first member's
+        process to the channel; returns once the subscription is there."""
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room()
+        room.members[member] = None
+        if room.subscribed is None:
+            room.subscribed = asyncio.get_running_loop().create_future()
+            try:
+                await backplane.subscribe(channel(name), room.deliver)
+            finally:
+                room.subscribed.set_result(None)
+        await room.subscribed
+        return room
+
+    def leave(self, name: str, member: ChatWebSocket, backplane: Backplane) -> None:
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        room.members.pop(member, None)
+        if not room.members:
+            del self.rooms[name]
+            backplane.unsubscribe(channel(name))
 
 
 class ChatWebSocket(KnativeWebSocketHandler):
@@ -64,10 +142,14 @@ class ChatWebSocket(KnativeWebSocketHandler):
         self.rooms = room_registry
         self.room = ""
         self.name = ""
+        self.last_id = ""
+        #: While it is sent what it missed: the live messages meanwhile.
+        self.held: list[tuple[Entry, dict[str, Any]]] | None = None
 
     def members(self) -> list[ChatWebSocket]:
-        """The room's open connections, this one included while open."""
-        return self.connections.select(ChatWebSocket, path=self.request.path)
+        """The room's members in this process that get live messages."""
+        room = self.rooms.rooms.get(self.room)
+        return [m for m in room.members if m.held is None] if room else []
 
     def broadcast(self, doc: dict[str, Any]) -> None:
         """Send ``doc`` to every member. Fire and forget: a member that
@@ -77,15 +159,70 @@ class ChatWebSocket(KnativeWebSocketHandler):
             with contextlib.suppress(WebSocketClosedError):  # closing: its leave follows
                 member.write_message(text)
 
-    def open(self, room: str) -> None:
+    def publish(self, doc: dict[str, Any]) -> None:
+        """``doc`` to the room in every process (its ``id`` added there)."""
+        self.backplane.publish(channel(self.room), json.dumps(doc))
+
+    def hold(self, entry: Entry, doc: dict[str, Any]) -> None:
+        assert self.held is not None
+        if len(self.held) >= MAX_HELD:
+            self.close(CloseCode.TRY_AGAIN_LATER, "too many messages while catching up")
+            return
+        self.held.append((entry, doc))
+
+    def send_doc(self, doc: dict[str, Any]) -> None:
+        with contextlib.suppress(WebSocketClosedError):
+            self.write_message(json.dumps(doc))
+
+    def authorize(self) -> None:
+        last_id = self.get_query_argument("last_id", "")
+        if last_id:
+            try:
+                parse_id(last_id)
+            except ValueError as exc:
+                raise tornado.web.HTTPError(400, f"bad last_id: {exc}") from None
+        self.last_id = last_id
+
+    async def open(self, room: str) -> None:
         wanted = self.get_query_argument("name", "")
         name = wanted if _NAME.fullmatch(wanted) else self.rooms.guest_name()
-        members = self.members()
-        if len(members) > self.rooms.max_members:
+        here = self.rooms.rooms.get(room)
+        if here is not None and len(here.members) >= self.rooms.max_members:
             self.close(CloseCode.TRY_AGAIN_LATER, "the room is full")
             return
         self.room, self.name = room, name
-        self.broadcast({"type": "join", "name": name, "members": len(members)})
+        self.held = []  # live messages wait while the missed ones are sent
+        await self.rooms.enter(room, self, self.backplane)
+        if self.last_id:
+            await self._catch_up()
+        held, self.held = self.held, None
+        for _, doc in held:
+            self.send_doc(doc)
+        members = await self.backplane.presence_add(channel(room), self._key())
+        self.publish({"type": "join", "name": name, "members": members})
+
+    async def _catch_up(self) -> None:
+        """Send what came after ``last_id`` (a gap notice first if some is
+        gone), then drop the held live messages it covered."""
+        try:
+            history = await self.backplane.history(channel(self.room), self.last_id)
+        except BackplaneUnavailable:
+            self.send_doc({"type": "gap", "last_id": self.last_id, "first_id": None})
+            return
+        first = history.entries[0].id if history.entries else None
+        if history.gap:
+            self.send_doc({"type": "gap", "last_id": self.last_id, "first_id": first})
+        last = parse_id(self.last_id)
+        for entry in history.entries:
+            doc = json.loads(entry.data)
+            doc["id"] = entry.id
+            self.send_doc(doc)
+            last = parse_id(entry.id)
+        assert self.held is not None
+        self.held = [(e, d) for e, d in self.held if parse_id(e.id) > last]
+
+    def _key(self) -> str:
+        return f"{self.name}:{id(self):x}"
 
     def on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
@@ -94,11 +231,19 @@ class ChatWebSocket(KnativeWebSocketHandler):
         if len(message) > self.rooms.max_text:
             self.close(CloseCode.MESSAGE_TOO_BIG, f"at most {self.rooms.max_text} characters")
             return
-        self.broadcast({"type": "message", "name": self.name, "text": message})
+        self.publish({"type": "message", "name": self.name, "text": message})
 
     def on_close(self) -> None:
-        if self.room:  # it had joined
-            self.broadcast({"type": "leave", "name": self.name, "members": len(self.members())})
+        if not self.room:  # it had not joined
+            return
+        self.rooms.leave(self.room, self, self.backplane)
+        task = asyncio.get_running_loop().create_task(self._left())
+        self.rooms.tasks.add(task)
+        task.add_done_callback(self.rooms.tasks.discard)
+
+    async def _left(self) -> None:
+        members = await self.backplane.presence_remove(channel(self.room), self._key())
+        self.publish({"type": "leave", "name": self.name, "members": members})
 
 
 def routes(rooms: Rooms) -> list[WebSocketRoute]:

@@ -1,0 +1,646 @@
+"""Fan-out across processes and pods: publish to a channel, and every
+process subscribed to it delivers to its own connections.
+
+On Knative a room's members are spread over pods with no stickiness, and
+with ``WS_WORKERS`` > 1 over the processes of a pod: a message one process
+receives reaches the others through a backplane. Two implementations of one
+interface (:class:`Backplane`):
+
+- :class:`LocalBackplane` (the default, ``WS_BACKPLANE_URL`` unset): one
+  process; the same ids, history and presence, kept in memory;
+- :class:`RedisBackplane` (``WS_BACKPLANE_URL=redis://...``): a Redis
+  Stream per channel, on redis-py's asyncio client.
+
+Each published message becomes a stream entry, ``XADD <stream> MAXLEN ~ N``
+(``N``: ``WS_BACKPLANE_RETENTION``), and its id (``"<ms>-<seq>"``) is the
+message's id. Live delivery reads the streams (``XREAD BLOCK``, one reader
+connection per process for every channel it has members in), not pub/sub:
+the live messages and a reconnecting client's replay (``XRANGE``) are then
+the same entries with the same ids in the same order, so a client that
+comes back with the last id it saw gets exactly what came after, and a
+reader that lost Redis for a while picks up where it stopped instead of
+losing what was published meanwhile. Every process sees a channel's entries
+in the stream's order, so the messages of one publisher arrive in the order
+it sent them (each process sends its publishes through one queue, in order).
+
+Losing Redis: one ``error`` event (kind ``backplane_unavailable``, the URL
+with its password redacted) per outage, ``websocket_backplane_connected``
+drops, the reader retries with capped exponential backoff and jitter, and
+meanwhile a publish is delivered to this process's own subscribers (with
+an id of the same shape, not in any stream: the other processes do not get
+it, and a client resuming from it later gets what the stream has after
+it). Readiness is not touched: local delivery still works, and failing
+readiness on every pod at once would take the whole service out of the
+load balancer for a Redis blip.
+
+Presence (:meth:`Backplane.presence_add`): a sorted set per channel of
+member keys scored by their expiry; each process refreshes its own members
+every :data:`PRESENCE_HEARTBEAT` seconds, so the members of a pod that
+crashed drop out of the count after :data:`PRESENCE_TTL` seconds.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .events import emit
+from .kinds import ErrorKind
+from .metrics import Metrics
+from .telemetry import record_error
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = [
+    "PRESENCE_HEARTBEAT",
+    "PRESENCE_TTL",
+    "Backoff",
+    "Backplane",
+    "BackplaneUnavailable",
+    "Entry",
+    "History",
+    "LocalBackplane",
+    "RedisBackplane",
+    "Subscriber",
+    "make_backplane",
+    "parse_id",
+    "redact_url",
+]
+
+#: Seconds a member key stays in a channel's presence set without a refresh.
+PRESENCE_TTL = 30.0
+#: Seconds between a process's refreshes of its members' presence.
+PRESENCE_HEARTBEAT = 10.0
+#: Seconds a channel's stream is kept after its last publish.
+STREAM_IDLE_EXPIRY = 86400
+#: Channels the in-process backplane keeps history for once none of them
+#: has a subscriber (the oldest are forgotten first).
+LOCAL_IDLE_CHANNELS = 10_000
+#: Publishes waiting for Redis at most; past it they are delivered locally.
+PUBLISH_QUEUE = 10_000
+
+_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_MAX = 2**64 - 1
+
+
+def parse_id(raw: str) -> tuple[int, int]:
+    """``"<ms>-<seq>"`` (a Redis Stream id; each part 0 to 2**64-1) as a
+    pair that sorts as the ids do. Anything else raises ValueError."""
+    match = _ID.fullmatch(raw)
+    if match is None:
+        raise ValueError("expected an id like 1700000000000-0")
+    ms, seq = int(match.group(1)), int(match.group(2))
+    if ms > _MAX or seq > _MAX:
+        raise ValueError("an id's parts are at most 2**64-1")
+    return ms, seq
+
+
+def _format_id(key: tuple[int, int]) -> str:
+    return f"{key[0]}-{key[1]}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: what logs show."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Entry:
+    """One published message: its id (``"<ms>-<seq>"``) and its data."""
+
+    id: str
+    data: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class History:
+    """What a channel still holds after an id (:meth:`Backplane.history`).
+
+    ``gap`` is true when entries after that id were trimmed (the retention)
+    or lost (a Redis without persistence restarted): ``entries`` then do
+    not follow on from it."""
+
+    entries: tuple[Entry, ...]
+    gap: bool
+
+
+#: A channel's subscriber: called with each entry, in the channel's order.
+Subscriber = Callable[[Entry], None]
+
+
+class BackplaneUnavailable(RuntimeError):
+    """The backplane cannot answer now (Redis is unreachable)."""
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: the n-th delay is drawn from
+    the upper half of ``min(cap, base * 2**n)``."""
+
+    def __init__(self, base: float = 0.1, cap: float = 10.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempts = 0
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.base * 2 ** min(self.attempts, 32))
+        self.attempts += 1
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - not crypto
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class Backplane(abc.ABC):
+    """Publish to channels; deliver each channel's entries to the one
+    subscriber this process has for it (an app fans out to its members).
+
+    An app subscribes a channel when it gains its first local member and
+    unsubscribes it when it loses its last. Entries reach the subscriber in
+    the channel's order, the same in every process."""
+
+    #: Entries a channel keeps for :meth:`history` (approximately, in Redis).
+    retention: int
+
+    def __init__(self, retention: int) -> None:
+        self.retention = retention
+        self._subscribers: dict[str, Subscriber] = {}
+        self._presence: dict[str, set[str]] = {}
+
+    @property
+    @abc.abstractmethod
+    def up(self) -> bool:
+        """Whether publishes reach the other processes now."""
+
+    async def start(self) -> None:  # noqa: B027 - optional
+        """Begin (on the event loop that serves); never waits for Redis."""
+
+    async def close(self) -> None:  # noqa: B027 - optional
+        """Send what is queued (briefly) and stop."""
+
+    @abc.abstractmethod
+    def publish(self, channel: str, data: str) -> None:
+        """Publish ``data`` to ``channel``; never blocks. The publishes of
+        one process reach every subscriber in the order they were made."""
+
+    async def subscribe(self, channel: str, subscriber: Subscriber) -> None:
+        """Deliver ``channel``'s entries published from now on to
+        ``subscriber`` (replacing any other). Once it returns, every entry
+        not in a later :meth:`history` reaches ``subscriber``."""
+        self._subscribers[channel] = subscriber
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop delivering ``channel`` here."""
+        self._subscribers.pop(channel, None)
+
+    @abc.abstractmethod
+    async def history(self, channel: str, after: str) -> History:
+        """The entries of ``channel`` after id ``after`` (exclusive), oldest
+        first, and whether some were lost. Raises BackplaneUnavailable."""
+
+    async def presence_add(self, channel: str, key: str) -> int:
+        """Count ``key`` (unique to one member) in ``channel``; the
+        channel's members in every process now."""
+        self._presence.setdefault(channel, set()).add(key)
+        return len(self._presence[channel])
+
+    async def presence_remove(self, channel: str, key: str) -> int:
+        """Stop counting ``key``; the channel's members left."""
+        keys = self._presence.get(channel)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._presence[channel]
+        return len(keys) if keys else 0
+
+    def _deliver(self, channel: str, entry: Entry) -> None:
+        subscriber = self._subscribers.get(channel)
+        if subscriber is not None:
+            subscriber(entry)
+
+
+class _LocalIds:
+    """Ids of the streams' shape, made here: later than both the clock and
+    the last id seen in the channel."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, tuple[int, int]] = {}
+
+    def seen(self, channel: str, key: tuple[int, int]) -> None:
+        if key > self.last.get(channel, (0, 0)):
+            self.last[channel] = key
+
+    def make(self, channel: str) -> tuple[int, int]:
+        now = time.time_ns() // 1_000_000
+        last = self.last.get(channel, (0, 0))
+        key = (now, 0) if now > last[0] else (last[0], last[1] + 1)
+        self.last[channel] = key
+        return key
+
+
+class LocalBackplane(Backplane):
+    """One process's channels, in memory: the default. ``retention``
+    entries per channel; channels without a subscriber are forgotten,
+    oldest first, past :data:`LOCAL_IDLE_CHANNELS`."""
+
+    def __init__(self, retention: int = 1000) -> None:
+        super().__init__(retention)
+        self._streams: collections.OrderedDict[str, collections.deque[Entry]] = (
+            collections.OrderedDict()
+        )
+        #: Per channel, the newest id trimmed away.
+        self._trimmed: dict[str, tuple[int, int]] = {}
+        self._ids = _LocalIds()
+
+    @property
+    def up(self) -> bool:
+        return True
+
+    def publish(self, channel: str, data: str) -> None:
+        entry = Entry(_format_id(self._ids.make(channel)), data)
+        stream = self._streams.get(channel)
+        if stream is None:
+            stream = self._streams[channel] = collections.deque()
+            self._forget_idle()
+        self._streams.move_to_end(channel)
+        if len(stream) >= self.retention:
+            self._trimmed[channel] = parse_id(stream.popleft().id)
+        stream.append(entry)
+        self._deliver(channel, entry)
+
+    def _forget_idle(self) -> None:
+        idle = len(self._streams) - LOCAL_IDLE_CHANNELS
+        for channel in list(self._streams):
+            if idle <= 0:
+                break
+            if channel not in self._subscribers:
+                del self._streams[channel]
+                self._trimmed.pop(channel, None)
+                self._ids.last.pop(channel, None)
+                idle -= 1
+
+    async def history(self, channel: str, after: str) -> History:
+        key = parse_id(after)
+        stream = self._streams.get(channel, ())
+        entries = tuple(e for e in stream if parse_id(e.id) > key)
+        gap = self._trimmed.get(channel, (0, 0)) > key
+        if channel not in self._streams and key > (0, 0):
+            gap = True  # forgotten, or never here: nothing follows on from it
+        return History(entries, gap)
+
+
+class RedisBackplane(Backplane):
+    """Channels as Redis Streams (see the module's docstring)."""
+
+    #: Milliseconds an XREAD waits for entries before it asks again.
+    BLOCK_MS = 5000
+
+    def __init__(
+        self,
+        url: str,
+        retention: int = 1000,
+        metrics: Metrics | None = None,
+        *,
+        prefix: str = "ws:",
+        backoff: Backoff | None = None,
+    ) -> None:
+        super().__init__(retention)
+        self.url = url
+        self.prefix = prefix
+        self.metrics = metrics or Metrics()
+        self.backoff = backoff or Backoff()
+        self._token = uuid.uuid4().hex[:12]
+        self._client: redis.asyncio.Redis | None = None
+        self._reader: redis.asyncio.Redis | None = None
+        self._reader_id: int | None = None
+        #: Per subscribed channel, the id its reading goes on from (None:
+        #: fixed at the next connection).
+        self._positions: dict[str, str | None] = {}
+        self._queue: collections.deque[tuple[str, str]] = collections.deque()
+        self._queued = asyncio.Event()
+        self._ids = _LocalIds()
+        self._up = False
+        self._down_since: float | None = None
+        self._outage_logged = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    def _key(self, channel: str) -> str:
+        return f"{self.prefix}stream:{channel}"
+
+    def _presence_key(self, channel: str) -> str:
+        return f"{self.prefix}presence:{channel}"
+
+    # -- connection state ----------------------------------------------------
+
+    def _connected(self) -> None:
+        if self._up:
+            return
+        self._up = True
+        self.metrics.backplane_connected.inc()
+        self.backoff.reset()
+        fields: dict[str, Any] = {"state": "connected", "url": redact_url(self.url)}
+        if self._down_since is not None:
+            fields["down_seconds"] = round(time.monotonic() - self._down_since, 3)
+            self.metrics.backplane_reconnects.inc()
+        self._down_since = None
+        self._outage_logged = False
+        emit("backplane", **fields)
+
+    def _lost(self, exc: BaseException) -> None:
+        """Redis failed: one error event per outage, the gauge, the state."""
+        if self._up:
+            self._up = False
+            self.metrics.backplane_connected.dec()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        self._reader_id = None
+        if self._outage_logged:
+            return
+        self._outage_logged = True
+        detail = _describe(exc)
+        record_error(
+            self.metrics,
+            ErrorKind.BACKPLANE_UNAVAILABLE,
+            f"redis unreachable: {detail}; delivering to this process only, retrying",
+            url=redact_url(self.url),
+        )
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        common: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_connect_timeout": 2.0,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self._client = redis.asyncio.Redis.from_url(self.url, socket_timeout=5.0, **common)
+        self._reader = redis.asyncio.Redis.from_url(
+            self.url,
+            socket_timeout=self.BLOCK_MS / 1000 + 5.0,
+            single_connection_client=True,
+            **common,
+        )
+        with contextlib.suppress(Exception):  # one attempt; the reader goes on trying
+            await self._connect()
+        loop = asyncio.get_running_loop()
+        for work in (self._read, self._write, self._heartbeat):
+            self._tasks.append(loop.create_task(work()))
+
+    async def close(self) -> None:
+        self._closing = True
+        self._queued.set()
+        writer = self._tasks[1] if len(self._tasks) > 1 else None
+        if writer is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(writer), 2.0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for client in (self._client, self._reader):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    # -- publishing ----------------------------------------------------------
+
+    def publish(self, channel: str, data: str) -> None:
+        if len(self._queue) >= PUBLISH_QUEUE:
+            self._deliver_here(channel, data)
+            return
+        self._queue.append((channel, data))
+        self._queued.set()
+
+    def _deliver_here(self, channel: str, data: str) -> None:
+        """A publish Redis did not take: to this process's subscriber only."""
+        self._deliver(channel, Entry(_format_id(self._ids.make(channel)), data))
+
+    async def _write(self) -> None:
+        """Send the queue to Redis in order, a pipeline at a time; while
+        Redis is unreachable, deliver it here."""
+        from redis.exceptions import RedisError
+
+        assert self._client is not None
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), 256))]
+            if not self._up:
+                for channel, data in batch:
+                    self._deliver_here(channel, data)
+                continue
+            pipe = self._client.pipeline(transaction=False)
+            for channel, data in batch:
+                key = self._key(channel)
+                pipe.xadd(key, {"d": data}, maxlen=self.retention, approximate=True)
+                pipe.expire(key, STREAM_IDLE_EXPIRY)
+            try:
+                await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+                for channel, data in batch:  # possibly taken by Redis too
+                    self._deliver_here(channel, data)
+
+    # -- reading -------------------------------------------------------------
+
+    async def subscribe(self, channel: str, subscriber: Subscriber) -> None:
+        await super().subscribe(channel, subscriber)
+        if channel in self._positions:
+            return
+        self._positions[channel] = None
+        with contextlib.suppress(Exception):  # unreachable: fixed when the reader connects
+            self._positions[channel] = await self._last_id(channel)
+            self._wake_reader()
+
+    def unsubscribe(self, channel: str) -> None:
+        super().unsubscribe(channel)
+        self._positions.pop(channel, None)
+
+    async def _last_id(self, channel: str) -> str:
+        assert self._client is not None
+        newest = await self._client.xrevrange(self._key(channel), count=1)
+        return str(newest[0][0]) if newest else "0-0"
+
+    def _wake_reader(self) -> None:
+        """Interrupt the reader's XREAD so it reads the new channel too."""
+        if self._reader_id is None or self._client is None:
+            return
+        client, reader_id = self._client, self._reader_id
+
+        async def unblock() -> None:
+            with contextlib.suppress(Exception):  # without the right: BLOCK_MS later
+                await client.execute_command("CLIENT", "UNBLOCK", reader_id)
+
+        task = asyncio.get_running_loop().create_task(unblock())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _connect(self) -> None:
+        """(Re)connect the reader: its client id (for CLIENT UNBLOCK), the
+        positions of channels subscribed while Redis was away."""
+        from redis.exceptions import RedisError
+
+        assert self._reader is not None
+        try:
+            self._reader_id = int(await self._reader.client_id())
+            for channel, position in list(self._positions.items()):
+                if position is None:
+                    self._positions[channel] = await self._last_id(channel)
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            raise
+        self._connected()
+
+    async def _read(self) -> None:
+        from redis.exceptions import RedisError
+
+        assert self._reader is not None and self._client is not None
+        while True:
+            try:
+                if self._reader_id is None:
+                    await self._connect()
+                streams = {
+                    self._key(c): p for c, p in self._positions.items() if p is not None
+                }
+                if not streams:
+                    await asyncio.sleep(0.05)
+                    continue
+                replies = await self._reader.xread(streams, count=512, block=self.BLOCK_MS)
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+                await asyncio.sleep(self.backoff.next())
+                continue
+            for key, entries in replies or ():
+                channel = str(key)[len(self.prefix) + len("stream:") :]
+                for entry_id, fields in entries:
+                    if channel not in self._positions:
+                        break  # unsubscribed meanwhile
+                    self._positions[channel] = entry_id
+                    self._ids.seen(channel, parse_id(entry_id))
+                    self._deliver(channel, Entry(entry_id, fields.get("d", "")))
+
+    async def history(self, channel: str, after: str) -> History:
+        from redis.exceptions import RedisError, ResponseError
+
+        start = parse_id(after)
+        assert self._client is not None
+        key = self._key(channel)
+        try:
+            try:
+                info = await self._client.xinfo_stream(key)
+            except ResponseError:  # no such key: expired, or Redis lost it
+                return History((), start > (0, 0))
+            trimmed = parse_id(str(info.get("max-deleted-entry-id") or "0-0"))
+            rows = await self._client.xrange(
+                key, min=f"({after}", max="+", count=self.retention + 1000
+            )
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            raise BackplaneUnavailable(_describe(exc)) from exc
+        entries = tuple(Entry(str(i), f.get("d", "")) for i, f in rows)
+        return History(entries, trimmed > start)
+
+    # -- presence ------------------------------------------------------------
+
+    def _member(self, key: str) -> str:
+        return f"{self._token}:{key}"
+
+    async def _count(self, channel: str, add: str | None, remove: str | None) -> int:
+        from redis.exceptions import RedisError
+
+        local = len(self._presence.get(channel, ()))
+        if not self._up or self._client is None:
+            return local
+        now = time.time()
+        pipe = self._client.pipeline(transaction=False)
+        zkey = self._presence_key(channel)
+        if add is not None:
+            pipe.zadd(zkey, {self._member(add): now + PRESENCE_TTL})
+        if remove is not None:
+            pipe.zrem(zkey, self._member(remove))
+        pipe.zremrangebyscore(zkey, "-inf", now)
+        pipe.zcard(zkey)
+        pipe.expire(zkey, int(PRESENCE_TTL) * 2)
+        try:
+            replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return local
+        return int(replies[-2])
+
+    async def presence_add(self, channel: str, key: str) -> int:
+        await super().presence_add(channel, key)
+        return await self._count(channel, key, None)
+
+    async def presence_remove(self, channel: str, key: str) -> int:
+        await super().presence_remove(channel, key)
+        return await self._count(channel, None, key)
+
+    async def _heartbeat(self) -> None:
+        from redis.exceptions import RedisError
+
+        assert self._client is not None
+        while True:
+            await asyncio.sleep(PRESENCE_HEARTBEAT)
+            if not self._up or not self._presence:
+                continue
+            expiry = time.time() + PRESENCE_TTL
+            pipe = self._client.pipeline(transaction=False)
+            for channel, keys in self._presence.items():
+                zkey = self._presence_key(channel)
+                pipe.zadd(zkey, {self._member(k): expiry for k in keys})
+                pipe.expire(zkey, int(PRESENCE_TTL) * 2)
+            try:
+                await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as a short line with no URL in it (redis-py's messages
+    name the host and port, never the password)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:200]
+
+
+def make_backplane(url: str, retention: int, metrics: Metrics | None = None) -> Backplane:
+    """The backplane ``WS_BACKPLANE_URL`` names: Redis, or in-process if empty."""
+    if not url:
+        return LocalBackplane(retention)
+    return RedisBackplane(url, retention, metrics)
+
+
+logging.getLogger("redis").setLevel(logging.WARNING)
