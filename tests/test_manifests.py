@@ -659,3 +659,17 @@ def test_dockerfile_runs_the_server_as_non_root_in_exec_form() -> None:
     assert 'ENTRYPOINT ["python", "-m", "server"]' in dockerfile
     assert "USER 65532:65532" in dockerfile
     assert "ARG BASE_IMAGE=" in dockerfile
+
+
+def test_dockerfile_builds_the_chat_example_as_its_own_target() -> None:
+    """`docker build --target chat` runs the chat example on the server's
+    runtime; the default (last) target stays the echo server; the build
+    context lets examples/chat in (e2e/test_backplane.py runs the image)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", dockerfile, re.MULTILINE)
+    assert ("runtime", "chat") in stages
+    assert stages[-1] == ("runtime", "server")
+    chat = dockerfile.split("FROM runtime AS chat", 1)[1].split("\nFROM ", 1)[0]
+    assert 'ENTRYPOINT ["python", "-m", "examples.chat"]' in chat
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert {"!examples/__init__.py", "!examples/chat/"} <= set(ignore)
