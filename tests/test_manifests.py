@@ -542,9 +542,7 @@ def test_only_the_backplane_routes_set_a_backplane(
     names = [e["name"] for e in container["env"]]
     if route.name.endswith("backplane"):
         assert names.count("WS_BACKPLANE_URL") == 1
-        assert env_secrets(container) == {
-            "WS_BACKPLANE_URL": ("websocket-server-backplane", "url")
-        }
+        assert env_secrets(container) == {"WS_BACKPLANE_URL": ("websocket-server-backplane", "url")}
     else:
         assert "WS_BACKPLANE_URL" not in names
 
