@@ -161,6 +161,12 @@ def room_url(port: int, room: str, name: str, last_id: str = "") -> str:
     return url + (f"&last_id={quote(last_id)}" if last_id else "")
 
 
+def stream_id(text: str) -> tuple[int, int]:
+    """An event id, ``"<ms>-<seq>"``, as numbers that compare in order."""
+    ms, seq = text.split("-")
+    return int(ms), int(seq)
+
+
 async def next_event(ws: ClientConnection, want: dict[str, Any]) -> dict[str, Any]:
     """The next event whose fields include ``want`` (others are skipped)."""
     while True:
@@ -184,12 +190,13 @@ def test_a_message_sent_on_one_pod_reaches_a_member_on_the_other(chat: Chat) -> 
                 await bob.send("hello from pod B")
                 got = await next_event(ann, {"type": "message", "name": "bob"})
                 assert got["text"] == "hello from pod B"
+                # The sender gets its own message too: the same event, id included.
+                own = await next_event(bob, {"type": "message", "name": "bob"})
+                assert own == got
                 await ann.send("hello from pod A")
                 got = await next_event(bob, {"type": "message", "name": "ann"})
                 assert got["text"] == "hello from pod A"
-                # The sender gets its own message too, with the same id.
-                own = await next_event(bob, {"type": "message", "name": "bob"})
-                assert own["text"] == "hello from pod B"
+                assert stream_id(got["id"]) > stream_id(own["id"])
 
     with (
         chat.cluster.port_forward(chat.namespace, pod_a, 8080) as port_a,
