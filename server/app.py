@@ -98,9 +98,7 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
             burst=settings.log_message_burst,
         ),
         forwarding=Forwarding(settings.trusted_proxies, settings.forwarded_header),
-        backplane=make_backplane(
-            settings.backplane_url, settings.backplane_retention, metrics
-        ),
+        backplane=make_backplane(settings.backplane_url, settings.backplane_retention, metrics),
     )
 
 

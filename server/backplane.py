@@ -49,6 +49,7 @@ import dataclasses
 import logging
 import random
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -136,9 +137,11 @@ class Entry:
 class History:
     """What a channel still holds after an id (:meth:`Backplane.history`).
 
-    ``gap`` is true when entries after that id were trimmed (the retention)
-    or lost (a Redis without persistence restarted): ``entries`` then do
-    not follow on from it."""
+    ``gap`` is true when entries after that id may be gone: trimmed (the
+    retention) or lost (a Redis without persistence restarted); ``entries``
+    then may not follow on from it. In Redis it is true when the id is older
+    than the oldest entry kept (which Redis cannot tell apart from the id
+    being the newest entry trimmed, with nothing lost)."""
 
     entries: tuple[Entry, ...]
     gap: bool
@@ -162,9 +165,10 @@ class Backoff:
         self.attempts = 0
 
     def next(self) -> float:
-        ceiling = min(self.cap, self.base * 2 ** min(self.attempts, 32))
+        ceiling: float = min(self.cap, self.base * 2.0 ** min(self.attempts, 32))
         self.attempts += 1
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - not crypto
+        jitter: float = random.uniform(0, ceiling / 2)  # noqa: S311 - not crypto
+        return ceiling / 2 + jitter
 
     def reset(self) -> None:
         self.attempts = 0
@@ -185,6 +189,7 @@ class Backplane(abc.ABC):
         self.retention = retention
         self._subscribers: dict[str, Subscriber] = {}
         self._presence: dict[str, set[str]] = {}
+        self._failure_logged = -60.0
 
     @property
     @abc.abstractmethod
@@ -234,8 +239,20 @@ class Backplane(abc.ABC):
 
     def _deliver(self, channel: str, entry: Entry) -> None:
         subscriber = self._subscribers.get(channel)
-        if subscriber is not None:
+        if subscriber is None:
+            return
+        try:
             subscriber(entry)
+        except Exception:  # one bad entry or subscriber must not stop delivery
+            now = time.monotonic()
+            if now - self._failure_logged >= 60.0:  # one event a minute at most
+                self._failure_logged = now
+                record_error(
+                    None,
+                    ErrorKind.HANDLER_EXCEPTION,
+                    f"a subscriber of channel {channel[:64]!r} failed on entry {entry.id}",
+                    exc_info=sys.exc_info(),
+                )
 
 
 class _LocalIds:
@@ -342,7 +359,9 @@ class RedisBackplane(Backplane):
         self._down_since: float | None = None
         self._outage_logged = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._unblocks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._writing = False
 
     @property
     def up(self) -> bool:
@@ -415,6 +434,15 @@ class RedisBackplane(Backplane):
             self._tasks.append(loop.create_task(work()))
 
     async def close(self) -> None:
+        # What the drain's last closes publish comes a moment after them
+        # (an app's on_close counts presence first): wait for the queue to
+        # stay empty a tenth of a second, two seconds at most.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            if not self._queue and not self._writing:
+                break
         self._closing = True
         self._queued.set()
         writer = self._tasks[1] if len(self._tasks) > 1 else None
@@ -467,12 +495,15 @@ class RedisBackplane(Backplane):
                 key = self._key(channel)
                 pipe.xadd(key, {"d": data}, maxlen=self.retention, approximate=True)
                 pipe.expire(key, STREAM_IDLE_EXPIRY)
+            self._writing = True
             try:
                 await pipe.execute()
             except (RedisError, OSError) as exc:
                 self._lost(exc)
                 for channel, data in batch:  # possibly taken by Redis too
                     self._deliver_here(channel, data)
+            finally:
+                self._writing = False
 
     # -- reading -------------------------------------------------------------
 
@@ -502,11 +533,13 @@ class RedisBackplane(Backplane):
 
         async def unblock() -> None:
             with contextlib.suppress(Exception):  # without the right: BLOCK_MS later
-                await client.execute_command("CLIENT", "UNBLOCK", reader_id)
+                await client.execute_command(  # type: ignore[no-untyped-call]
+                    "CLIENT", "UNBLOCK", reader_id
+                )
 
         task = asyncio.get_running_loop().create_task(unblock())
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
+        self._unblocks.add(task)
+        task.add_done_callback(self._unblocks.discard)
 
     async def _connect(self) -> None:
         """(Re)connect the reader: its client id (for CLIENT UNBLOCK), the
@@ -527,18 +560,19 @@ class RedisBackplane(Backplane):
     async def _read(self) -> None:
         from redis.exceptions import RedisError
 
-        assert self._reader is not None and self._client is not None
+        assert self._reader is not None
+        assert self._client is not None
         while True:
             try:
                 if self._reader_id is None:
                     await self._connect()
-                streams = {
+                streams: Any = {
                     self._key(c): p for c, p in self._positions.items() if p is not None
                 }
                 if not streams:
                     await asyncio.sleep(0.05)
                     continue
-                replies = await self._reader.xread(streams, count=512, block=self.BLOCK_MS)
+                replies: Any = await self._reader.xread(streams, count=512, block=self.BLOCK_MS)
             except (RedisError, OSError) as exc:
                 self._lost(exc)
                 await asyncio.sleep(self.backoff.next())
@@ -563,15 +597,22 @@ class RedisBackplane(Backplane):
                 info = await self._client.xinfo_stream(key)
             except ResponseError:  # no such key: expired, or Redis lost it
                 return History((), start > (0, 0))
-            trimmed = parse_id(str(info.get("max-deleted-entry-id") or "0-0"))
-            rows = await self._client.xrange(
+            # Trimming does not move max-deleted-entry-id (Redis 7.0): a
+            # last id older than the oldest entry kept is a gap - entries
+            # were trimmed after it, or the stream started again (a Redis
+            # without persistence restarted). At the boundary (the last id
+            # is the newest entry trimmed) nothing was lost, but Redis does
+            # not tell that apart, so the notice errs on the side of a gap.
+            first = info.get("first-entry")
+            oldest = parse_id(str(first[0])) if first else None
+            rows: Any = await self._client.xrange(
                 key, min=f"({after}", max="+", count=self.retention + 1000
             )
         except (RedisError, OSError) as exc:
             self._lost(exc)
             raise BackplaneUnavailable(_describe(exc)) from exc
         entries = tuple(Entry(str(i), f.get("d", "")) for i, f in rows)
-        return History(entries, trimmed > start)
+        return History(entries, oldest is not None and start < oldest)
 
     # -- presence ------------------------------------------------------------
 

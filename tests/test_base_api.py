@@ -21,7 +21,15 @@ from server.echo import EchoWebSocket
 from .conftest import until, upgrade_burst
 
 #: What the base adds to Tornado's public API (README, "Write your own service").
-DOCUMENTED = {"authorize", "connections", "on_error", "peer", "write_message_threadsafe"}
+#: ``backplane``: docs/guides/fan-out.md (the README is being moved into the docs site).
+DOCUMENTED = {
+    "authorize",
+    "backplane",
+    "connections",
+    "on_error",
+    "peer",
+    "write_message_threadsafe",
+}
 
 
 def _public(cls: type) -> set[str]:

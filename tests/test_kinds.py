@@ -34,6 +34,7 @@ LABELS = {
     "rate_limited",
     "app_refused",
     "descriptors_exhausted",
+    "backplane_unavailable",
     "worker_failed",
     "worker_exited",
 }

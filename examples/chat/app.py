@@ -175,12 +175,18 @@ class ChatWebSocket(KnativeWebSocketHandler):
             self.write_message(json.dumps(doc))
 
     def authorize(self) -> None:
-        last_id = self.get_query_argument("last_id", "")
-        if last_id:
-            try:
-                parse_id(last_id)
-            except ValueError as exc:
-                raise tornado.web.HTTPError(400, f"bad last_id: {exc}") from None
+        # The raw value: Tornado's get_query_argument strips spaces and
+        # control characters, which would turn a bad id into no id.
+        values = self.request.query_arguments.get("last_id", [])
+        if not values or values == [b""]:
+            return
+        try:
+            if len(values) > 1:
+                raise ValueError("one last_id at most")
+            last_id = values[0].decode("ascii")
+            parse_id(last_id)
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise tornado.web.HTTPError(400, f"bad last_id: {exc}") from None
         self.last_id = last_id
 
     async def open(self, room: str) -> None:
