@@ -1,7 +1,9 @@
 # The WebSocket echo server image: multi-stage, slim, non-root, with the
-# wire core (server/wire.py) compiled by mypyc.
+# wire core (server/wire.py) compiled by mypyc. The target `chat` is the
+# chat example (examples/chat) on the same runtime.
 #
 #   docker build -t knative-websocket-server .
+#   docker build --target chat -t knative-websocket-chat .
 #   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/knative-websocket-server:TAG --push .
 #
 # BASE_IMAGE, the runtime stage, can be swapped for any Debian-based image
@@ -43,10 +45,9 @@ RUN KWS_MYPYC=1 /opt/build/bin/pip wheel --no-deps --no-build-isolation -w /tmp/
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && /opt/venv/bin/pip uninstall -y pip setuptools wheel
 
-FROM ${BASE_IMAGE}
-LABEL org.opencontainers.image.title="knative-websocket-server" \
-      org.opencontainers.image.description="Tornado WebSocket echo server for Knative" \
-      org.opencontainers.image.licenses="Apache-2.0"
+# What both images share: the runtime with the installed package.
+FROM ${BASE_IMAGE} AS runtime
+LABEL org.opencontainers.image.licenses="Apache-2.0"
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -54,4 +55,22 @@ ENV PATH=/opt/venv/bin:${PATH} \
 COPY --from=build /opt/venv /opt/venv
 USER 65532:65532
 EXPOSE 8080
+
+# The chat example (examples/chat, `python -m examples.chat`) on the same
+# runtime: docker build --target chat -t knative-websocket-chat .
+# With WS_BACKPLANE_URL (a Redis URL) its rooms span every pod
+# (docs/guides/fan-out-on-a-cluster.md). `python -m` finds examples/ in the
+# working directory.
+FROM runtime AS chat
+LABEL org.opencontainers.image.title="knative-websocket-chat" \
+      org.opencontainers.image.description="Chat rooms on knative-websocket-server (examples/chat)"
+WORKDIR /opt/app
+COPY examples/__init__.py examples/
+COPY examples/chat/ examples/chat/
+ENTRYPOINT ["python", "-m", "examples.chat"]
+
+# The echo server, the default target (the last stage).
+FROM runtime AS server
+LABEL org.opencontainers.image.title="knative-websocket-server" \
+      org.opencontainers.image.description="Tornado WebSocket echo server for Knative"
 ENTRYPOINT ["python", "-m", "server"]

@@ -336,6 +336,7 @@ class Cluster:
         """A local loopback port relayed to ``pod:port`` through the API
         server's port-forward (as ``kubectl port-forward`` does). Yields the
         local port."""
+        from kubernetes import client
         from kubernetes.stream import portforward
 
         listener = socket.socket()
@@ -344,8 +345,15 @@ class Cluster:
         stop = threading.Event()
 
         def relay(conn: socket.socket) -> None:
+            # portforward() swaps its API client's request method for a
+            # websocket one while it connects and puts it back after: two
+            # relays starting at once (connections opened together) can
+            # leave the shared client swapped, so every later call - a pod
+            # deletion, an apply - fails ("Missing required parameter
+            # `ports`"). Each relay connects through its own client.
+            api = client.ApiClient(self.api.configuration)
             pf = portforward(
-                self.core.connect_get_namespaced_pod_portforward,
+                client.CoreV1Api(api).connect_get_namespaced_pod_portforward,
                 pod,
                 namespace,
                 ports=str(port),
@@ -369,6 +377,8 @@ class Cluster:
                 for close in (pf.websocket.close, pf.websocket.shutdown):
                     with contextlib.suppress(Exception):
                         close()
+                with contextlib.suppress(Exception):
+                    api.close()
 
         relays: list[threading.Thread] = []
 

@@ -29,7 +29,9 @@ from .render import Route, find, helm_template, is_hook, knative_service, routes
 from .validate import PROMETHEUS_OPERATOR_CRDS, knative_crd_path, prometheus_operator_crd_dir
 
 DEPLOYMENT = ("apps/v1", "Deployment")
-PLAIN_ROUTES = [r for r in routes() if r.mode == "kubernetes"]
+#: The plain-mode routes that run on their own. The backplane routes need a
+#: Redis and the Secret that names it: e2e/test_backplane.py deploys those.
+PLAIN_ROUTES = [r for r in routes() if r.mode == "kubernetes" and not r.name.endswith("backplane")]
 #: An image to run instead of the rendered one (a locally built or kind-loaded one).
 IMAGE = os.environ.get("E2E_IMAGE", "")
 SELECTOR = "app.kubernetes.io/name=websocket-server"

@@ -26,8 +26,9 @@
 # Kubernetes 1.20.2 is built from Debian's `kubernetes` source package (about
 # 10 minutes on 2 cores) and cached in $KWS_CACHE, keyed by version; so are
 # the pause image (static build of the same tree's pause.c), a Debian
-# bookworm base image with Python (debootstrap), and the image build stage's
-# base: the same with gcc, libc6-dev and python3-dev.
+# bookworm base image with Python (debootstrap), the image build stage's
+# base: the same with gcc, libc6-dev and python3-dev, and a Redis image:
+# Debian's redis-server package (debootstrap).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +45,9 @@ BASE_IMAGE=${KWS_BASE_IMAGE:-kws.local/python:bookworm}
 # compiler and the Python headers, to compile the wire core with mypyc.
 BUILD_IMAGE=${KWS_BUILD_IMAGE:-kws.local/python-build:bookworm}
 BUILD_PACKAGES=(gcc libc6-dev python3-dev)
+# Redis for the backplane e2e test (e2e/test_backplane.py): Debian's
+# redis-server, debootstrapped the same way.
+REDIS_IMAGE=${KWS_REDIS_IMAGE:-kws.local/redis:bookworm}
 BRIDGE=kws0
 POD_SUBNET=10.244.0.0/24
 APT_PACKAGES=(docker.io debootstrap etcd-server golang-go rsync jq make
@@ -164,6 +168,26 @@ build_rootfs_tar() {
   echo "$tar"
 }
 
+redis_rootfs_tar() {
+  # Debian bookworm (minbase) with redis-server and what it depends on; the
+  # pod runs /usr/bin/redis-server with its arguments (e2e/redis.yaml).
+  local tar=$CACHE/images/debian-bookworm-redis.tar
+  if [ ! -f "$tar" ]; then
+    log "debootstrap: Debian bookworm (minbase) with redis-server"
+    local root=$CACHE/images/redis-rootfs.tmp
+    rm -rf "$root"
+    mkdir -p "$CACHE/images"
+    debootstrap --variant=minbase --include=redis-server bookworm "$root" "$(debian_mirror)" \
+      >"$CACHE/images/debootstrap-redis.log" 2>&1 ||
+      { tail -n 20 "$CACHE/images/debootstrap-redis.log"; rm -rf "$root"; die "debootstrap (redis) failed"; }
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    tar -C "$root" -cf "$tar.tmp" .
+    mv "$tar.tmp" "$tar"
+    rm -rf "$root"
+  fi
+  echo "$tar"
+}
+
 import_images() {
   if ! kdocker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1; then
     log "importing $PAUSE_IMAGE"
@@ -180,6 +204,10 @@ import_images() {
   if ! kdocker image inspect "$BUILD_IMAGE" >/dev/null 2>&1; then
     log "importing $BUILD_IMAGE"
     kdocker import -c 'CMD ["python3"]' "$(build_rootfs_tar)" "$BUILD_IMAGE" >/dev/null
+  fi
+  if ! kdocker image inspect "$REDIS_IMAGE" >/dev/null 2>&1; then
+    log "importing $REDIS_IMAGE"
+    kdocker import -c 'ENTRYPOINT ["/usr/bin/redis-server"]' "$(redis_rootfs_tar)" "$REDIS_IMAGE" >/dev/null
   fi
 }
 
@@ -421,6 +449,13 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   docker) shift; kdocker "$@" ;;
-  build) need_root; install_packages; build_kubernetes; base_rootfs_tar >/dev/null; build_rootfs_tar >/dev/null ;;
+  build)
+    need_root
+    install_packages
+    build_kubernetes
+    base_rootfs_tar >/dev/null
+    build_rootfs_tar >/dev/null
+    redis_rootfs_tar >/dev/null
+    ;;
   *) die "usage: $0 up|down|status|build|docker ARGS..." ;;
 esac

@@ -54,7 +54,23 @@ def _container(service: dict[str, Any]) -> dict[str, Any]:
 
 
 def _env(service: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in _container(service)["env"]}
+    return env_values(_container(service))
+
+
+def env_values(container: dict[str, Any]) -> dict[str, str]:
+    """The container's plain ``value`` settings (those from a Secret left out:
+    :func:`env_secrets`)."""
+    return {e["name"]: e["value"] for e in container["env"] if "valueFrom" not in e}
+
+
+def env_secrets(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The settings a container takes from a Secret: name -> (secret, key)."""
+    out = {}
+    for e in container["env"]:
+        if "valueFrom" in e:
+            ref = e["valueFrom"]["secretKeyRef"]
+            out[e["name"]] = (ref["name"], ref["key"])
+    return out
 
 
 def test_both_tools_have_every_route() -> None:
@@ -279,13 +295,13 @@ def test_plain_mode_runs_the_knative_container(
     Kubernetes requires; a grace period longer than the drain."""
     deployment, service = _plain(rendered, route)
     assert not [d for d in rendered[route.id] if d["apiVersion"].startswith("serving.knative.dev")]
-    knative = knative_service(rendered[f"{route.tool}-base"])
+    knative = knative_service(rendered[f"{route.tool}-{knative_twin(route.name)}"])
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     expected = copy.deepcopy(_container(knative))
     for probe in ("readinessProbe", "livenessProbe"):
         expected[probe]["httpGet"]["port"] = "http1"
     assert container == expected
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = env_values(container)
     pod = deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > float(env["WS_DRAIN_TIMEOUT"])
     selector = deployment["spec"]["selector"]["matchLabels"]
@@ -307,9 +323,19 @@ def _without_selection_labels(doc: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def test_plain_mode_helm_and_kustomize_agree(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    helm = _plain(rendered, next(r for r in PLAIN_ROUTES if r.tool == "helm"))
-    kustomize = _plain(rendered, next(r for r in PLAIN_ROUTES if r.tool == "kustomize"))
+def knative_twin(name: str) -> str:
+    """The Knative route whose container a plain route runs: "kubernetes" ->
+    "base", "kubernetes-backplane" -> "backplane"."""
+    return name.removeprefix("kubernetes").removeprefix("-") or "base"
+
+
+@pytest.mark.parametrize("name", sorted({r.name for r in PLAIN_ROUTES}))
+def test_plain_mode_helm_and_kustomize_agree(
+    rendered: dict[str, list[dict[str, Any]]], name: str
+) -> None:
+    by_id = {r.id: r for r in PLAIN_ROUTES}
+    helm = _plain(rendered, by_id[f"helm-{name}"])
+    kustomize = _plain(rendered, by_id[f"kustomize-{name}"])
     for h, k in zip(helm, kustomize, strict=True):
         assert _without_selection_labels(h) == _without_selection_labels(k)
 
@@ -362,6 +388,11 @@ def test_plain_mode_refuses_a_grace_period_shorter_than_the_drain() -> None:
         ({"extraEnv[0].name": "PORT"}, "/extraEnv/0/name'"),
         ({"server.maxConnectionAge": "-1"}, "/server/maxConnectionAge': minimum: got -1"),
         ({"server.maxConnectionAge": "soon"}, "/server/maxConnectionAge': got string"),
+        ({"backplane.redisUrl": "http://redis:6379"}, "/backplane/redisUrl'"),
+        ({"backplane.redisUrl": "redis-server:6379"}, "/backplane/redisUrl'"),
+        ({"backplane.existingSecret.name": "My_Secret"}, "/backplane/existingSecret/name'"),
+        ({"backplane.existingSecret.key": ""}, "/backplane/existingSecret/key'"),
+        ({"backplane.url": "redis://r"}, "additional properties 'url' not allowed"),
     ],
     ids=[
         "unknown-key",
@@ -374,6 +405,11 @@ def test_plain_mode_refuses_a_grace_period_shorter_than_the_drain() -> None:
         "reserved-env",
         "negative-age",
         "wordy-age",
+        "backplane-not-redis",
+        "backplane-no-scheme",
+        "backplane-bad-secret-name",
+        "backplane-empty-key",
+        "backplane-unknown-key",
     ],
 )
 def test_helm_rejects_bad_values_with_a_clear_error(
@@ -456,6 +492,91 @@ def test_helm_values_reach_the_service() -> None:
     assert _container(service)["image"].endswith("@sha256:" + "a" * 64)
 
 
+# -- the backplane (WS_BACKPLANE_URL) -------------------------------------------------
+
+
+def _server_container(docs: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    if mode == "knative":
+        return _container(knative_service(docs))
+    [container] = find(docs, "apps/v1", "Deployment")["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+@pytest.mark.parametrize("mode", ["knative", "kubernetes"])
+def test_helm_takes_the_backplane_url_from_a_secret(mode: str) -> None:
+    """backplane.existingSecret renders WS_BACKPLANE_URL from a secretKeyRef,
+    in both modes: the URL (and its password) stays out of the manifest."""
+    docs = helm_template(
+        set_values={
+            "mode": mode,
+            "backplane.existingSecret.name": "chat-redis",
+            "backplane.existingSecret.key": "redis-url",
+        }
+    )
+    container = _server_container(docs, mode)
+    assert env_secrets(container) == {"WS_BACKPLANE_URL": ("chat-redis", "redis-url")}
+    assert "WS_BACKPLANE_URL" not in env_values(container)
+    assert "redis://" not in yaml.safe_dump_all(docs)
+
+
+@pytest.mark.parametrize("mode", ["knative", "kubernetes"])
+def test_helm_takes_a_plain_backplane_url_for_development(mode: str) -> None:
+    url = "rediss://:s3cret@redis.example:6380/2"
+    container = _server_container(
+        helm_template(set_values={"mode": mode, "backplane.redisUrl": url}), mode
+    )
+    assert env_values(container)["WS_BACKPLANE_URL"] == url
+    assert env_secrets(container) == {}
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+def test_only_the_backplane_routes_set_a_backplane(
+    rendered: dict[str, list[dict[str, Any]]], route: Route
+) -> None:
+    """Unset, the server fans out in-process (no WS_BACKPLANE_URL at all);
+    the backplane routes take it from the Secret the component names."""
+    if route.mode == "knative":
+        container = _container(_service(rendered, route))
+    else:
+        [container] = _plain(rendered, route)[0]["spec"]["template"]["spec"]["containers"]
+    names = [e["name"] for e in container["env"]]
+    if route.name.endswith("backplane"):
+        assert names.count("WS_BACKPLANE_URL") == 1
+        assert env_secrets(container) == {"WS_BACKPLANE_URL": ("websocket-server-backplane", "url")}
+    else:
+        assert "WS_BACKPLANE_URL" not in names
+
+
+def test_both_tools_name_the_same_backplane_secret() -> None:
+    """The component's Secret reference is the chart's ci values' (the
+    rendered objects are compared whole above)."""
+    patch = yaml.safe_load(
+        (ROOT / "kustomize/components/backplane-redis/backplane-env.yaml").read_text()
+    )
+    [op] = patch
+    ref = op["value"]["valueFrom"]["secretKeyRef"]
+    for name in ("backplane", "kubernetes-backplane"):
+        values = yaml.safe_load((CHART / f"ci/{name}-values.yaml").read_text())
+        assert values["backplane"]["existingSecret"] == ref, name
+
+
+def test_helm_refuses_two_backplane_urls() -> None:
+    """values.schema.json cannot compare two fields: the template refuses a
+    plain URL beside a Secret, naming both, whichever mode."""
+    for mode in ("knative", "kubernetes"):
+        with pytest.raises(
+            RenderError,
+            match=r"set one of backplane.redisUrl and backplane.existingSecret.name, not both",
+        ):
+            helm_template(
+                set_values={
+                    "mode": mode,
+                    "backplane.redisUrl": "redis://redis:6379/0",
+                    "backplane.existingSecret.name": "chat-redis",
+                }
+            )
+
+
 def test_helm_test_hook_runs_the_probe_client() -> None:
     docs = helm_template(namespace="ws-test")
     [hook] = [d for d in docs if is_hook(d)]
@@ -502,7 +623,10 @@ def test_server_runs_with_exactly_the_rendered_settings(
         container = _container(_service(rendered, route))
     else:
         [container] = _plain(rendered, route)[0]["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    # A setting from a Secret (WS_BACKPLANE_URL: the user's Redis) is left
+    # out: the echo server fans nothing out, and the Secret's value is not
+    # in the manifests (e2e/test_backplane.py runs it with a real Redis).
+    env = env_values(container)
     server = server_process(env=env, args=container.get("args", []))
     server.wait_ready()
     for probe in ("readinessProbe", "livenessProbe"):
@@ -533,3 +657,17 @@ def test_dockerfile_runs_the_server_as_non_root_in_exec_form() -> None:
     assert 'ENTRYPOINT ["python", "-m", "server"]' in dockerfile
     assert "USER 65532:65532" in dockerfile
     assert "ARG BASE_IMAGE=" in dockerfile
+
+
+def test_dockerfile_builds_the_chat_example_as_its_own_target() -> None:
+    """`docker build --target chat` runs the chat example on the server's
+    runtime; the default (last) target stays the echo server; the build
+    context lets examples/chat in (e2e/test_backplane.py runs the image)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", dockerfile, re.MULTILINE)
+    assert ("runtime", "chat") in stages
+    assert stages[-1] == ("runtime", "server")
+    chat = dockerfile.split("FROM runtime AS chat", 1)[1].split("\nFROM ", 1)[0]
+    assert 'ENTRYPOINT ["python", "-m", "examples.chat"]' in chat
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert {"!examples/__init__.py", "!examples/chat/"} <= set(ignore)

@@ -132,6 +132,18 @@ env:
     value: {{ .Values.server.idleTimeout | toString | quote }}
   - name: WS_MAX_CONNECTION_AGE
     value: {{ include "websocket-server.maxConnectionAge" . | quote }}
+  {{- with .Values.backplane }}
+  {{- if .existingSecret.name }}
+  - name: WS_BACKPLANE_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ .existingSecret.name }}
+        key: {{ .existingSecret.key | quote }}
+  {{- else if .redisUrl }}
+  - name: WS_BACKPLANE_URL
+    value: {{ .redisUrl | quote }}
+  {{- end }}
+  {{- end }}
   {{- with .Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -184,7 +196,9 @@ where nothing cuts it but a maximum age still rebalances connections.
 
 {{/*
 Checks every mode shares: the drain must end before the pod is killed; in
-Knative mode a connection's maximum age must end before timeoutSeconds.
+Knative mode a connection's maximum age must end before timeoutSeconds; the
+backplane's URL comes from one place (values.schema.json cannot compare two
+fields).
 */}}
 {{- define "websocket-server.validate" -}}
 {{- $age := int (include "websocket-server.maxConnectionAge" .) }}
@@ -196,6 +210,9 @@ Knative mode a connection's maximum age must end before timeoutSeconds.
 {{- if eq .Values.mode "kubernetes" }}
 {{- $grace = int .Values.kubernetes.terminationGracePeriodSeconds }}
 {{- $what = "kubernetes.terminationGracePeriodSeconds" }}
+{{- end }}
+{{- if and .Values.backplane.redisUrl .Values.backplane.existingSecret.name }}
+{{- fail "set one of backplane.redisUrl and backplane.existingSecret.name, not both: the Secret is the one for production (redisUrl puts the password in the manifest)" }}
 {{- end }}
 {{- if ge (int .Values.server.drainTimeout) $grace }}
 {{- fail (printf "server.drainTimeout (%v) must be below %s (%v): the drain must finish before the pod is killed" .Values.server.drainTimeout $what $grace) }}
