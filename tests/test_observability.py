@@ -271,7 +271,7 @@ def test_every_alert_is_unit_tested_and_has_a_runbook() -> None:
     for rule in _alerts():
         url = rule["annotations"]["runbook_url"]
         base, anchor = url.split("#")
-        assert base == f"{site}guides/runbooks/", url
+        assert base == f"{site}guides/runbooks.html", url
         assert anchor == rule["alert"].lower(), url
         assert anchor in headings, url
         assert rule["labels"]["severity"] in {"warning", "critical"}
