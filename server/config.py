@@ -186,7 +186,13 @@ class _Option:
 OPTIONS: tuple[_Option, ...] = (
     _Option("port", "PORT", "--port", _port, "TCP port to listen on; Knative sets it"),
     _Option("host", "WS_HOST", "--host", str.strip, "address to bind"),
-    _Option("log_level", "WS_LOG_LEVEL", "--log-level", _choice(_LOG_LEVELS), "log level: debug, info, warning, error"),
+    _Option(
+        "log_level",
+        "WS_LOG_LEVEL",
+        "--log-level",
+        _choice(_LOG_LEVELS),
+        "log level: debug, info, warning, error",
+    ),
     _Option(
         "log_format",
         "WS_LOG_FORMAT",
@@ -354,8 +360,8 @@ OPTIONS: tuple[_Option, ...] = (
         _age,
         "seconds after which a WebSocket is closed with 1001 'max connection age', at a "
         "moment drawn from its last tenth so connections opened together do not "
-        "close together (0: never; else at least 1); set it below the platform's timeout (Knative's "
-        "timeoutSeconds) so the client gets a close frame, not a cut",
+        "close together (0: never; else at least 1); set it below the platform's "
+        "timeout (Knative's timeoutSeconds) so the client gets a close frame, not a cut",
     ),
 )
 

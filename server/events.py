@@ -63,6 +63,7 @@ __all__ = [
     "log_events_dropped",
 ]
 
+
 class Event(enum.StrEnum):
     """The ``event`` field of every record the server writes.
 

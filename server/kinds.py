@@ -57,11 +57,13 @@ class ErrorKind(enum.StrEnum):
     HANDLER_EXCEPTION = "handler_exception"
     """A bug: an exception in the handler (logged with its traceback).
 
-    The client gets: close 1011; before the 101 (in ``authorize()``, ``prepare()``, ``select_subprotocol()``): 500."""
+    The client gets: close 1011; before the 101 (in ``authorize()``, ``prepare()``,
+    ``select_subprotocol()``): 500."""
 
     # The connection ended without a close handshake.
     ABNORMAL_CLOSURE = "abnormal_closure"
-    """The peer dropped the TCP connection without a close frame (also around the 101, before the handler opened: then no ``open`` or ``close`` event).
+    """The peer dropped the TCP connection without a close frame (also around the 101, before
+    the handler opened: then no ``open`` or ``close`` event).
 
     The client gets: nothing (logged as code 1006)."""
 
@@ -72,9 +74,11 @@ class ErrorKind(enum.StrEnum):
 
     # The upgrade was refused (an HTTP status, no connection).
     BAD_HANDSHAKE = "bad_handshake"
-    """Not an upgrade, no ``Connection: Upgrade``, a bad ``Sec-WebSocket-Key``, or a ``Sec-WebSocket-Version`` other than 13.
+    """Not an upgrade, no ``Connection: Upgrade``, a bad ``Sec-WebSocket-Key``, or a
+    ``Sec-WebSocket-Version`` other than 13.
 
-    The client gets: 400 with a body saying which; for the version, 426 with ``Sec-WebSocket-Version: 13``."""
+    The client gets: 400 with a body saying which; for the version, 426 with
+    ``Sec-WebSocket-Version: 13``."""
 
     ORIGIN_REJECTED = "origin_rejected"
     """A browser page from another origin (``WS_ALLOWED_ORIGINS``).
@@ -97,7 +101,8 @@ class ErrorKind(enum.StrEnum):
     The client gets: 431 with a body saying the limit."""
 
     REQUEST_HEAD_TIMEOUT = "request_head_timeout"
-    """No complete request head within ``WS_REQUEST_HEAD_TIMEOUT`` of connecting (logged at most every 10 s, with ``count``).
+    """No complete request head within ``WS_REQUEST_HEAD_TIMEOUT`` of connecting (logged at most
+    every 10 s, with ``count``).
 
     The client gets: 408, then the connection is closed."""
 
@@ -124,13 +129,17 @@ class ErrorKind(enum.StrEnum):
 
     # A plain HTTP connection was dropped.
     SLOW_HTTP_CLIENT = "slow_http_client"
-    """A plain HTTP connection's responses waited on the client for ``WS_SEND_TIMEOUT``: it pipelined requests, or sent more heads at once than the kernel's buffers hold answers for, and read none (logged at most every 10 s, with ``count``).
+    """A plain HTTP connection's responses waited on the client for ``WS_SEND_TIMEOUT``: it
+    pipelined requests, or sent more heads at once than the kernel's buffers hold answers for,
+    and read none (logged at most every 10 s, with ``count``).
 
     The client gets: the connection is reset."""
 
     # The listener.
     DESCRIPTORS_EXHAUSTED = "descriptors_exhausted"
-    """``accept`` failed with EMFILE/ENFILE (or ENOBUFS/ENOMEM): the listener pauses 50 ms, doubling to 1 s while it lasts (logged at most every 10 s, with ``count``, ``total``, ``limit``).
+    """``accept`` failed with EMFILE/ENFILE (or ENOBUFS/ENOMEM): the listener pauses 50 ms,
+    doubling to 1 s while it lasts (logged at most every 10 s, with ``count``, ``total``,
+    ``limit``).
 
     The client gets: waits in the listen backlog."""
 
@@ -144,7 +153,6 @@ class ErrorKind(enum.StrEnum):
     """With ``WS_WORKERS`` > 1: a worker died (it is started again).
 
     The client gets: nothing."""
-
 
 
 def error_kind(kind: str) -> ErrorKind:
