@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -160,3 +161,17 @@ def _check_links_on(site: Path) -> None:
         assert proc.returncode == status, proc.stdout + proc.stderr
         if status:
             assert "other.html#gone" in proc.stdout
+
+
+def test_the_readmes_links_lead_somewhere() -> None:
+    """The README is read on GitHub, outside the site's strict build: each
+    relative link names a file of the repository, and each page it links
+    into the site is in the site's navigation."""
+    readme = (ROOT / "README.md").read_text()
+    links = [t for t in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme) if "://" not in t]
+    assert len(links) > 20, links
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for target in links:
+        assert (ROOT / target).exists(), target
+        if target.startswith("docs/") and target.endswith(".md"):
+            assert target.removeprefix("docs/") in nav, target
