@@ -20,7 +20,7 @@ from server.echo import EchoWebSocket
 
 from .conftest import until, upgrade_burst
 
-#: What the base adds to Tornado's public API (README, "Write your own service").
+#: What the base adds to Tornado's public API (docs/guides/write-a-service.md).
 DOCUMENTED = {"authorize", "connections", "on_error", "peer", "write_message_threadsafe"}
 
 
