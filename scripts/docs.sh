@@ -17,8 +17,17 @@ export NO_MKDOCS_2_WARNING=1
 
 check_links() {
   local dir=$1
-  # LinkChecker drops root privileges to nobody: let it read the site.
-  chmod -R a+rX "$dir"
+  if [ "$(id -u)" -eq 0 ]; then
+    # Run as root, LinkChecker reads as nobody (it always drops root's
+    # privileges), who may not reach the checkout: check a copy in a
+    # directory anyone can read.
+    local copy
+    copy=$(mktemp -d)
+    trap 'rm -rf "$copy"' RETURN
+    cp -R "$dir/." "$copy"
+    chmod -R a+rX "$copy"
+    dir=$copy
+  fi
   "$py" -m linkcheck --config scripts/linkcheckerrc --no-status "$dir/index.html"
 }
 
