@@ -14,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON_VENV:-.venv}/bin/python
 export NO_MKDOCS_2_WARNING=1
+copy=""
+trap '[ -z "$copy" ] || rm -rf "$copy"' EXIT
 
 check_links() {
   local dir=$1
@@ -21,9 +23,7 @@ check_links() {
     # Run as root, LinkChecker reads as nobody (it always drops root's
     # privileges), who may not reach the checkout: check a copy in a
     # directory anyone can read.
-    local copy
     copy=$(mktemp -d)
-    trap 'rm -rf "$copy"' RETURN
     cp -R "$dir/." "$copy"
     chmod -R a+rX "$copy"
     dir=$copy
