@@ -6,7 +6,7 @@ Runs in the GitHub Actions e2e job (kind + Knative + Kourier, see
 scripts/kind-up.sh). Without a reachable cluster with Knative, every test
 here is skipped with that reason.
 
-Knative's clocks (README: The knobs that matter for WebSockets): kind-up.sh
+Knative's clocks (docs/guides/knative.md: The knobs that matter for WebSockets): kind-up.sh
 sets config-defaults' revision-response-start-timeout-seconds to 20 s and
 these tests render the chart with timeoutSeconds 60, so each clock runs out
 within a minute. The chart's Service (responseStartTimeoutSeconds: 0) keeps

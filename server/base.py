@@ -385,6 +385,10 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
+        """The upgrade: the base's handshake checks, then :meth:`authorize`
+        (and Tornado's ``prepare()``), then the 101 and ``open()``; a refusal
+        is its status with ``Connection: close``, one ``error`` event and a
+        count. Not to be overridden (a subclass that does is a ``TypeError``)."""
         self.open_args = args
         self.open_kwargs = kwargs
         if not self._check_handshake():
@@ -754,36 +758,44 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     @property
     def selected_subprotocol(self) -> str | None:
+        """The subprotocol :meth:`select_subprotocol` chose, or None."""
         return self._kws.subprotocol
 
     # Tornado's RequestHandler methods that make no sense once the 101 is
     # out raise there, as Tornado's own WebSocketHandler makes them do (it
     # sets seven attributes on each handler; this costs none).
     def write(self, *args: Any, **kwargs: Any) -> None:
+        """Tornado's, before the upgrade; a ``RuntimeError`` once open."""
         self._http_only("write")
         super().write(*args, **kwargs)
 
     def redirect(self, *args: Any, **kwargs: Any) -> None:
+        """Tornado's, before the upgrade; a ``RuntimeError`` once open."""
         self._http_only("redirect")
         super().redirect(*args, **kwargs)
 
     def set_header(self, *args: Any, **kwargs: Any) -> None:
+        """Tornado's, before the upgrade; a ``RuntimeError`` once open."""
         self._http_only("set_header")
         super().set_header(*args, **kwargs)
 
     def set_cookie(self, *args: Any, **kwargs: Any) -> None:
+        """Tornado's, before the upgrade; a ``RuntimeError`` once open."""
         self._http_only("set_cookie")
         super().set_cookie(*args, **kwargs)
 
     def set_status(self, *args: Any, **kwargs: Any) -> None:
+        """Tornado's, before the upgrade; a ``RuntimeError`` once open."""
         self._http_only("set_status")
         super().set_status(*args, **kwargs)
 
     def flush(self, *args: Any, **kwargs: Any) -> Any:
+        """Tornado's, before the upgrade; a ``RuntimeError`` once open."""
         self._http_only("flush")
         return super().flush(*args, **kwargs)
 
     def finish(self, *args: Any, **kwargs: Any) -> Any:
+        """Tornado's, before the upgrade; a ``RuntimeError`` once open."""
         self._http_only("finish")
         return super().finish(*args, **kwargs)
 

@@ -230,7 +230,13 @@ class _Option:
 OPTIONS: tuple[_Option, ...] = (
     _Option("port", "PORT", "--port", _port, "TCP port to listen on; Knative sets it"),
     _Option("host", "WS_HOST", "--host", str.strip, "address to bind"),
-    _Option("log_level", "WS_LOG_LEVEL", "--log-level", _choice(_LOG_LEVELS), "log level"),
+    _Option(
+        "log_level",
+        "WS_LOG_LEVEL",
+        "--log-level",
+        _choice(_LOG_LEVELS),
+        "log level: debug, info, warning, error",
+    ),
     _Option(
         "log_format",
         "WS_LOG_FORMAT",
@@ -279,7 +285,7 @@ OPTIONS: tuple[_Option, ...] = (
         "WS_PING_TIMEOUT",
         "--ping-timeout",
         _seconds(0, 3600),
-        "seconds to wait for a pong before closing a dead connection (0: never)",
+        "seconds to wait for a pong before closing a dead connection with 1011 (0: never)",
     ),
     _Option(
         "max_connections",
@@ -356,9 +362,9 @@ OPTIONS: tuple[_Option, ...] = (
         "WS_TRUSTED_PROXIES",
         "--trusted-proxies",
         _trusted,
-        "proxies whose forwarded headers are believed: 'private' (loopback and private "
-        "ranges: Knative's queue-proxy, activator and gateway), 'none', '*', or addresses "
-        "and CIDR ranges, comma-separated",
+        "proxies whose forwarded headers are believed: 'private' (loopback, 10/8, "
+        "172.16/12, 192.168/16, 100.64/10, link-local, fc00::/7: Knative's queue-proxy, "
+        "activator and gateway), 'none', '*', or addresses and CIDR ranges, comma-separated",
     ),
     _Option(
         "forwarded_header",
@@ -397,7 +403,8 @@ OPTIONS: tuple[_Option, ...] = (
         "--idle-timeout",
         _seconds(0, 86400),
         "seconds a kept-alive plain HTTP connection may wait for its next request "
-        "(0: Tornado's default, 3600)",
+        "(0: Tornado's default, 3600); longer than the usual load balancer's 60 s, so "
+        "the balancer closes first",
     ),
     _Option(
         "max_connection_age",
@@ -406,8 +413,8 @@ OPTIONS: tuple[_Option, ...] = (
         _age,
         "seconds after which a WebSocket is closed with 1001 'max connection age', at a "
         "moment drawn from its last tenth so connections opened together do not "
-        "close together (0: never); set it below the platform's timeout (Knative's "
-        "timeoutSeconds) so the client gets a close frame, not a cut",
+        "close together (0: never; else at least 1); set it below the platform's "
+        "timeout (Knative's timeoutSeconds) so the client gets a close frame, not a cut",
     ),
     _Option(
         "backplane_url",

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import functools
 import json
 import logging
@@ -48,6 +49,7 @@ __all__ = [
     "BUFFER_BYTES",
     "EVENT_LOGGER",
     "FIELD_CHARS",
+    "Event",
     "EventBudget",
     "EventSink",
     "JsonFormatter",
@@ -60,6 +62,79 @@ __all__ = [
     "escape_text",
     "log_events_dropped",
 ]
+
+
+class Event(enum.StrEnum):
+    """The ``event`` field of every record the server writes.
+
+    Each member's docstring names the record's fields (after ``time``,
+    ``level`` and ``event``); docs/reference/events.md's table is generated
+    from them (``python scripts/gen_docs.py``), and tests/test_docs.py checks
+    that every ``emit()`` in ``server/`` names one of these."""
+
+    OPEN = "open"
+    """A WebSocket opened: ``peer``, ``path``, ``via``, ``compression``,
+    ``subprotocol``, ``trace_id`` (see below)."""
+
+    MESSAGE = "message"
+    """A message came in: ``peer``, ``via``, ``type`` (text/binary), ``size``
+    (bytes), ``content`` (text, or binary as hex, cut to
+    ``WS_LOG_PREVIEW_BYTES``), ``truncated``."""
+
+    CLOSE = "close"
+    """A WebSocket ended: ``peer``, ``via``, ``code``, ``reason``, ``cause``,
+    ``duration`` (s), ``messages_in``, ``messages_out``; ``clean: false`` when
+    the peer never answered our close frame; ``messages_unlogged`` and
+    ``bytes_unlogged`` when the message budget left some out."""
+
+    ERROR = "error"
+    """Something failed: ``kind``, ``detail``, ``peer``, ``via``, and ``code``
+    or ``status`` (see the error kinds below); ``unlogged`` when the refusal
+    budget left some out."""
+
+    REQUEST = "request"
+    """A plain HTTP request (probes and ``/metrics`` at debug level):
+    ``method``, ``path``, ``status``, ``ms``, ``peer``; ``unlogged`` when the
+    request budget left some out."""
+
+    LISTENING = "listening"
+    """The server listens: ``address``, ``pid``, ``max_message_bytes``,
+    ``ping_interval``, ``max_connection_age``, ``max_connections``,
+    ``compression``, ``event_loop``, ``wire`` (``compiled`` or ``python``),
+    ``startup_ms``."""
+
+    SIGNAL = "signal"
+    """A signal came: ``signal``, ``action`` (drain, exit now, or pass to
+    workers)."""
+
+    DRAIN = "drain"
+    """The SIGTERM drain started: ``open``, ``timeout``, ``spread`` (the
+    window used)."""
+
+    DRAINED = "drained"
+    """The drain ended: ``seconds``, ``aborted`` (connections dropped at
+    ``WS_DRAIN_TIMEOUT``; a warning when above 0)."""
+
+    EXIT = "exit"
+    """The process exits: ``status``."""
+
+    WORKERS = "workers"
+    """With ``WS_WORKERS`` > 1, the supervisor starts: ``count``, ``pid``."""
+
+    BACKPLANE = "backplane"
+    """The Redis backplane (``WS_BACKPLANE_URL``) is connected: ``state``
+    (``connected``), ``url`` (the password as ``***``), ``down_seconds`` after
+    an outage (the outage itself is one ``error`` event,
+    ``backplane_unavailable``)."""
+
+    LOG = "log"
+    """A line of another logger (Tornado's own): ``logger``, ``msg``,
+    ``exception`` with a traceback, ``unlogged`` when the budget for such
+    lines left some out."""
+
+    LOG_EVENTS_DROPPED = "log_events_dropped"
+    """Stdout did not keep up: ``dropped`` (since the last note), ``total``."""
+
 
 #: The logger every WebSocket and lifecycle event is written to.
 EVENT_LOGGER = logging.getLogger("server.events")

@@ -792,17 +792,21 @@ class Connection:
         return [head, data]
 
     def send_text(self, text: str) -> list[bytes]:
+        """A text message, as the bytes to write (see :meth:`send_message`)."""
         return self.send_message(text.encode("utf-8"), binary=False)
 
     def send_binary(self, data: bytes) -> list[bytes]:
+        """A binary message, as the bytes to write (see :meth:`send_message`)."""
         return self.send_message(data, binary=True)
 
     def send_ping(self, data: bytes = b"") -> bytes:
+        """A ping frame; a payload over 125 bytes is a ``ValueError``."""
         if len(data) > _CONTROL_MAX:
             raise ValueError("a ping's payload is at most 125 bytes")
         return bytes((0x89, len(data))) + data
 
     def send_pong(self, data: bytes = b"") -> bytes:
+        """A pong frame, its payload cut to 125 bytes."""
         data = data[:_CONTROL_MAX]
         return bytes((0x8A, len(data))) + data
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,21 +20,20 @@ from server.metrics import Metrics
 
 from .conftest import events
 from .rawws import http_request, upgrade_request
+from .test_docs_examples import examples
 
 
-def _readme_example() -> type:
-    """The README's ``TokenHandler``, run as written (its code block)."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    block = next(
-        b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class TokenHandler" in b
-    )
+def _guide_example() -> type:
+    """The ``TokenHandler`` of docs/guides/write-a-service.md, run as
+    written (its code block, marked ``docs-example: token-handler``)."""
+    block = examples()["token-handler"]
     namespace: dict[str, Any] = {}
-    exec(compile(block, "README.md", "exec"), namespace)
+    exec(compile(block, "docs/guides/write-a-service.md", "exec"), namespace)
     return namespace["TokenHandler"]  # type: ignore[no-any-return]
 
 
-#: The README's example with the echo's on_message (the example has none).
-TokenEcho = type("TokenEcho", (_readme_example(), EchoWebSocket), {})
+#: The guide's example with the echo's on_message (the example has none).
+TokenEcho = type("TokenEcho", (_guide_example(), EchoWebSocket), {})
 
 
 class PrepareRefuses(EchoWebSocket):

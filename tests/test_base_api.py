@@ -20,8 +20,8 @@ from server.echo import EchoWebSocket
 
 from .conftest import until, upgrade_burst
 
-#: What the base adds to Tornado's public API (README, "Write your own service").
-#: ``backplane``: docs/guides/fan-out.md; ``backlog``: docs/guides/broadcast.md.
+#: What the base adds to Tornado's public API (docs/guides/write-a-service.md;
+#: ``backplane``: docs/guides/fan-out.md; ``backlog``: docs/guides/broadcast.md).
 DOCUMENTED = {
     "authorize",
     "backlog",

@@ -11,7 +11,7 @@ from server import kinds, wire
 from server.kinds import REFUSALS, CloseCause, ErrorKind, error_kind
 from server.wire import CloseCode, Connection, FailureKind
 
-#: Every value as the metrics, the README tables, the PrometheusRule and the
+#: Every value as the metrics, the docs' tables, the PrometheusRule and the
 #: Grafana dashboard spell it: a rename breaks them all.
 LABELS = {
     "protocol_error",

@@ -203,7 +203,7 @@ def test_websocket_knobs_agree_with_each_other(
     assert 0 < float(env["WS_PING_INTERVAL"]) < 60
     # The drain fits in the grace period Knative gives (timeoutSeconds).
     assert float(env["WS_DRAIN_TIMEOUT"]) < spec["timeoutSeconds"] <= 600
-    # Knative's clocks (README: The knobs that matter): no response-start
+    # Knative's clocks (docs/guides/knative.md: The knobs that matter): no response-start
     # timer (left unset it is defaulted to 300 s and cuts every WebSocket
     # there), no idle timer (a fixed lifetime once the connection is
     # hijacked), and the server's clean close before the cut at timeoutSeconds.

@@ -1,9 +1,9 @@
 """The Python versions the project claims are the versions it tests, in
 every place that says so: ``requires-python`` and the classifiers in
-pyproject.toml, ruff's and mypy's target (the floor), the README's Quick
-start, the CI workflow (the whole suite on the floor, the fast suite in a
-matrix on the others) and scripts/test.sh (the fast suite on the others,
-locally)."""
+pyproject.toml, ruff's and mypy's target (the floor), the Quick start of
+the README and of the docs' home page, the CI workflow (the whole suite on
+the floor, the fast suite in a matrix on the others) and scripts/test.sh
+(the fast suite on the others, locally)."""
 
 from __future__ import annotations
 
@@ -49,12 +49,16 @@ def _claims() -> dict[str, set[tuple[int, int]]]:
     test_sh = (ROOT / "scripts/test.sh").read_text()
     extra = re.search(r"^EXTRA_PYTHONS=\$\{EXTRA_PYTHONS-([0-9. ]+)\}$", test_sh, re.MULTILINE)
     assert extra, "scripts/test.sh has no EXTRA_PYTHONS default"
-    readme = (ROOT / "README.md").read_text()
-    quick = re.search(r"Run the server \(Python ([0-9.]+), ([0-9.]+) or ([0-9.]+)", readme)
-    assert quick, "the README's Quick start names no Python versions"
+    quick_starts = {}
+    for place, path in (("README", "README.md"), ("docs home", "docs/index.md")):
+        quick = re.search(
+            r"Run the server \(Python ([0-9.]+), ([0-9.]+) or ([0-9.]+)", (ROOT / path).read_text()
+        )
+        assert quick, f"the {place}'s Quick start names no Python versions"
+        quick_starts[f"{place} Quick start"] = {_minor(v) for v in quick.groups()}
     return {
         "classifiers": classifiers,
-        "README Quick start": {_minor(v) for v in quick.groups()},
+        **quick_starts,
         "CI (whole suite + fast matrix)": {_minor(whole)} | matrix,
         # .venv runs the whole suite on the floor; EXTRA_PYTHONS, the rest.
         "scripts/test.sh (.venv + EXTRA_PYTHONS)": {min(classifiers)}

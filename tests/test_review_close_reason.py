@@ -1,5 +1,5 @@
 """Review of issue 18 (server side): a client that never answers the
-server's close frame. The README says a ``close`` event's ``code`` and
+server's close frame. The docs (reference/events.md) say a ``close`` event's ``code`` and
 ``reason`` are those of the close frame that ended the handshake - "the
 client's ..., or ours if the client never answered". An operator reading
 the log of a maximum-age or drain close must see the reason the server
