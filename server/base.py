@@ -32,6 +32,7 @@ import concurrent.futures
 import dataclasses
 import http
 import logging
+import math
 import re
 import sys
 import time
@@ -853,6 +854,7 @@ class _Connection:
     while the connection is open."""
 
     __slots__ = (
+        "bytes_in",
         "counts",
         "drained",
         "handler",
@@ -885,6 +887,9 @@ class _Connection:
         self.via = socket_peer if socket_peer != self.peer else None
         log = service.message_log
         self.log_budget = MessageLogBudget(log.rate, log.burst)
+        if not log.enabled:
+            self.log_budget.due = math.inf  # no message events: none is ever due
+        self.bytes_in = 0
         self.opened_at = 0.0
         self.messages_in = 0
         self.messages_out = 0
@@ -922,11 +927,18 @@ class _Connection:
         # Payload bytes: str.isascii() is O(1) (CPython keeps the flag).
         size = len(data) if binary or data.isascii() else len(data.encode())  # type: ignore[union-attr]
         self.messages_in += 1
+        self.bytes_in += size
         counts = self.counts
         counts.messages_in[binary] += 1
         counts.bytes_in[binary] += size
-        log = self.service.message_log
-        if log.enabled and EVENT_LOGGER.isEnabledFor(INFO) and self.log_budget.allow(size):
+        # The message-event budget: one comparison per message, against the
+        # time of the read that brought it (the transport's clock reading).
+        budget = self.log_budget
+        ws = self.ws
+        now = ws.last_read if ws is not None else time.monotonic()
+        if now >= budget.due and EVENT_LOGGER.isEnabledFor(INFO):
+            budget.spend(now, size)
+            log = self.service.message_log
             content: str | None = None
             truncated = False
             if log.content:
@@ -999,7 +1011,8 @@ class _Connection:
             messages_in=self.messages_in,
             messages_out=self.messages_out,
         )
-        fields.update(self.log_budget.summary())  # message events left out
+        if self.service.message_log.enabled:  # message events left out
+            fields.update(self.log_budget.summary(self.messages_in, self.bytes_in))
         emit("close", **fields)
         handler = self.handler
         # Tornado's close_code and close_reason: the client's close frame
