@@ -649,15 +649,25 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         event loop's thread; from another, use ``write_message_threadsafe``."""
         k = self._kws
         ws = k.ws
-        if ws is None or ws.conn.close_sent is not None:
+        if ws is None:
+            raise tornado.websocket.WebSocketClosedError()
+        conn = ws.conn
+        if conn.close_sent is not None:
             raise tornado.websocket.WebSocketClosedError()
         if k.thread != get_ident():  # per message: one global, no attribute
             _off_loop("write_message")
-        if isinstance(message, dict):
-            message = tornado.escape.json_encode(message)
-        payload = message.encode("utf-8") if isinstance(message, str) else message
+        # bytes first (an echo's binary message), then text, then a dict as JSON.
+        payload: Any
+        if type(message) is bytes:
+            payload = message
+        elif isinstance(message, str):
+            payload = message.encode("utf-8")
+        elif isinstance(message, dict):
+            payload = tornado.escape.json_encode(message).encode("utf-8")
+        else:
+            payload = message
         try:
-            ws.send(ws.conn.send_message(payload, binary))
+            ws.send(conn.send_message(payload, binary))
         except StreamClosedError:
             record_error(
                 k.service.metrics,
