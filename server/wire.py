@@ -405,10 +405,18 @@ GATHER_SIZE = 4096
 _CONTROL_MAX = 125
 
 
+#: The 2-byte headers of data frames under 126 bytes (text and binary, with
+#: and without RSV1), made once: one per message otherwise.
+_SHORT_HEADS: dict[int, list[bytes]] = {
+    first: [bytes((first, size)) for size in range(126)] for first in (0x81, 0x82, 0xC1, 0xC2)
+}
+
+
 def frame_header(first: int, size: int) -> bytes:
     """An unmasked (server) frame header: ``first`` byte, payload ``size``."""
     if size < 126:
-        return bytes((first, size))
+        heads = _SHORT_HEADS.get(first)
+        return heads[size] if heads is not None else bytes((first, size))
     if size < 65536:
         return _HEAD_16.pack(first, 126, size)
     return _HEAD_64.pack(first, 127, size)
