@@ -1,6 +1,6 @@
 # The WebSocket echo server image: multi-stage, slim, non-root, with the
-# wire core (server/wire.py) compiled by mypyc. The target `chat` is the
-# chat example (examples/chat) on the same runtime.
+# per-message path (server/wire.py, sendqueue.py, transport.py) compiled by mypyc.
+# The target `chat` is the chat example (examples/chat) on the same runtime.
 #
 #   docker build -t knative-websocket-server .
 #   docker build --target chat -t knative-websocket-chat .
@@ -36,12 +36,12 @@ RUN python3 -m venv /opt/venv \
 COPY pyproject.toml setup.py README.md LICENSE ./
 COPY _build_backend/ _build_backend/
 COPY server/ server/
-# KWS_MYPYC=1: setup.py compiles server/wire.py with mypyc; a failed compile
+# KWS_MYPYC=1: setup.py compiles the per-message path with mypyc; a failed compile
 # fails the build, and the check after the install (-I: the installed
 # package, not /src/server) fails it if the image would run the source.
 RUN KWS_MYPYC=1 /opt/build/bin/pip wheel --no-deps --no-build-isolation -w /tmp/dist . \
     && /opt/venv/bin/pip install --no-deps /tmp/dist/*.whl \
-    && /opt/venv/bin/python -I -c 'import server.wire as w; assert w.COMPILED, w.__file__' \
+    && /opt/venv/bin/python -I -c 'import server.wire as w, server.transport as t; assert w.COMPILED and t.__file__.endswith(".so"), t.__file__' \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && /opt/venv/bin/pip uninstall -y pip setuptools wheel
 

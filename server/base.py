@@ -32,6 +32,7 @@ import concurrent.futures
 import dataclasses
 import http
 import logging
+import math
 import re
 import sys
 import time
@@ -662,15 +663,25 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         event loop's thread; from another, use ``write_message_threadsafe``."""
         k = self._kws
         ws = k.ws
-        if ws is None or ws.conn.close_sent is not None:
+        if ws is None:
+            raise tornado.websocket.WebSocketClosedError()
+        conn = ws.conn
+        if conn.close_sent is not None:
             raise tornado.websocket.WebSocketClosedError()
         if k.thread != get_ident():  # per message: one global, no attribute
             _off_loop("write_message")
-        if isinstance(message, dict):
-            message = tornado.escape.json_encode(message)
-        payload = message.encode("utf-8") if isinstance(message, str) else message
+        # bytes first (an echo's binary message), then text, then a dict as JSON.
+        payload: Any
+        if type(message) is bytes:
+            payload = message
+        elif isinstance(message, str):
+            payload = message.encode("utf-8")
+        elif isinstance(message, dict):
+            payload = tornado.escape.json_encode(message).encode("utf-8")
+        else:
+            payload = message
         try:
-            ws.send(ws.conn.send_message(payload, binary))
+            ws.send(conn.send_message(payload, binary))
         except StreamClosedError:
             record_error(
                 k.service.metrics,
@@ -957,6 +968,7 @@ class _Connection:
     while the connection is open."""
 
     __slots__ = (
+        "bytes_in",
         "counts",
         "drained",
         "handler",
@@ -989,6 +1001,9 @@ class _Connection:
         self.via = socket_peer if socket_peer != self.peer else None
         log = service.message_log
         self.log_budget = MessageLogBudget(log.rate, log.burst)
+        if not log.enabled:
+            self.log_budget.due = math.inf  # no message events: none is ever due
+        self.bytes_in = 0
         self.opened_at = 0.0
         self.messages_in = 0
         self.messages_out = 0
@@ -1026,11 +1041,18 @@ class _Connection:
         # Payload bytes: str.isascii() is O(1) (CPython keeps the flag).
         size = len(data) if binary or data.isascii() else len(data.encode())  # type: ignore[union-attr]
         self.messages_in += 1
+        self.bytes_in += size
         counts = self.counts
         counts.messages_in[binary] += 1
         counts.bytes_in[binary] += size
-        log = self.service.message_log
-        if log.enabled and EVENT_LOGGER.isEnabledFor(INFO) and self.log_budget.allow(size):
+        # The message-event budget: one comparison per message, against the
+        # time of the read that brought it (the transport's clock reading).
+        budget = self.log_budget
+        ws = self.ws
+        now = ws.last_read if ws is not None else time.monotonic()
+        if now >= budget.due and EVENT_LOGGER.isEnabledFor(INFO):
+            budget.spend(now, size)
+            log = self.service.message_log
             content: str | None = None
             truncated = False
             if log.content:
@@ -1104,7 +1126,8 @@ class _Connection:
             messages_in=self.messages_in,
             messages_out=self.messages_out,
         )
-        fields.update(self.log_budget.summary())  # message events left out
+        if self.service.message_log.enabled:  # message events left out
+            fields.update(self.log_budget.summary(self.messages_in, self.bytes_in))
         emit("close", **fields)
         handler = self.handler
         # Tornado's close_code and close_reason: the client's close frame

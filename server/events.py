@@ -36,6 +36,7 @@ import enum
 import functools
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -214,40 +215,57 @@ def _capped(fields: dict[str, Any]) -> dict[str, Any]:
 class MessageLogBudget:
     """How many ``message`` events one connection may log: ``burst`` at
     once, then ``rate`` a second (a token bucket; ``rate`` 0: all of them).
-    The handler holds one per connection and asks :meth:`allow` before it
-    logs a message; what was left out goes into the ``close`` event
-    (:meth:`summary`)."""
 
-    __slots__ = ("burst", "rate", "skipped", "skipped_bytes", "stamp", "tokens")
+    The handler holds one per connection. Per message it checks one
+    comparison, ``now >= due`` (``due``: when the bucket next holds a whole
+    token; -inf while tokens are left), and calls :meth:`spend` only for a
+    message it logs; what was left out is the rest of the connection's
+    messages, summed up in the ``close`` event (:meth:`summary`). The same
+    bucket answers :meth:`allow` for one kind of event (:class:`EventBudget`)."""
+
+    __slots__ = ("burst", "due", "logged", "logged_bytes", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = float(max(burst, 1))
         self.tokens = self.burst
         self.stamp = time.monotonic()
-        self.skipped = 0
-        self.skipped_bytes = 0
+        #: The time.monotonic() from which the next message may be logged.
+        self.due = -math.inf
+        #: Messages logged and their bytes (see :meth:`summary`).
+        self.logged = 0
+        self.logged_bytes = 0
+
+    def spend(self, now: float, size: int) -> None:
+        """A message of ``size`` bytes is logged at ``now`` (``now >= due``):
+        take its token and move ``due`` to when the next one is whole."""
+        self.logged += 1
+        self.logged_bytes += size
+        rate = self.rate
+        if not rate:
+            return
+        tokens = min(self.tokens + (now - self.stamp) * rate, self.burst) - 1.0
+        self.tokens = tokens
+        self.stamp = now
+        self.due = now if tokens >= 1.0 else now + (1.0 - tokens) / rate
 
     def allow(self, size: int) -> bool:
-        """Whether to log a message of ``size`` bytes; counts it if not."""
-        if not self.rate:
-            return True
+        """Whether to log one event now (spending its token if so)."""
         now = time.monotonic()
-        tokens = self.tokens + (now - self.stamp) * self.rate
-        self.stamp = now
-        if tokens >= 1.0:
-            self.tokens = min(tokens, self.burst) - 1.0
-            return True
-        self.tokens = tokens
-        self.skipped += 1
-        self.skipped_bytes += size
-        return False
+        if now < self.due:
+            return False
+        self.spend(now, size)
+        return True
 
-    def summary(self) -> dict[str, int]:
-        """Fields for the ``close`` event: messages not logged and their bytes."""
-        if not self.skipped:
+    def summary(self, messages: int, size: int) -> dict[str, int]:
+        """Fields for the ``close`` event of a connection that received
+        ``messages`` messages of ``size`` bytes in all: those not logged."""
+        if messages <= self.logged:
             return {}
-        return {"messages_unlogged": self.skipped, "bytes_unlogged": self.skipped_bytes}
+        return {
+            "messages_unlogged": messages - self.logged,
+            "bytes_unlogged": size - self.logged_bytes,
+        }
 
 
 class EventBudget:

@@ -188,7 +188,6 @@ class WebSocketTransport(asyncio.Protocol):
         "_eof_before_start",
         "_exc_info",
         "_handler_busy",
-        "_last_read",
         "_leftover",
         "_more",
         "_paused_since_ping",
@@ -202,6 +201,7 @@ class WebSocketTransport(asyncio.Protocol):
         "_started",
         "conn",
         "endpoint",
+        "last_read",
         "limits",
         "transport",
     )
@@ -247,7 +247,8 @@ class WebSocketTransport(asyncio.Protocol):
         self._ahead_at_ping = 0
         self._exc_info: Any = None
         self._phase = _OPEN
-        self._last_read = 0.0  # time.monotonic() of the last read: see quiescent()
+        #: time.monotonic() of the last read (quiescent(), the message-event budget).
+        self.last_read = 0.0
         # One Future for every writer waiting while writing is paused.
         self._drained: asyncio.Future[None] | None = None
         self._started = False
@@ -285,7 +286,7 @@ class WebSocketTransport(asyncio.Protocol):
         self._maybe_resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        self._last_read = _monotonic()
+        self.last_read = _monotonic()
         if not self._started:  # before the handler is open: keep it for start()
             self._leftover += data
             if self.transport is not None:
@@ -752,7 +753,7 @@ class WebSocketTransport(asyncio.Protocol):
         (nor, with a ``quiet`` moment, one a client had held back)."""
         if self._phase is _CLOSED or self._handler_busy or self._pending or not self.conn.idle:
             return False
-        if _monotonic() - self._last_read < quiet:
+        if _monotonic() - self.last_read < quiet:
             return False
         transport = self.transport
         sock = transport.get_extra_info("socket") if transport is not None else None

