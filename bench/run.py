@@ -5,20 +5,37 @@ websockets and aiohttp (bench/peers.py).
 
     .venv/bin/python bench/run.py            # 3 runs a scenario, medians
     .venv/bin/python bench/run.py --quick    # 1 short run, for a smoke check
-    .venv/bin/python bench/run.py --servers ours,seed,picows --no-scaling
+    .venv/bin/python bench/run.py --servers ours,seed,picows --scenarios fixed,sweep
     .venv/bin/python bench/run.py --scaling-only   # WS_WORKERS=1 against 2
 
 Each server runs pinned to CPU 0, the load generator (bench/loadgen.py,
 picows on uvloop) to CPU 1. Our server runs with its defaults: an event
 logged for every message (to /dev/null) and metrics on; so does the seed
-(its log lines carry each message's content). Scenarios: 32 B and 64 KiB
-echo throughput (100 connections, one message in flight each), latency at
+(its log lines carry each message's content; seed-quiet drops them).
+
+The headline (scenarios ``fixed`` and ``sweep``): the server's CPU per
+message at a fixed offered load. ``loadgen.py paced`` sends on an
+open-loop schedule (message i at start + i / rate, over 100 connections,
+whether or not earlier echoes are back) and measures each echo's latency
+from its scheduled send time (no coordinated omission); the server's CPU
+is utime + stime of its process and children from /proc over the
+measured window, divided by the echoes received in it. 32 B at 20,000
+msgs/s and 64 KiB at 1,500 msgs/s (98 MB/s, reported per MB): loads every
+server here sustains. The sweep: 5,000, 20,000 and 50,000 msgs/s of 32 B,
+flagging a rate a server did not sustain (achieved < 95 %). Checks: the
+sender's achieved rate and lateness, every message echoed, our server's own
+count of messages sent equal to the echoes, the server's CPU over an idle
+window (~0), and the CPU other processes took on the server's core.
+
+Then (``saturation``) 32 B and 64 KiB echo throughput, 100 connections with
+one message in flight each, flagged where the load generator used nearly
+its whole core (it, not the server, set the pace); (``extras``) latency at
 2,000 msgs/s, RSS per idle connection, process start to /readyz 200,
-SIGTERM with 1,000 clients; then our server with WS_WORKERS=1 and 2 on every
-CPU, driven by raw pipelined clients that cost the load generator little
-(loadgen.py blast), with the server's own CPU measured beside. Prints markdown tables with the
-ratio of each server to ours and to the seed, with the date and versions,
-and writes JSON to bench/results/.
+SIGTERM with 1,000 clients; (``scaling``) our server with WS_WORKERS=1 and 2
+on every CPU, driven by raw pipelined clients that cost the load generator
+little (loadgen.py blast), with the server's own CPU measured beside.
+Prints markdown tables with the ratio of each server to ours and to the
+seed, with the date and versions, and writes JSON to bench/results/.
 
 The seed is built once, offline, from Debian's golang-go and
 golang-github-gorilla-websocket-dev (installed with apt-get if missing),
@@ -49,6 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
 sys.path.insert(0, str(ROOT))  # testkit, when run as a script
+from testkit import metrics  # noqa: E402
 from testkit.process import ServerProcess, free_port, http_status  # noqa: E402
 
 SERVERS = [
@@ -396,26 +414,14 @@ def scenario_drain(name: str, conns: int) -> dict[str, Any]:
         }
 
 
-def messages_sent_counter(port: int) -> float | None:
-    """Our server's own count of messages it sent (its /metrics), or None
-    for a server without one: the server-side half of the echo check."""
-    try:
-        body = http_status_body(port, "/metrics")
-    except OSError:
-        return None
-    total, seen = 0.0, False
-    for line in body.splitlines():
-        if line.startswith("websocket_messages_sent_total"):
-            total += float(line.rsplit(" ", 1)[1])
-            seen = True
-    return total if seen else None
-
-
-def http_status_body(port: int, path: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        return str(response.read().decode())
+def messages_sent_counter(port: int) -> float:
+    """Our server's own count of the messages it sent (its /metrics): the
+    server-side half of the echo check."""
+    page = metrics.scrape(f"http://127.0.0.1:{port}")
+    return sum(
+        metrics.sample(page, "websocket_messages_sent_total", type=kind, missing=0)
+        for kind in ("text", "binary")
+    )
 
 
 def scenario_paced(name: str, rate: int, size: int, seconds: float) -> dict[str, Any]:
