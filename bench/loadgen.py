@@ -361,6 +361,17 @@ async def paced(args: argparse.Namespace) -> dict[str, Any]:
     sent_in_window = 0
     while True:
         now = time.perf_counter()
+        # every message due by now (and by the window's end) goes out first,
+        # so the window's edges fall between sends
+        due = min(int((now - start) * rate) + 1, int((window_end - start) * rate))
+        if sent < due and mark:
+            lags.append(now - (start + sent / rate))  # the batch's first: the latest
+        while sent < due:
+            c = clients[sent % n]
+            c.scheduled.append(start + sent / rate)
+            assert c.transport is not None
+            c.transport.send(WSMsgType.BINARY, payload)
+            sent += 1
         if "t0" not in mark and now >= warm_end:
             for c in clients:
                 c.measuring = True
@@ -376,15 +387,6 @@ async def paced(args: argparse.Namespace) -> dict[str, Any]:
                 c.measuring = False
             sent_in_window = sent - sent_in_window
             break
-        due = min(int((now - start) * rate) + 1, int((window_end - start) * rate))
-        if sent < due and mark:
-            lags.append(now - (start + sent / rate))  # the batch's first: the latest
-        while sent < due:
-            c = clients[sent % n]
-            c.scheduled.append(start + sent / rate)
-            assert c.transport is not None
-            c.transport.send(WSMsgType.BINARY, payload)
-            sent += 1
         await asyncio.sleep(args.tick)
     # every message sent must come back, once
     for _ in range(int(args.drain * 100)):
