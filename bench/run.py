@@ -111,6 +111,7 @@ SEED_PACKAGES = ["golang-go", "golang-github-gorilla-websocket-dev"]
 PIPELINE_DEPTH = 128  # frames a block in the scaling scenario (two blocks in flight)
 DRAIN_LIMIT = 60  # seconds from SIGTERM to every client closed, at most
 SAME_CORE = 0.9  # a load generator over this many cores of CPU set the pace
+STARVED = 0.8  # a server at saturation under this many cores of CPU: the machine set the pace
 
 seed_binary: Path | None = None
 baseline_label = "baseline"
@@ -621,7 +622,7 @@ def cost_tables(
     """The headline table and its checks; and whether a saturation figure
     was flagged as the load generator's."""
     out: list[str] = []
-    saturated = False
+    saturated = starved = False
     servers = list(dict.fromkeys([*cost, *saturation]))
     header = ["server"]
     for tag, (rate, size) in FIXED.items():
@@ -638,8 +639,11 @@ def cost_tables(
             if point is None:
                 row += ["-"] * 4
                 continue
+            spread = [us_per_unit(r, size) for r in point["runs"]]
             row += [
-                number(us_per_unit(point, size)) + flags(point),
+                number(us_per_unit(point, size))
+                + (f" ({number(min(spread))}-{number(max(spread))})" if len(spread) > 1 else "")
+                + flags(point),
                 cost_ratio(cost, "ours", s, key),
                 cost_ratio(cost, "seed", s, key),
                 f"{point['p50_ms']:.2f} / {point['p99_ms']:.2f}",
@@ -655,9 +659,17 @@ def cost_tables(
             mark = ""
             if sat[cpu] > SAME_CORE:
                 mark, saturated = " *", True
+            elif sat.get(cpu.replace("loadgen", "server"), 1.0) < STARVED:
+                mark, starved = " ‡", True
             row.append(number(sat[metric]) + mark)
         rows.append(row)
     out += [markdown(header, rows)]
+    if starved:
+        out += [
+            "",
+            f"‡ neither the server (under {STARVED:.0%} of its core) nor the load generator "
+            "used its core: other work on the machine set this pace, not saturation.",
+        ]
 
     checks = []
     for s in cost:
@@ -699,7 +711,7 @@ def cost_tables(
                     "sent/s",
                     "send lag p99 ms",
                     "achieved/s",
-                    "all echoed",
+                    "all echoed (5 s after)",
                     "server count = echoes",
                     "server CPU, cores",
                     "CPU 0, others, cores",
@@ -769,8 +781,9 @@ def report(
             "earlier echoes are back), latency from each message's scheduled send time (no "
             "coordinated omission); server CPU = utime + stime of the server's process and "
             "its children (/proc/PID/stat) over the measured window, over the echoes received "
-            "in it; lower is better; x ours / x seed in the same run. Then echo throughput at "
-            "saturation (closed loop, one message in flight a connection):",
+            "in it; median (lowest-highest of the runs); lower is better; x ours / x seed in "
+            "the same run. Then echo throughput at saturation (closed loop, one message in "
+            "flight a connection):",
             "",
         ]
         tables, saturated = cost_tables(cost, saturation, v)
