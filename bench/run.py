@@ -830,6 +830,11 @@ def report(
             markdown(header, rows),
         ]
 
+    failed = [s for s in servers if "extras_error" in results[s]]
+    if failed:
+        out += [""]
+        out += [f"- {label(s, v)}: not measured, {results[s]['extras_error']}" for s in failed]
+
     if scaling:
         one, two = scaling["workers_1_msgs_per_s"], scaling["workers_2_msgs_per_s"]
         per_one = scaling["workers_1_msgs_per_server_cpu_s"]
@@ -940,7 +945,13 @@ def main() -> None:
     if "extras" in scenarios:
         for name in servers:
             if name not in THROUGHPUT_ONLY:
-                results[name].update(measure_extras(name, runs, seconds))
+                # one server's failure here (a drain that never ends) must
+                # not lose the whole run's figures
+                try:
+                    results[name].update(measure_extras(name, runs, seconds))
+                except (RuntimeError, subprocess.SubprocessError) as exc:
+                    log(f"   {name}: {type(exc).__name__}: {exc}")
+                    results[name]["extras_error"] = f"{type(exc).__name__}: {exc}"
     scaling: dict[str, float] = {}
     if "scaling" in scenarios and (not servers or "ours" in servers):
         log("-- ours, WS_WORKERS=1 and 2, pipelined, on every CPU")
