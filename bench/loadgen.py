@@ -5,6 +5,7 @@
     python bench/loadgen.py throughput --url ... --inflight 8   # pipelined
     python bench/loadgen.py blast --url ... --inflight 16   # raw pipelined frames, near-free client
     python bench/loadgen.py latency --url ... --conns 20 --rate 2000
+    python bench/loadgen.py paced --url ... --rate 20000 --server-pid PID   # open loop, CPU/msg
     python bench/loadgen.py hold --url ... --conns 1000   # "ready", then holds until stdin closes
     python bench/loadgen.py soak --url ... --conns 2000 --seconds 60   # every echo checked
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import json
 import os
@@ -30,6 +32,16 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # testkit, run as a script
 from testkit.frames import frame
+
+#: the paced sender's wake-up period (--tick): every message due by then
+#: goes out. 0: it yields to the event loop and comes straight back (it
+#: spins its own core), so each message goes out at its time, one at a
+#: time, as from independent clients. The loop's timers have 1 ms
+#: resolution: a tick of 1 ms (and the lateness of a loaded machine) sends
+#: bursts of 20+ messages at 20,000 msgs/s, which a server handles for a
+#: good deal less CPU a message (many sockets ready a wake-up) - a cost per
+#: message of a sender's pattern, not of the server.
+TICK = 0.0
 
 
 class Client(WSListener):
@@ -114,9 +126,11 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(args.warmup)
     n0, b0, t0 = sum(c.count for c in clients), sum(c.bytes for c in clients), time.perf_counter()
     cpu0 = time.process_time()
+    s0 = tree_cpu_seconds(args.server_pid) if args.server_pid else 0.0
     await asyncio.sleep(args.seconds)
     n1, b1, t1 = sum(c.count for c in clients), sum(c.bytes for c in clients), time.perf_counter()
     cpu1 = time.process_time()
+    s1 = tree_cpu_seconds(args.server_pid) if args.server_pid else 0.0
     for c in clients:
         c.running = False
     for c in clients:
@@ -130,6 +144,8 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
         # this process's CPU over the measured window, in cores: near 1.0,
         # the load generator, not the server, set the pace
         "loadgen_cpu": (cpu1 - cpu0) / dt,
+        # the server's (with --server-pid), in cores
+        "server_cpu": (s1 - s0) / dt,
     }
 
 
@@ -198,6 +214,18 @@ class Blaster(asyncio.Protocol):
             self.failure = f"the server ended the connection ({exc or 'closed'})"
         if not self.lost.done():
             self.lost.set_result(None)
+
+
+def cpu_busy_seconds(cpu: int) -> float:
+    """Seconds CPU ``cpu`` has been busy (anything but idle and iowait),
+    from /proc/stat: beside the server's own CPU on its core, what other
+    processes of a shared machine took there."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            v = [int(x) for x in line.split()[1:]]
+            return (sum(v[:8]) - v[3] - v[4]) / tick
+    return 0.0
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -276,6 +304,139 @@ async def blast(args: argparse.Namespace) -> dict[str, Any]:
         "loadgen_cpu": (cpu1 - cpu0) / dt,
         # the server's processes' CPU over the same window, in cores
         "server_cpu": (s1 - s0) / dt,
+    }
+
+
+class Paced(Client):
+    """A connection of the paced (open-loop) sender: each message's
+    *scheduled* send time waits in a FIFO until its echo is back (a
+    connection's echoes come back in order), so a late echo counts from
+    when the message should have gone, not from when a backed-up sender got
+    round to it (no coordinated omission)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scheduled: collections.deque[float] = collections.deque()
+        self.received = 0
+        self.bytes = 0
+        self.rtts: list[float] = []
+        self.measuring = False
+
+    def on_message(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+            return
+        now = time.perf_counter()
+        self.received += 1
+        self.bytes += frame.payload_size
+        due = self.scheduled.popleft()
+        if self.measuring:
+            self.rtts.append(now - due)
+
+
+async def paced(args: argparse.Namespace) -> dict[str, Any]:
+    """An open-loop load at a fixed rate: message i (of ``--size`` bytes)
+    is scheduled at start + i / rate and goes out on connection i mod N,
+    whether or not earlier echoes are back. The sender wakes every
+    ``TICK`` and sends every message due by then. Over an idle window
+    first (connections open, nothing sent) and then the measured window,
+    it reads the server's CPU (``--server-pid``, with its children) and its
+    own; after the window it stops, waits for every echo, and checks that
+    each message sent came back once."""
+    payload = os.urandom(args.size)
+    clients: list[Paced] = await _connect(args.url, args.conns, Paced)
+    server = args.server_pid
+    # the idle window: what the server spends with the connections open and
+    # no message, to set beside the measured window's cost
+    idle_seconds = args.idle
+    i0, it0 = tree_cpu_seconds(server) if server else 0.0, time.perf_counter()
+    await asyncio.sleep(idle_seconds)
+    i1, it1 = tree_cpu_seconds(server) if server else 0.0, time.perf_counter()
+
+    rate, n = args.rate, len(clients)
+    start = time.perf_counter()
+    warm_end, window_end = start + args.warmup, start + args.warmup + args.seconds
+    sent = 0
+    lags: list[float] = []  # in the window: how late each batch went out
+    mark: dict[str, float] = {}
+    sent_in_window = 0
+    while True:
+        now = time.perf_counter()
+        # every message due by now (and by the window's end) goes out first,
+        # so the window's edges fall between sends
+        due = min(int((now - start) * rate) + 1, int((window_end - start) * rate))
+        if sent < due and mark:
+            lags.append(now - (start + sent / rate))  # the batch's first: the latest
+        while sent < due:
+            c = clients[sent % n]
+            c.scheduled.append(start + sent / rate)
+            assert c.transport is not None
+            c.transport.send(WSMsgType.BINARY, payload)
+            sent += 1
+        if "t0" not in mark and now >= warm_end:
+            for c in clients:
+                c.measuring = True
+            mark.update(t0=now, cpu0=time.process_time(), r0=sum(c.received for c in clients))
+            mark["s0"] = tree_cpu_seconds(server) if server else 0.0
+            mark["busy0"] = cpu_busy_seconds(args.server_cpu)
+            sent_in_window = sent
+        if now >= window_end:
+            mark.update(t1=now, cpu1=time.process_time(), r1=sum(c.received for c in clients))
+            mark["s1"] = tree_cpu_seconds(server) if server else 0.0
+            mark["busy1"] = cpu_busy_seconds(args.server_cpu)
+            for c in clients:
+                c.measuring = False
+            sent_in_window = sent - sent_in_window
+            break
+        await asyncio.sleep(args.tick)
+    # every message sent must come back, once
+    for _ in range(int(args.drain * 100)):
+        if sum(c.received for c in clients) >= sent:
+            break
+        await asyncio.sleep(0.01)
+    received = sum(c.received for c in clients)
+    for c in clients:
+        assert c.transport is not None
+        c.transport.send_close(WSCloseCode.OK)
+    await asyncio.wait([c.closed for c in clients], timeout=5)
+    rtts = sorted(r for c in clients for r in c.rtts)
+    lags.sort()
+    dt = mark["t1"] - mark["t0"]
+    echoed = mark["r1"] - mark["r0"]
+    server_cpu = mark["s1"] - mark["s0"]
+
+    def pct(p: float) -> float:
+        return 1000 * rtts[min(len(rtts) - 1, int(p * len(rtts)))] if rtts else float("nan")
+
+    return {
+        "offered_per_s": rate,
+        "sent_per_s": sent_in_window / dt,
+        # echoes received in the window, a second: below the offered rate,
+        # the server (or the loadgen) did not keep up
+        "achieved_per_s": echoed / dt,
+        "window_s": dt,
+        "echoed_in_window": echoed,
+        "sent": sent,
+        "received": received,
+        "server_cpu_s": server_cpu,
+        "server_cpu_us_per_msg": 1e6 * server_cpu / echoed if echoed else float("nan"),
+        "server_cpu_cores": server_cpu / dt,
+        # the server's core busy with anything else (other processes, the
+        # kernel's softirqs not charged to the server), in cores
+        "server_core_other": max(0.0, (mark["busy1"] - mark["busy0"] - server_cpu) / dt),
+        # the idle window's server CPU, in cores, and spread over as many
+        # messages as the offered rate would send in it: ~0
+        "idle_server_cpu_cores": (i1 - i0) / (it1 - it0),
+        "idle_us_per_msg": 1e6 * (i1 - i0) / (rate * (it1 - it0)),
+        "loadgen_cpu": (mark["cpu1"] - mark["cpu0"]) / dt,
+        "mb_per_s": echoed * args.size / dt / 1e6,
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "samples": len(rtts),
+        # how far behind its schedule the sender sent a batch's oldest
+        # message: the tick, unless the load generator fell behind
+        "send_lag_p50_ms": 1000 * lags[len(lags) // 2] if lags else float("nan"),
+        "send_lag_p99_ms": 1000 * lags[int(0.99 * len(lags))] if lags else float("nan"),
     }
 
 
@@ -420,7 +581,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("scenario", choices=["throughput", "blast", "latency", "hold", "soak"])
+    parser.add_argument(
+        "scenario", choices=["throughput", "blast", "paced", "latency", "hold", "soak"]
+    )
     parser.add_argument("--url", required=True)
     parser.add_argument("--conns", type=int, default=100)
     parser.add_argument("--size", type=int, default=32)
@@ -431,7 +594,18 @@ def main() -> None:
         help="throughput: messages in flight a connection; blast: frames a block (2 in flight)",
     )
     parser.add_argument(
-        "--server-pid", type=int, default=0, help="blast: also measure this process tree's CPU"
+        "--server-pid",
+        type=int,
+        default=0,
+        help="blast, paced, throughput: also measure this process tree's CPU",
+    )
+    parser.add_argument(
+        "--server-cpu", type=int, default=0, help="paced: the CPU the server is pinned to"
+    )
+    parser.add_argument("--tick", type=float, default=TICK, help="paced: sender wake-up, s")
+    parser.add_argument("--idle", type=float, default=1.0, help="paced: idle window, seconds")
+    parser.add_argument(
+        "--drain", type=float, default=5.0, help="paced: seconds to wait for the last echoes"
     )
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=5)
@@ -441,6 +615,7 @@ def main() -> None:
     scenario = {
         "throughput": throughput,
         "blast": blast,
+        "paced": paced,
         "latency": latency,
         "hold": hold,
         "soak": soak,

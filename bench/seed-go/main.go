@@ -5,10 +5,12 @@
 // peer's address through the standard logger (stderr), and echoes each
 // message with its type, one goroutine a connection.
 //
-// Two additions for the benchmark harness, neither on the WebSocket path:
-// the address comes from HOST and PORT (the sample listens on :8080), and
-// /readyz answers 200 so bench/run.py can time start to ready the same way
-// for every server.
+// Three additions for the benchmark harness: the address comes from HOST and
+// PORT (the sample listens on :8080); /readyz answers 200 so bench/run.py
+// can time start to ready the same way for every server; and
+// SEED_LOG_MESSAGES=false drops the one log line a message (open, close and
+// error are still logged), the seed's "quiet" mode beside our
+// WS_LOG_MESSAGES=false.
 //
 // Build offline from Debian's packages (bench/run.py does this):
 //
@@ -35,8 +37,13 @@ func onOpen(conn *websocket.Conn) {
 	log.Printf("WebSocket connection opened: %v", conn.RemoteAddr())
 }
 
+// logMessages: SEED_LOG_MESSAGES=false turns the message log line off.
+var logMessages = os.Getenv("SEED_LOG_MESSAGES") != "false"
+
 func onMessage(conn *websocket.Conn, messageType int, message []byte) {
-	log.Printf("Received message from %v: %s", conn.RemoteAddr(), string(message))
+	if logMessages {
+		log.Printf("Received message from %v: %s", conn.RemoteAddr(), string(message))
+	}
 	if err := conn.WriteMessage(messageType, message); err != nil {
 		log.Printf("Error sending message: %v", err)
 	}
