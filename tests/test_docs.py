@@ -77,6 +77,19 @@ def test_a_new_metric_or_error_kind_reaches_its_table(monkeypatch: pytest.Monkey
         assert f"| `{cause.value}` |" in gen_docs.close_causes()
 
 
+def test_quoted_values_become_code_and_apostrophes_stay_text() -> None:
+    """A ``--help`` text's 'quoted value' is code in the settings table; an
+    apostrophe is not a quote: "Tornado's default ... the balancer's 60 s"
+    once rendered as a code span from "s default" to "balancer"."""
+    text = "closed with 1001 'max connection age'; Tornado's default, the balancer's 60 s"
+    assert gen_docs._code_names(text) == (
+        "closed with 1001 `max connection age`; Tornado's default, the balancer's 60 s"
+    )
+    for table in (gen_docs.settings(), gen_docs.metrics()):
+        stray = re.findall(r"\w`s\b", table)
+        assert not stray, f"an apostrophe made into a backtick: {stray}"
+
+
 def _emitted_events() -> dict[str, str]:
     """Every event name ``server/`` passes to ``emit()`` as a literal, with
     where; ``emit_message`` writes ``message`` and ``record_error``
