@@ -213,6 +213,8 @@ def test_the_api_pages_document_public_members_with_docstrings() -> None:
     page = (ROOT / "docs" / "reference" / "api" / "base.md").read_text()
     listed = set(re.findall(r"^        - ([a-z_]+)$", page, re.MULTILINE))
     assert {"peer", "connections", "authorize", "on_error", "write_message_threadsafe"} <= listed
+    public = {name for name in vars(KnativeWebSocketHandler) if not name.startswith("_")}
+    assert public - listed == set(), "public members of the base missing from its API page"
     for name in listed:
         member = getattr(KnativeWebSocketHandler, name)
         assert name in vars(KnativeWebSocketHandler), f"{name} is Tornado's, not the base's"
