@@ -90,6 +90,33 @@ def test_quoted_values_become_code_and_apostrophes_stay_text() -> None:
         assert not stray, f"an apostrophe made into a backtick: {stray}"
 
 
+def _prose() -> dict[str, str]:
+    """Every page of the site and the README, generated tables left out
+    (they are made from the code: the test above keeps them current)."""
+    generated = re.compile(r"<!-- generated:([a-z-]+):begin -->.*?<!-- generated:\1:end -->", re.S)
+    pages = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md"]
+    return {str(p.relative_to(ROOT)): generated.sub("", p.read_text()) for p in pages}
+
+
+def test_every_setting_and_metric_the_prose_names_exists() -> None:
+    """A setting renamed or a metric renamed in the code leaves no guide or
+    runbook naming the old one: each ``WS_*`` the pages name is a setting,
+    each metric name (``websocket_..._total`` and the like) one /metrics has."""
+    settings = {env for env, *_ in gen_docs.option_table()}
+    metrics = set(re.findall(r"^\| `(websocket_[a-z_]+)` \|", gen_docs.metrics(), re.M))
+    assert "websocket_errors_total" in metrics  # the scan works
+    metric = re.compile(
+        r"\b(websocket_[a-z_]+?(?:_total|_seconds|_connections|_connected))(?:_bucket|_count|_sum)?\b"
+    )
+    unknown = []
+    for page, text in _prose().items():
+        unknown += [
+            f"{page}: {n}" for n in set(re.findall(r"\bWS_[A-Z_]*[A-Z]\b", text)) - settings
+        ]
+        unknown += [f"{page}: {n}" for n in set(metric.findall(text)) - metrics]
+    assert not unknown, f"named in the docs, unknown to the code: {sorted(unknown)}"
+
+
 def _emitted_events() -> dict[str, str]:
     """Every event name ``server/`` passes to ``emit()`` as a literal, with
     where; ``emit_message`` writes ``message`` and ``record_error``
