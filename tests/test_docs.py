@@ -117,6 +117,20 @@ def test_every_setting_and_metric_the_prose_names_exists() -> None:
     assert not unknown, f"named in the docs, unknown to the code: {sorted(unknown)}"
 
 
+def test_the_code_points_into_the_site_not_the_old_readme() -> None:
+    """The README is a front door now: a docstring (shown on the API pages),
+    a comment or the echo console that sends readers to "the README's"
+    section sends them to one that moved to docs/."""
+    stale = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "server").rglob("*"))
+        if path.suffix in {".py", ".html", ".js"}
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "README's" in line
+    ]
+    assert not stale, f"point these to the page in docs/: {stale}"
+
+
 def _emitted_events() -> dict[str, str]:
     """Every event name ``server/`` passes to ``emit()`` as a literal, with
     where; ``emit_message`` writes ``message`` and ``record_error``
