@@ -117,6 +117,18 @@ def test_every_setting_and_metric_the_prose_names_exists() -> None:
     assert not unknown, f"named in the docs, unknown to the code: {sorted(unknown)}"
 
 
+def test_links_to_the_repository_on_github_name_its_files() -> None:
+    """The link check runs offline and skips github.com: a page's link to a
+    file of this repository on GitHub (``.../blob/main/PATH``) names a file
+    the checkout has."""
+    repo = re.escape("https://github.com/knative-websocket-server/knative-websocket-server/")
+    link = re.compile(repo + r"(?:blob|tree)/main/([^)\s\"'#>]+)")
+    found = {f"{page}: {path}" for page, text in _prose().items() for path in link.findall(text)}
+    assert found, "the scan works"
+    missing = sorted(f for f in found if not (ROOT / f.split(": ")[1]).exists())
+    assert not missing, missing
+
+
 def test_the_code_points_into_the_site_not_the_old_readme() -> None:
     """The README is a front door now: a docstring (shown on the API pages),
     a comment or the echo console that sends readers to "the README's"
