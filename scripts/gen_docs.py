@@ -60,8 +60,10 @@ def _cell(text: str) -> str:
 
 
 def _code_names(text: str) -> str:
-    """Setting names and quoted values of a ``--help`` text as code."""
-    text = re.sub(r"'([^' ]+(?: [^' ]+)*)'", r"`\1`", text)
+    """Setting names and quoted values of a ``--help`` text as code. A quote
+    opens after no letter and closes before none: an apostrophe ("Tornado's")
+    stays one."""
+    text = re.sub(r"(?<!\w)'([^' ]+(?: [^' ]+)*)'(?!\w)", r"`\1`", text)
     return re.sub(r"(?<![`\w])((?:WS_[A-Z_]+)|PORT)(?![`\w])", r"`\1`", text)
 
 

@@ -626,8 +626,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def get_compression_options(self) -> dict[str, Any] | None:
         """``{}`` to negotiate permessage-deflate, None not to (Tornado's
-        hook; options such as ``compression_level`` are refused: see the
-        README's differences from Tornado)."""
+        hook; options such as ``compression_level`` are refused: see
+        "Differences from Tornado" in docs/guides/write-a-service.md)."""
         return {} if self._kws.service.policy.compression else None
 
     # -- Tornado's settings, as this server applies them ---------------------

@@ -516,5 +516,6 @@ def _exit_usage(message: str) -> NoReturn:
 
 
 def option_table() -> list[tuple[str, str, str, str]]:
-    """(env, flag, default, help) rows, for the README and ``--help``."""
+    """(env, flag, default, help) rows, for ``--help`` and
+    docs/reference/settings.md (scripts/gen_docs.py)."""
     return [(o.env, o.flag, _show(o.default), o.help) for o in OPTIONS]

@@ -77,7 +77,7 @@ _TRANSPORT_HIGH_WATER = 0
 #: What one connection may parse per turn of the event loop: frames and
 #: bytes (and about one message limit of inflated data). Past that it stops
 #: reading and goes on at the next turn, after every other connection had
-#: its turn: 0.2-0.4 ms of parsing (see the README's threat model).
+#: its turn: 0.2-0.4 ms of parsing (docs/guides/security.md, "Threat model").
 FRAMES_PER_TURN = 256
 BYTES_PER_TURN = 256 * 1024
 

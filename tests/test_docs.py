@@ -77,6 +77,72 @@ def test_a_new_metric_or_error_kind_reaches_its_table(monkeypatch: pytest.Monkey
         assert f"| `{cause.value}` |" in gen_docs.close_causes()
 
 
+def test_quoted_values_become_code_and_apostrophes_stay_text() -> None:
+    """A ``--help`` text's 'quoted value' is code in the settings table; an
+    apostrophe is not a quote: "Tornado's default ... the balancer's 60 s"
+    once rendered as a code span from "s default" to "balancer"."""
+    text = "closed with 1001 'max connection age'; Tornado's default, the balancer's 60 s"
+    assert gen_docs._code_names(text) == (
+        "closed with 1001 `max connection age`; Tornado's default, the balancer's 60 s"
+    )
+    for table in (gen_docs.settings(), gen_docs.metrics()):
+        stray = re.findall(r"\w`s\b", table)
+        assert not stray, f"an apostrophe made into a backtick: {stray}"
+
+
+def _prose() -> dict[str, str]:
+    """Every page of the site and the README, generated tables left out
+    (they are made from the code: the test above keeps them current)."""
+    generated = re.compile(r"<!-- generated:([a-z-]+):begin -->.*?<!-- generated:\1:end -->", re.S)
+    pages = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md"]
+    return {str(p.relative_to(ROOT)): generated.sub("", p.read_text()) for p in pages}
+
+
+def test_every_setting_and_metric_the_prose_names_exists() -> None:
+    """A setting renamed or a metric renamed in the code leaves no guide or
+    runbook naming the old one: each ``WS_*`` the pages name is a setting,
+    each metric name (``websocket_..._total`` and the like) one /metrics has."""
+    settings = {env for env, *_ in gen_docs.option_table()}
+    metrics = set(re.findall(r"^\| `(websocket_[a-z_]+)` \|", gen_docs.metrics(), re.M))
+    assert "websocket_errors_total" in metrics  # the scan works
+    metric = re.compile(
+        r"\b(websocket_[a-z_]+?(?:_total|_seconds|_connections|_connected))(?:_bucket|_count|_sum)?\b"
+    )
+    unknown = []
+    for page, text in _prose().items():
+        unknown += [
+            f"{page}: {n}" for n in set(re.findall(r"\bWS_[A-Z_]*[A-Z]\b", text)) - settings
+        ]
+        unknown += [f"{page}: {n}" for n in set(metric.findall(text)) - metrics]
+    assert not unknown, f"named in the docs, unknown to the code: {sorted(unknown)}"
+
+
+def test_links_to_the_repository_on_github_name_its_files() -> None:
+    """The link check runs offline and skips github.com: a page's link to a
+    file of this repository on GitHub (``.../blob/main/PATH``) names a file
+    the checkout has."""
+    repo = re.escape("https://github.com/knative-websocket-server/knative-websocket-server/")
+    link = re.compile(repo + r"(?:blob|tree)/main/([^)\s\"'#>]+)")
+    found = {f"{page}: {path}" for page, text in _prose().items() for path in link.findall(text)}
+    assert found, "the scan works"
+    missing = sorted(f for f in found if not (ROOT / f.split(": ")[1]).exists())
+    assert not missing, missing
+
+
+def test_the_code_points_into_the_site_not_the_old_readme() -> None:
+    """The README is a front door now: a docstring (shown on the API pages),
+    a comment or the echo console that sends readers to "the README's"
+    section sends them to one that moved to docs/."""
+    stale = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "server").rglob("*"))
+        if path.suffix in {".py", ".html", ".js"}
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "README's" in line
+    ]
+    assert not stale, f"point these to the page in docs/: {stale}"
+
+
 def _emitted_events() -> dict[str, str]:
     """Every event name ``server/`` passes to ``emit()`` as a literal, with
     where; ``emit_message`` writes ``message`` and ``record_error``
@@ -200,6 +266,8 @@ def test_the_api_pages_document_public_members_with_docstrings() -> None:
     page = (ROOT / "docs" / "reference" / "api" / "base.md").read_text()
     listed = set(re.findall(r"^        - ([a-z_]+)$", page, re.MULTILINE))
     assert {"peer", "connections", "authorize", "on_error", "write_message_threadsafe"} <= listed
+    public = {name for name in vars(KnativeWebSocketHandler) if not name.startswith("_")}
+    assert public - listed == set(), "public members of the base missing from its API page"
     for name in listed:
         member = getattr(KnativeWebSocketHandler, name)
         assert name in vars(KnativeWebSocketHandler), f"{name} is Tornado's, not the base's"

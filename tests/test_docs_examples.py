@@ -3,7 +3,8 @@
 marked ``<!-- docs-example: NAME -->``, taken from the page, saved as
 ``app.py`` in an empty directory and run there as ``python app.py`` - a real
 process, real websockets clients, real HTTP. The README's smallest service
-is the guide's, character for character."""
+is the guide's, character for character. The snippets of "Broadcast" run,
+and "Fan-out"'s summary of the backplane's API matches the class."""
 
 from __future__ import annotations
 
@@ -146,3 +147,39 @@ def test_the_topics_app_runs_as_written(app_process: ServerProcess) -> None:
     assert get(server.url + "/metrics")[0] == 200
     server.signal(signal.SIGTERM)
     assert server.wait(timeout=15) == 0
+
+
+def _blocks(page: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)\n```", (ROOT / "docs" / "guides" / page).read_text(), re.S)
+
+
+def test_the_broadcast_guides_blocks_run() -> None:
+    """docs/guides/broadcast.md: the room (its ``on_message`` body too, with
+    no member open yet), then the line that skips members that are behind,
+    run as written. A real room is tests/test_broadcast.py's."""
+    room, skip_behind = _blocks("broadcast.md")
+    namespace: dict[str, Any] = {}
+    exec(compile(room, "docs/guides/broadcast.md", "exec"), namespace)
+    assert namespace["members"] == set()
+    namespace["Room"].on_message(None, "hello")  # its body: broadcast to no member yet
+    namespace["message"] = "hello"
+    exec(compile(skip_behind, "docs/guides/broadcast.md", "exec"), namespace)
+    assert namespace["broadcast"]("hello", namespace["members"]) == 0
+
+
+def test_the_fan_out_guides_summary_is_the_backplanes_api() -> None:
+    """docs/guides/fan-out.md sums up ``server.backplane.Backplane`` in one
+    block: each method it shows is one the class has, async where it says,
+    with the same parameters."""
+    import inspect
+
+    from server import backplane
+
+    [summary] = _blocks("fan-out.md")
+    shown = re.findall(r"^    (async )?def (\w+)\(self(?:, )?([^)]*)\)", summary, re.M)
+    assert len(shown) >= 8, summary
+    for is_async, name, params in shown:
+        method = getattr(backplane.Backplane, name)
+        assert inspect.iscoroutinefunction(method) == bool(is_async), name
+        names = re.findall(r"(?:^|, )(\w+):", params)
+        assert names == list(inspect.signature(method).parameters)[1:], name

@@ -317,7 +317,7 @@ def test_the_dashboard_is_a_well_formed_grafana_dashboard() -> None:
     """What Grafana needs to import it (tests/test_dashboard_live.py runs
     its queries): unique panel ids, panels that do not overlap on the
     24-column grid, every query on the data source variable, and the
-    panels the README lists."""
+    panels docs/guides/operate.md lists."""
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] == "knative-websocket-server"
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
