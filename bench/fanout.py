@@ -301,10 +301,10 @@ async def client(args: argparse.Namespace) -> dict[str, Any]:
 
     def stuck() -> str:
         missing = seq - state["complete"]
-        short = sorted(receivers - n for n in got.values())[:5]
+        behind = sum(1 for _, listener in clients if listener.last < seq)
         return (
-            f"{missing} of {seq} messages never reached everyone within {STALL:g} s "
-            f"(receivers missing some of them: {short}...; receivers by worker: "
+            f"{missing} of {seq} messages never reached everyone within {STALL:g} s: "
+            f"{behind} of {receivers} receivers are missing some (receivers by worker: "
             f"{sorted(workers.values())}); {'; '.join(wrong)}"
         )
 
