@@ -67,7 +67,7 @@ def test_through_redis_every_receiver_on_either_worker_gets_every_message() -> N
         "ours through Redis, 1 worker, `broadcast()`",
     ]
     for row in table:
-        assert float(row[5]) > 0, row  # redis-server's CPU was measured
+        assert float(row[5].split()[0]) > 0, row  # redis-server's CPU was measured
     assert re.search(r", redis-server \d+\.\d+", stdout), stdout
     assert ", redis-py " in stdout
     # Both workers held receivers: "ours-redis-2-workers: 7/13."
