@@ -247,7 +247,7 @@ async def client(args: argparse.Namespace) -> dict[str, Any]:
                 latencies.append(now - sent_ns)
             n = got.get(seq, 0) + 1
             if n == receivers:
-                del got[seq]
+                got.pop(seq, None)
                 state["complete"] += 1
                 progress.set()
             else:
