@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,51 +31,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from server.backplane import Entry, LocalBackplane, parse_id, redact_url
 from server.config import ConfigError, load_settings
-from testkit.process import free_port
+from testkit.redis import RedisServer
 
 from .conftest import ServerProcess
 from .rawws import upgrade_request
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-class RedisServer:
-    """``redis-server`` on a free loopback port in a temporary directory,
-    without persistence; :meth:`kill` and :meth:`start` for outages."""
-
-    def __init__(self, directory: Path, password: str = "") -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.password = password
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        auth = f"default:{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
-        if self.password:
-            args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s,
-            ):
-                s.sendall(b"PING\r\n")
-                if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
-                    return
-            time.sleep(0.02)
-        raise AssertionError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @pytest.fixture
