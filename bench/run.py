@@ -198,7 +198,13 @@ def server_cmd(name: str, port: int) -> tuple[list[str], dict[str, str]]:
     pin = ["taskset", "-c", SERVER_CPU]
     if name.startswith(("ours", "baseline")):
         env.update(
-            {"PORT": str(port), "WS_HOST": "127.0.0.1", "WS_MAX_MESSAGE_BYTES": str(64 << 20)}
+            {
+                "PORT": str(port),
+                "WS_HOST": "127.0.0.1",
+                "WS_MAX_MESSAGE_BYTES": str(64 << 20),
+                # at least WS_MAX_MESSAGE_BYTES + 2 MiB, or the server refuses to start
+                "WS_MAX_BACKLOG": str(66 << 20),
+            }
         )
         if name == "ours-nolog":
             env["WS_LOG_MESSAGES"] = "false"

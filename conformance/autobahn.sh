@@ -63,7 +63,7 @@ wstest() {
 
 # -- the server under test
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-PORT=$port WS_HOST=127.0.0.1 WS_MAX_MESSAGE_BYTES=67108864 WS_COMPRESSION=true \
+PORT=$port WS_HOST=127.0.0.1 WS_MAX_MESSAGE_BYTES=67108864 WS_MAX_BACKLOG=69206016 WS_COMPRESSION=true \
   WS_LOG_MESSAGES=false .venv/bin/python -m server >"$state/server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT

@@ -341,7 +341,8 @@ OPTIONS: tuple[_Option, ...] = (
         _int_range(64 * 1024, 1 << 32),
         "bytes queued to one WebSocket that it has not read (echoes, write_message, "
         "broadcast) past which it is closed at once with 1008 'slow_consumer' and its "
-        "queue dropped; at least WS_MAX_MESSAGE_BYTES + 2 MiB",
+        "queue dropped; at least WS_MAX_MESSAGE_BYTES + 2 MiB (unset: 4 MiB, or that "
+        "floor when WS_MAX_MESSAGE_BYTES is raised)",
     ),
     _Option(
         "event_loop",
@@ -487,6 +488,11 @@ def load_settings(
         except ValueError as exc:
             shown = _redacted(raw) if opt.secret else raw
             raise ConfigError(f"invalid {source}={shown!r}: {exc}") from None
+    if "max_backlog" not in values:
+        # Unset, the cap follows a raised WS_MAX_MESSAGE_BYTES (4 MiB at least):
+        # only an explicit WS_MAX_BACKLOG below the floor is refused.
+        message_bytes = values.get("max_message_bytes", Settings.max_message_bytes)
+        values["max_backlog"] = max(Settings.max_backlog, message_bytes + BACKLOG_HEADROOM)
     settings = Settings(**values)
     if settings.ping_interval and settings.ping_timeout > settings.ping_interval:
         raise ConfigError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.app import build_service
-from server.config import ConfigError, Settings, load_settings, option_table
+from server.config import BACKLOG_HEADROOM, ConfigError, Settings, load_settings, option_table
 
 from .conftest import ROOT, run_python
 
@@ -97,7 +97,7 @@ def test_empty_variable_means_default() -> None:
         # The cap must leave an echo of the largest message room above the
         # 1 MiB pause threshold: 4 MiB of message needs 6 MiB of backlog.
         (
-            {"WS_MAX_MESSAGE_BYTES": "4194304"},
+            {"WS_MAX_MESSAGE_BYTES": "4194304", "WS_MAX_BACKLOG": "4194304"},
             "invalid WS_MAX_BACKLOG=4194304: must be at least WS_MAX_MESSAGE_BYTES=4194304",
         ),
         ({"WS_MAX_BACKLOG": "3145727"}, "invalid WS_MAX_BACKLOG=3145727: must be at least"),
@@ -155,3 +155,14 @@ def test_the_backlog_cap_reaches_every_connections_limits() -> None:
     settings = load_settings([], {"WS_MAX_BACKLOG": "5242880"})
     assert build_service(settings).limits.max_backlog == 5 * 1024 * 1024
     assert load_settings([], {"WS_MAX_BACKLOG": "3145728"}).max_backlog == 3 * 1024 * 1024
+
+
+def test_an_unset_backlog_cap_follows_a_raised_message_limit() -> None:
+    """Raising WS_MAX_MESSAGE_BYTES alone (as the chart's maxMessageBytes or
+    Autobahn's 64 MiB do) starts the server with the cap at its floor;
+    only an explicit WS_MAX_BACKLOG below the floor is refused."""
+    raised = load_settings([], {"WS_MAX_MESSAGE_BYTES": str(16 << 20)})
+    assert raised.max_backlog == (16 << 20) + BACKLOG_HEADROOM
+    assert load_settings([], {}).max_backlog == 4 << 20
+    with pytest.raises(ConfigError, match="WS_MAX_BACKLOG"):
+        load_settings([], {"WS_MAX_MESSAGE_BYTES": str(16 << 20), "WS_MAX_BACKLOG": str(8 << 20)})

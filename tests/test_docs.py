@@ -239,10 +239,22 @@ def test_the_api_pages_document_public_members_with_docstrings() -> None:
     """The Python API pages (mkdocstrings) show docstrings: every public
     member the base defines, and every public name of the wire core, has
     one, and the base's page lists each name the base adds to Tornado's."""
+    import importlib.util
     import inspect
+    import sys
 
-    from server import wire
     from server.base import KnativeWebSocketHandler
+
+    # The wire core from its source, as mkdocstrings reads it: compiled
+    # (the suite's mypyc pass), its classes' methods carry no docstrings.
+    spec = importlib.util.spec_from_file_location("server._wire_source", ROOT / "server" / "wire.py")
+    assert spec is not None and spec.loader is not None
+    wire = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = wire  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(wire)
+    finally:
+        del sys.modules[spec.name]
 
     def undocumented(owner: type) -> list[str]:
         return [
