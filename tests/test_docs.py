@@ -247,8 +247,10 @@ def test_the_api_pages_document_public_members_with_docstrings() -> None:
 
     # The wire core from its source, as mkdocstrings reads it: compiled
     # (the suite's mypyc pass), its classes' methods carry no docstrings.
-    spec = importlib.util.spec_from_file_location("server._wire_source", ROOT / "server" / "wire.py")
-    assert spec is not None and spec.loader is not None
+    source = ROOT / "server" / "wire.py"
+    spec = importlib.util.spec_from_file_location("server._wire_source", source)
+    assert spec is not None
+    assert spec.loader is not None
     wire = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = wire  # dataclasses look their module up
     try:
