@@ -24,8 +24,10 @@ from .rawws import frame, http_request, upgrade_request
 
 SERVER = Path(__file__).resolve().parent.parent / "server"
 #: Underscored names that are public all the same: os._exit (documented),
-#: and typeshed's names for zlib's stream objects (annotations only).
-PUBLIC_ANYWAY = {"_exit", "_Compress", "_Decompress"}
+#: typeshed's names for zlib's stream objects (annotations only), and
+#: namedtuple's documented ``_replace`` (urllib.parse.SplitResult, in
+#: server/backplane.py's redact_url).
+PUBLIC_ANYWAY = {"_exit", "_Compress", "_Decompress", "_replace"}
 
 
 @pytest.mark.parametrize("dotted", TORNADO_NAMES)
