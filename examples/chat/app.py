@@ -82,14 +82,23 @@ class Room:
         """An entry of the room's channel: to every member of this process."""
         doc = json.loads(entry.data)
         doc["id"] = entry.id
-        live = None
+        key: tuple[int, int] | None = None
+        live: list[ChatWebSocket] = []
         for member in self.members:
             if member.held is not None:
                 member.hold(entry, doc)
-            elif live is None:
-                live = member
-        if live is not None:
-            live.broadcast(doc)
+            elif member.floor is not None:
+                # A member that resumed: the reader may still bring entries
+                # its replay sent (the subscription's reads lag the history
+                # read); the first one past the replay ends the check.
+                key = parse_id(entry.id) if key is None else key
+                if key > member.floor:
+                    member.floor = None
+                    live.append(member)
+            else:
+                live.append(member)
+        if live:
+            broadcast(json.dumps(doc), live)
 
 
 @dataclasses.dataclass
@@ -145,17 +154,13 @@ class ChatWebSocket(KnativeWebSocketHandler):
         self.last_id = ""
         #: While it is sent what it missed: the live messages meanwhile.
         self.held: list[tuple[Entry, dict[str, Any]]] | None = None
+        #: After that: the last id it was sent, until a live one passes it.
+        self.floor: tuple[int, int] | None = None
 
     def members(self) -> list[ChatWebSocket]:
         """The room's members in this process that get live messages."""
         room = self.rooms.rooms.get(self.room)
         return [m for m in room.members if m.held is None] if room else []
-
-    def broadcast(self, doc: dict[str, Any]) -> None:
-        """Send ``doc`` to every member, encoded and framed once (the base's
-        :func:`~server.base.broadcast`). Fire and forget: a member past
-        ``WS_MAX_BACKLOG`` unread is closed by the base (1008), and skipped."""
-        broadcast(json.dumps(doc), self.members())
 
     def publish(self, doc: dict[str, Any]) -> None:
         """``doc`` to the room in every process (its ``id`` added there)."""
@@ -224,6 +229,7 @@ class ChatWebSocket(KnativeWebSocketHandler):
             last = parse_id(entry.id)
         assert self.held is not None
         self.held = [(e, d) for e, d in self.held if parse_id(e.id) > last]
+        self.floor = max([last, *(parse_id(e.id) for e, _ in self.held)])
 
     def _key(self) -> str:
         return f"{self.name}:{id(self):x}"
