@@ -112,6 +112,14 @@ def _format_id(key: tuple[int, int]) -> str:
     return f"{key[0]}-{key[1]}"
 
 
+def _successor(key: tuple[int, int]) -> tuple[int, int] | None:
+    """The id right after ``key``; None after the largest there is."""
+    ms, seq = key
+    if seq < _MAX:
+        return ms, seq + 1
+    return (ms + 1, 0) if ms < _MAX else None
+
+
 def redact_url(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``: what logs show."""
     try:
@@ -605,8 +613,15 @@ class RedisBackplane(Backplane):
             # not tell that apart, so the notice errs on the side of a gap.
             first = info.get("first-entry")
             oldest = parse_id(str(first[0])) if first else None
-            rows: Any = await self._client.xrange(
-                key, min=f"({after}", max="+", count=self.retention + 1000
+            # From the id after ``after``, inclusive: Redis refuses an
+            # exclusive ``(<2**64-1>-<2**64-1>`` (nothing can follow it).
+            following = _successor(start)
+            rows: Any = (
+                await self._client.xrange(
+                    key, min=_format_id(following), max="+", count=self.retention + 1000
+                )
+                if following is not None
+                else ()
             )
         except (RedisError, OSError) as exc:
             self._lost(exc)
