@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from .conftest import ServerProcess
 from .test_backplane import RedisServer, doc, metric, room_url, until_type
@@ -121,3 +123,51 @@ def test_a_burst_while_redis_is_slow_keeps_order_and_reaches_every_process(
     expected = [f"m{n}" for n in range(count)]
     assert seen_here == expected
     assert seen_there == expected
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21: the chat's replay (_catch_up) writes the whole history in one go, "
+    "without waiting for the client to read: a resume of the default retention (1000) of "
+    "4096-character non-ASCII texts is ~24 MB (json.dumps escapes each as \\uXXXX), far "
+    "over WS_MAX_BACKLOG (4 MiB), so a client that reads as fast as its link allows is "
+    "closed with 1008 slow_consumer; pacing needs paged history to keep memory bounded",
+)
+def test_a_resume_of_the_default_retention_reaches_a_reading_client(
+    server_process: type[ServerProcess],
+) -> None:
+    """Default settings, the in-process backplane: a room's last 1000
+    messages are each ``max_text`` (4096) characters of ``€``. A client
+    that reconnects with the room's first id, reading steadily (a 4 KiB
+    receive buffer: a real link, not loopback's megabytes), gets the gap
+    notice, the replay and then its own join - not a 1008."""
+    server = server_process(module="examples.chat", env={"WS_LOG_MESSAGES": "false"})
+    server.wait_ready()
+    url = f"ws://127.0.0.1:{server.port}/ws/rooms/big"
+
+    async def scenario() -> tuple[int, int | None]:
+        async with connect(f"{url}?name=filler", max_size=None, max_queue=None) as filler:
+            first = await until_type(filler, "join", name="filler")
+            for n in range(1000):
+                await filler.send(f"{n:05d}" + "\u20ac" * 4091)
+            for _ in range(1000):
+                await until_type(filler, "message")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        resume = f"{url}?name=back&last_id={first['id']}"
+        async with connect(resume, sock=sock, max_size=None) as back:
+            replayed = 0
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    got = await doc(back, timeout=10)
+                    if got["type"] == "message":
+                        replayed += 1
+                    if got["type"] == "join" and got["name"] == "back":
+                        break
+            return replayed, back.close_code
+
+    replayed, code = asyncio.run(scenario())
+    assert code is None
+    assert replayed >= 999
