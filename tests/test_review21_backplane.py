@@ -171,3 +171,37 @@ def test_a_resume_of_the_default_retention_reaches_a_reading_client(
     replayed, code = asyncio.run(scenario())
     assert code is None
     assert replayed >= 999
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(
+    strict=True,
+    reason="review21: LocalBackplane bounds history by entries per channel "
+    "(WS_BACKPLANE_RETENTION) and idle channels (LOCAL_IDLE_CHANNELS=10 000), not bytes: "
+    "a client that fills room after room with max_text messages grows the pod by ~24 MB "
+    "a room, up to 10 000 rooms (hundreds of GB)",
+)
+def test_idle_rooms_history_does_not_grow_the_pod_without_bound(
+    server_process: type[ServerProcess],
+) -> None:
+    """One client, the in-process backplane, default settings: it fills 8
+    rooms one after the other with 1000 messages of 4096 characters and
+    leaves each. The server's memory grows by less than 100 MiB (it grew
+    by ~200 MiB: each empty room keeps ~24 MB of history)."""
+    server = server_process(module="examples.chat", env={"WS_LOG_MESSAGES": "false"})
+    server.wait_ready()
+    before = server.rss_kib()
+
+    async def scenario() -> None:
+        for room in range(8):
+            url = f"ws://127.0.0.1:{server.port}/ws/rooms/fill{room}?name=filler"
+            async with connect(url, max_size=None, max_queue=None) as filler:
+                await until_type(filler, "join", name="filler")
+                for n in range(1000):
+                    await filler.send(f"{n:05d}" + "\u20ac" * 4091)
+                for _ in range(1000):
+                    await until_type(filler, "message")
+
+    asyncio.run(scenario())
+    grown_mib = (server.rss_kib() - before) / 1024
+    assert grown_mib < 100, f"grew by {grown_mib:.0f} MiB"
