@@ -54,7 +54,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .events import emit
 from .kinds import ErrorKind
@@ -121,14 +121,23 @@ def _successor(key: tuple[int, int]) -> tuple[int, int] | None:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: what logs show."""
+    """``url`` with its password (if any; in the userinfo, or the query's
+    ``password=``, which redis-py reads too) replaced by ``***``: what
+    logs show."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rpartition("@")[2]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+        if parts.password is not None:
+            netloc = parts.netloc.rpartition("@")[2]
+            user = parts.username or ""
+            parts = parts._replace(netloc=f"{user}:***@{netloc}")
+        if parts.query:
+            query = "&".join(
+                f"{name}=***" if unquote(name).lower() == "password" else field
+                for field in parts.query.split("&")
+                for name in [field.partition("=")[0]]
+            )
+            parts = parts._replace(query=query)
+        return urlunsplit(parts)
     except ValueError:
         return "<unparseable URL>"
 

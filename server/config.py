@@ -192,10 +192,11 @@ def _backplane_url(raw: str) -> str:
 
 def _redacted(raw: str) -> str:
     """A secret setting's value as an error message may show it."""
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urlsplit
 
     try:
-        if urlsplit(raw.strip()).password is None:
+        parts = urlsplit(raw.strip())
+        if parts.password is None and "password" not in unquote(parts.query).lower():
             return raw
     except ValueError:
         pass

@@ -14,6 +14,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from server.backplane import redact_url
+from server.config import ConfigError, load_settings
+
 from .conftest import ServerProcess
 from .test_backplane import RedisServer, doc, metric, room_url, until_type
 
@@ -205,3 +208,43 @@ def test_idle_rooms_history_does_not_grow_the_pod_without_bound(
     asyncio.run(scenario())
     grown_mib = (server.rss_kib() - before) / 1024
     assert grown_mib < 100, f"grew by {grown_mib:.0f} MiB"
+
+
+def test_a_password_in_the_urls_query_is_in_no_log_line_or_error(
+    redis: RedisServer, chat: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """redis-py takes the password from the query too
+    (``redis://host:6379/0?password=...``): the ``backplane`` event and the
+    outage's ``error`` event show it as ``***``, and a start error on such a
+    URL does not show it either."""
+    secret = "Qu3ry-Secret"
+    guarded = RedisServer(tmp_path, password=secret)
+    guarded.start()
+    try:
+        url = f"redis://127.0.0.1:{guarded.port}/0?password={secret}"
+        server = chat(url)
+        server.wait_event("backplane", 10)
+
+        async def outage() -> None:
+            async with connect(room_url(server, "pw", name="ada")) as ada:
+                await until_type(ada, "join", name="ada")
+                guarded.kill()
+                await ada.send("during")  # its XADD finds Redis gone
+                await until_type(ada, "message")
+                await asyncio.to_thread(server.wait_event, "error", 10)
+
+        asyncio.run(outage())
+        server.stop()
+    finally:
+        guarded.kill()
+    output = server.output()
+    assert f"redis://127.0.0.1:{guarded.port}/0?password=***" in output
+    assert secret not in output
+    assert redact_url(f"rediss://h/0?ssl_cert_reqs=none&password={secret}") == (
+        "rediss://h/0?ssl_cert_reqs=none&password=***"
+    )
+    assert secret not in redact_url(f"redis://h/0?%70assword={secret}")
+    for query in (f"password={secret}", f"%70assword={secret}"):
+        with pytest.raises(ConfigError) as info:
+            load_settings([], {"WS_BACKPLANE_URL": f"redis://host:99999/0?{query}"})
+        assert secret not in str(info.value)
