@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -248,3 +249,32 @@ def test_a_password_in_the_urls_query_is_in_no_log_line_or_error(
         with pytest.raises(ConfigError) as info:
             load_settings([], {"WS_BACKPLANE_URL": f"redis://host:99999/0?{query}"})
         assert secret not in str(info.value)
+
+
+def test_non_ascii_text_is_relayed_as_utf_8_not_escaped(
+    server_process: type[ServerProcess],
+) -> None:
+    """A member sends 4096 emoji (16 KiB of UTF-8, the most ``max_text``
+    allows): the others get it in about as many bytes, not escaped as
+    ``\\ud83d\\ude00`` (12 bytes a character: a 3x amplification of every
+    non-Latin message to every member, and in the retained history)."""
+    server = server_process(module="examples.chat", env={"WS_LOG_MESSAGES": "false"})
+    server.wait_ready()
+    url = f"ws://127.0.0.1:{server.port}/ws/rooms/emoji"
+    text = "\U0001f600" * 4096
+
+    async def scenario() -> str:
+        async with connect(f"{url}?name=listener", max_size=None) as listener:
+            await until_type(listener, "join", name="listener")
+            async with connect(f"{url}?name=talker") as talker:
+                await until_type(listener, "join", name="talker")
+                await talker.send(text)
+                while True:
+                    raw = await asyncio.wait_for(listener.recv(), 5)
+                    assert isinstance(raw, str)
+                    if '"message"' in raw:
+                        return raw
+
+    raw = asyncio.run(scenario())
+    assert json.loads(raw)["text"] == text
+    assert len(raw.encode()) < len(text.encode()) + 200
