@@ -347,6 +347,8 @@ class RedisBackplane(Backplane):
 
     #: Milliseconds an XREAD waits for entries before it asks again.
     BLOCK_MS = 5000
+    #: Seconds between the reader's PINGs while it has no channel to read.
+    IDLE_PING = 1.0
 
     def __init__(
         self,
@@ -579,16 +581,25 @@ class RedisBackplane(Backplane):
 
         assert self._reader is not None
         assert self._client is not None
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         while True:
             try:
                 if self._reader_id is None:
                     await self._connect()
+                    checked = loop.time()
                 streams: Any = {
                     self._key(c): p for c, p in self._positions.items() if p is not None
                 }
                 if not streams:
+                    # Nothing to read: still notice an outage (the gauge,
+                    # the error event) while no one is connected here.
+                    if loop.time() - checked >= self.IDLE_PING:
+                        await self._reader.ping()
+                        checked = loop.time()
                     await asyncio.sleep(0.05)
                     continue
+                checked = loop.time()
                 replies: Any = await self._reader.xread(streams, count=512, block=self.BLOCK_MS)
             except (RedisError, OSError) as exc:
                 self._lost(exc)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -134,15 +135,14 @@ def test_a_burst_while_redis_is_slow_keeps_order_and_reaches_every_process(
     strict=True,
     reason="review21: the chat's replay (_catch_up) writes the whole history in one go, "
     "without waiting for the client to read: a resume of the default retention (1000) of "
-    "4096-character non-ASCII texts is ~24 MB (json.dumps escapes each as \\uXXXX), far "
-    "over WS_MAX_BACKLOG (4 MiB), so a client that reads as fast as its link allows is "
+    "4096-character emoji texts is ~16 MB, far over WS_MAX_BACKLOG (4 MiB), so a client that reads as fast as its link allows is "
     "closed with 1008 slow_consumer; pacing needs paged history to keep memory bounded",
 )
 def test_a_resume_of_the_default_retention_reaches_a_reading_client(
     server_process: type[ServerProcess],
 ) -> None:
     """Default settings, the in-process backplane: a room's last 1000
-    messages are each ``max_text`` (4096) characters of ``€``. A client
+    messages are each ``max_text`` (4096) characters, emoji. A client
     that reconnects with the room's first id, reading steadily (a 4 KiB
     receive buffer: a real link, not loopback's megabytes), gets the gap
     notice, the replay and then its own join - not a 1008."""
@@ -154,7 +154,7 @@ def test_a_resume_of_the_default_retention_reaches_a_reading_client(
         async with connect(f"{url}?name=filler", max_size=None, max_queue=None) as filler:
             first = await until_type(filler, "join", name="filler")
             for n in range(1000):
-                await filler.send(f"{n:05d}" + "\u20ac" * 4091)
+                await filler.send(f"{n:05d}" + "\U0001f600" * 4091)
             for _ in range(1000):
                 await until_type(filler, "message")
         sock = socket.socket()
@@ -182,16 +182,16 @@ def test_a_resume_of_the_default_retention_reaches_a_reading_client(
     strict=True,
     reason="review21: LocalBackplane bounds history by entries per channel "
     "(WS_BACKPLANE_RETENTION) and idle channels (LOCAL_IDLE_CHANNELS=10 000), not bytes: "
-    "a client that fills room after room with max_text messages grows the pod by ~24 MB "
+    "a client that fills room after room with max_text messages grows the pod by ~16 MB "
     "a room, up to 10 000 rooms (hundreds of GB)",
 )
 def test_idle_rooms_history_does_not_grow_the_pod_without_bound(
     server_process: type[ServerProcess],
 ) -> None:
     """One client, the in-process backplane, default settings: it fills 8
-    rooms one after the other with 1000 messages of 4096 characters and
-    leaves each. The server's memory grows by less than 100 MiB (it grew
-    by ~200 MiB: each empty room keeps ~24 MB of history)."""
+    rooms one after the other with 1000 messages of 4096 emoji and leaves
+    each. The server's memory grows by less than 64 MiB (it grew by ~130
+    MiB: each empty room keeps ~16 MB of history)."""
     server = server_process(module="examples.chat", env={"WS_LOG_MESSAGES": "false"})
     server.wait_ready()
     before = server.rss_kib()
@@ -202,13 +202,13 @@ def test_idle_rooms_history_does_not_grow_the_pod_without_bound(
             async with connect(url, max_size=None, max_queue=None) as filler:
                 await until_type(filler, "join", name="filler")
                 for n in range(1000):
-                    await filler.send(f"{n:05d}" + "\u20ac" * 4091)
+                    await filler.send(f"{n:05d}" + "\U0001f600" * 4091)
                 for _ in range(1000):
                     await until_type(filler, "message")
 
     asyncio.run(scenario())
     grown_mib = (server.rss_kib() - before) / 1024
-    assert grown_mib < 100, f"grew by {grown_mib:.0f} MiB"
+    assert grown_mib < 64, f"grew by {grown_mib:.0f} MiB"
 
 
 def test_a_password_in_the_urls_query_is_in_no_log_line_or_error(
@@ -278,3 +278,28 @@ def test_non_ascii_text_is_relayed_as_utf_8_not_escaped(
     raw = asyncio.run(scenario())
     assert json.loads(raw)["text"] == text
     assert len(raw.encode()) < len(text.encode()) + 200
+
+
+@pytest.mark.timeout(60)
+def test_the_gauge_drops_when_redis_goes_while_no_one_is_connected(
+    redis: RedisServer, chat: Callable[..., ServerProcess]
+) -> None:
+    """A process with no members yet (a new pod, a quiet one) whose Redis
+    goes away: within a few seconds ``websocket_backplane_connected`` is 0
+    and the outage's ``error`` event is logged - the guide's alert on the
+    gauge must see it before the first member finds out. (Before: the
+    reader did not touch Redis without a channel to read, so the gauge
+    said connected for as long as the process stayed idle.)"""
+    server = chat(redis.url)
+    assert metric(server, "websocket_backplane_connected") == 1
+    redis.kill()
+    deadline = time.monotonic() + 15
+    while metric(server, "websocket_backplane_connected") != 0:
+        assert time.monotonic() < deadline, "the gauge still says connected"
+        time.sleep(0.2)
+    assert [e for e in server.events("error") if e.get("kind") == "backplane_unavailable"]
+    redis.start()
+    deadline = time.monotonic() + 20
+    while metric(server, "websocket_backplane_connected") != 1:
+        assert time.monotonic() < deadline, "not back"
+        time.sleep(0.2)
