@@ -135,8 +135,9 @@ def test_a_burst_while_redis_is_slow_keeps_order_and_reaches_every_process(
     strict=True,
     reason="review21: the chat's replay (_catch_up) writes the whole history in one go, "
     "without waiting for the client to read: a resume of the default retention (1000) of "
-    "4096-character emoji texts is ~16 MB, far over WS_MAX_BACKLOG (4 MiB), so a client that reads as fast as its link allows is "
-    "closed with 1008 slow_consumer; pacing needs paged history to keep memory bounded",
+    "4096-character emoji texts is ~16 MB, far over WS_MAX_BACKLOG (4 MiB), so a client "
+    "that reads as fast as its link allows is closed with 1008 slow_consumer; pacing "
+    "needs paged history to keep memory bounded",
 )
 def test_a_resume_of_the_default_retention_reaches_a_reading_client(
     server_process: type[ServerProcess],
