@@ -349,6 +349,10 @@ class RedisBackplane(Backplane):
     BLOCK_MS = 5000
     #: Seconds between the reader's PINGs while it has no channel to read.
     IDLE_PING = 1.0
+    #: Connections for publishing, presence and history (the reader has its own).
+    POOL_SIZE = 16
+    #: Seconds a command waits for one of them before it counts as an outage.
+    POOL_WAIT = 10.0
 
     def __init__(
         self,
@@ -439,7 +443,19 @@ class RedisBackplane(Backplane):
             "socket_connect_timeout": 2.0,
             "retry": Retry(NoBackoff(), 0),
         }
-        self._client = redis.asyncio.Redis.from_url(self.url, socket_timeout=5.0, **common)
+        # A blocking pool: past ``POOL_SIZE`` commands at once (a herd of
+        # reconnecting clients) a command waits for a connection; redis-py's
+        # default pool raises MaxConnectionsError at its 101st instead,
+        # which would read as an outage. It also bounds how many histories
+        # are read at once.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=self.POOL_SIZE,
+            timeout=self.POOL_WAIT,
+            socket_timeout=5.0,
+            **common,
+        )
+        self._client = redis.asyncio.Redis.from_pool(pool)
         self._reader = redis.asyncio.Redis.from_url(
             self.url,
             socket_timeout=self.BLOCK_MS / 1000 + 5.0,

@@ -304,3 +304,38 @@ def test_the_gauge_drops_when_redis_goes_while_no_one_is_connected(
     while metric(server, "websocket_backplane_connected") != 1:
         assert time.monotonic() < deadline, "not back"
         time.sleep(0.2)
+
+
+@pytest.mark.timeout(90)
+def test_a_reconnect_herd_is_not_taken_for_a_redis_outage(
+    redis: RedisServer, chat: Callable[..., ServerProcess]
+) -> None:
+    """150 clients join one process at once (what a drained pod's clients
+    do on the next pod): each is counted and joins, no
+    ``backplane_unavailable`` is logged, and the process stays connected to
+    the others. (Before: redis-py 8's asyncio pool refuses a 101st
+    concurrent command with ``MaxConnectionsError``, which the backplane
+    took for an outage: publishes went to this process only meanwhile.)"""
+    a, b = chat(redis.url), chat(redis.url)
+
+    async def scenario() -> None:
+        async with connect(room_url(b, "herd", name="bob")) as bob:
+            await until_type(bob, "join", name="bob")
+
+            async def member(n: int) -> ClientConnection:
+                ws = await connect(room_url(a, "herd", name=f"m{n}"), open_timeout=30)
+                await until_type(ws, "join", name=f"m{n}")
+                return ws
+
+            herd = await asyncio.gather(*(member(n) for n in range(150)))
+            try:
+                await herd[0].send("after the herd")
+                got = await until_type(bob, "message")
+                assert got["text"] == "after the herd"
+            finally:
+                await asyncio.gather(*(ws.close() for ws in herd))
+
+    asyncio.run(scenario())
+    errors = [e for e in a.events("error") if e.get("kind") == "backplane_unavailable"]
+    assert not errors, errors[0]
+    assert metric(a, "websocket_backplane_reconnects_total") == 0
