@@ -176,7 +176,8 @@ def _backplane_url(raw: str) -> str:
     value = raw.strip()
     expected = (
         "expected a Redis URL: redis://[user:password@]host[:port][/db], "
-        "rediss://... (TLS) or unix:///path/to/socket"
+        "rediss://... (TLS) or unix:///path/to/socket (percent-encode / # ? @ "
+        "in the user or password: %2F %23 %3F %40)"
     )
     try:
         parts = urlsplit(value)
@@ -196,7 +197,13 @@ def _redacted(raw: str) -> str:
 
     try:
         parts = urlsplit(raw.strip())
-        if parts.password is None and "password" not in unquote(parts.query).lower():
+        # An "@" anywhere: a password whose "/", "#" or "?" ended the
+        # userinfo early is not where urlsplit looks for one.
+        if (
+            parts.password is None
+            and "@" not in raw
+            and "password" not in unquote(parts.query).lower()
+        ):
             return raw
     except ValueError:
         pass

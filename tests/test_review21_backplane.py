@@ -339,3 +339,17 @@ def test_a_reconnect_herd_is_not_taken_for_a_redis_outage(
     errors = [e for e in a.events("error") if e.get("kind") == "backplane_unavailable"]
     assert not errors, errors[0]
     assert metric(a, "websocket_backplane_reconnects_total") == 0
+
+
+@pytest.mark.parametrize("password", ["ab/cdSECRET", "ab#cdSECRET", "ab?cdSECRET", "x/y+zSECRET=="])
+def test_a_password_that_breaks_the_url_is_not_in_the_start_error(password: str) -> None:
+    """A generated password with ``/``, ``#`` or ``?`` (base64 has ``/``)
+    put in the URL without percent-encoding makes it unparseable as a Redis
+    URL: the start error says so, and how to fix it, without the password
+    (it showed the whole URL)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings([], {"WS_BACKPLANE_URL": f"redis://:{password}@redis:6379/0"})
+    message = str(info.value)
+    assert "SECRET" not in message
+    assert "WS_BACKPLANE_URL" in message
+    assert "percent-encode" in message
