@@ -54,7 +54,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .events import emit
 from .kinds import ErrorKind
@@ -112,15 +112,32 @@ def _format_id(key: tuple[int, int]) -> str:
     return f"{key[0]}-{key[1]}"
 
 
+def _successor(key: tuple[int, int]) -> tuple[int, int] | None:
+    """The id right after ``key``; None after the largest there is."""
+    ms, seq = key
+    if seq < _MAX:
+        return ms, seq + 1
+    return (ms + 1, 0) if ms < _MAX else None
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: what logs show."""
+    """``url`` with its password (if any; in the userinfo, or the query's
+    ``password=``, which redis-py reads too) replaced by ``***``: what
+    logs show."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rpartition("@")[2]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+        if parts.password is not None:
+            netloc = parts.netloc.rpartition("@")[2]
+            user = parts.username or ""
+            parts = parts._replace(netloc=f"{user}:***@{netloc}")
+        if parts.query:
+            query = "&".join(
+                f"{name}=***" if unquote(name).lower() == "password" else field
+                for field in parts.query.split("&")
+                for name in [field.partition("=")[0]]
+            )
+            parts = parts._replace(query=query)
+        return urlunsplit(parts)
     except ValueError:
         return "<unparseable URL>"
 
@@ -330,6 +347,12 @@ class RedisBackplane(Backplane):
 
     #: Milliseconds an XREAD waits for entries before it asks again.
     BLOCK_MS = 5000
+    #: Seconds between the reader's PINGs while it has no channel to read.
+    IDLE_PING = 1.0
+    #: Connections for publishing, presence and history (the reader has its own).
+    POOL_SIZE = 16
+    #: Seconds a command waits for one of them before it counts as an outage.
+    POOL_WAIT = 10.0
 
     def __init__(
         self,
@@ -420,7 +443,19 @@ class RedisBackplane(Backplane):
             "socket_connect_timeout": 2.0,
             "retry": Retry(NoBackoff(), 0),
         }
-        self._client = redis.asyncio.Redis.from_url(self.url, socket_timeout=5.0, **common)
+        # A blocking pool: past ``POOL_SIZE`` commands at once (a herd of
+        # reconnecting clients) a command waits for a connection; redis-py's
+        # default pool raises MaxConnectionsError at its 101st instead,
+        # which would read as an outage. It also bounds how many histories
+        # are read at once.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=self.POOL_SIZE,
+            timeout=self.POOL_WAIT,
+            socket_timeout=5.0,
+            **common,
+        )
+        self._client = redis.asyncio.Redis.from_pool(pool)
         self._reader = redis.asyncio.Redis.from_url(
             self.url,
             socket_timeout=self.BLOCK_MS / 1000 + 5.0,
@@ -562,16 +597,25 @@ class RedisBackplane(Backplane):
 
         assert self._reader is not None
         assert self._client is not None
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         while True:
             try:
                 if self._reader_id is None:
                     await self._connect()
+                    checked = loop.time()
                 streams: Any = {
                     self._key(c): p for c, p in self._positions.items() if p is not None
                 }
                 if not streams:
+                    # Nothing to read: still notice an outage (the gauge,
+                    # the error event) while no one is connected here.
+                    if loop.time() - checked >= self.IDLE_PING:
+                        await self._reader.ping()
+                        checked = loop.time()
                     await asyncio.sleep(0.05)
                     continue
+                checked = loop.time()
                 replies: Any = await self._reader.xread(streams, count=512, block=self.BLOCK_MS)
             except (RedisError, OSError) as exc:
                 self._lost(exc)
@@ -605,8 +649,15 @@ class RedisBackplane(Backplane):
             # not tell that apart, so the notice errs on the side of a gap.
             first = info.get("first-entry")
             oldest = parse_id(str(first[0])) if first else None
-            rows: Any = await self._client.xrange(
-                key, min=f"({after}", max="+", count=self.retention + 1000
+            # From the id after ``after``, inclusive: Redis refuses an
+            # exclusive ``(<2**64-1>-<2**64-1>`` (nothing can follow it).
+            following = _successor(start)
+            rows: Any = (
+                await self._client.xrange(
+                    key, min=_format_id(following), max="+", count=self.retention + 1000
+                )
+                if following is not None
+                else ()
             )
         except (RedisError, OSError) as exc:
             self._lost(exc)

@@ -176,7 +176,8 @@ def _backplane_url(raw: str) -> str:
     value = raw.strip()
     expected = (
         "expected a Redis URL: redis://[user:password@]host[:port][/db], "
-        "rediss://... (TLS) or unix:///path/to/socket"
+        "rediss://... (TLS) or unix:///path/to/socket (percent-encode / # ? @ "
+        "in the user or password: %2F %23 %3F %40)"
     )
     try:
         parts = urlsplit(value)
@@ -192,10 +193,17 @@ def _backplane_url(raw: str) -> str:
 
 def _redacted(raw: str) -> str:
     """A secret setting's value as an error message may show it."""
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urlsplit
 
     try:
-        if urlsplit(raw.strip()).password is None:
+        parts = urlsplit(raw.strip())
+        # An "@" anywhere: a password whose "/", "#" or "?" ended the
+        # userinfo early is not where urlsplit looks for one.
+        if (
+            parts.password is None
+            and "@" not in raw
+            and "password" not in unquote(parts.query).lower()
+        ):
             return raw
     except ValueError:
         pass

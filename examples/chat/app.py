@@ -65,6 +65,12 @@ _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_HELD = 10_000
 
 
+def _encode(doc: dict[str, Any]) -> str:
+    """A message as JSON text, non-ASCII as UTF-8 (not ``\\uXXXX``: that
+    triples an emoji's bytes, to every member and in the history)."""
+    return json.dumps(doc, ensure_ascii=False)
+
+
 def channel(room: str) -> str:
     """The backplane channel of a room."""
     return f"chat:{room}"
@@ -98,7 +104,7 @@ class Room:
             else:
                 live.append(member)
         if live:
-            broadcast(json.dumps(doc), live)
+            broadcast(_encode(doc), live)
 
 
 @dataclasses.dataclass
@@ -164,7 +170,7 @@ class ChatWebSocket(KnativeWebSocketHandler):
 
     def publish(self, doc: dict[str, Any]) -> None:
         """``doc`` to the room in every process (its ``id`` added there)."""
-        self.backplane.publish(channel(self.room), json.dumps(doc))
+        self.backplane.publish(channel(self.room), _encode(doc))
 
     def hold(self, entry: Entry, doc: dict[str, Any]) -> None:
         assert self.held is not None
@@ -175,7 +181,7 @@ class ChatWebSocket(KnativeWebSocketHandler):
 
     def send_doc(self, doc: dict[str, Any]) -> None:
         with contextlib.suppress(WebSocketClosedError):
-            self.write_message(json.dumps(doc))
+            self.write_message(_encode(doc))
 
     def authorize(self) -> None:
         # The raw value: Tornado's get_query_argument strips spaces and
