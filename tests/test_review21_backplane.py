@@ -19,9 +19,10 @@ from websockets.exceptions import ConnectionClosed
 
 from server.backplane import redact_url
 from server.config import ConfigError, load_settings
+from testkit.redis import REDIS_SERVER, RedisServer
 
 from .conftest import ServerProcess
-from .test_backplane import REDIS_SERVER, RedisServer, doc, metric, room_url, until_type
+from .test_backplane import doc, metric, room_url, until_type
 
 #: The largest id there is: nothing can come after it.
 MAX_ID = f"{2**64 - 1}-{2**64 - 1}"

@@ -228,14 +228,17 @@ class ChatWebSocket(KnativeWebSocketHandler):
         if history.gap:
             self.send_doc({"type": "gap", "last_id": self.last_id, "first_id": first})
         last = parse_id(self.last_id)
+        sent: tuple[int, int] | None = None
         for entry in history.entries:
             doc = json.loads(entry.data)
             doc["id"] = entry.id
             self.send_doc(doc)
-            last = parse_id(entry.id)
+            last = sent = parse_id(entry.id)
         assert self.held is not None
         self.held = [(e, d) for e, d in self.held if parse_id(e.id) > last]
-        self.floor = max([last, *(parse_id(e.id) for e, _ in self.held)])
+        # The newest id it is sent (not its last_id, which may lie ahead of
+        # every id: it would then never get a live message).
+        self.floor = max([parse_id(e.id) for e, _ in self.held], default=sent)
 
     def _key(self) -> str:
         return f"{self.name}:{id(self):x}"
