@@ -490,6 +490,10 @@ class TextFormatter(logging.Formatter):
         return _text_line(_timestamp(record), record.levelname, event, fields)
 
 
+#: Seconds the log writer waits after a write, gathering the next lines.
+_WRITER_GATHER = 0.005
+
+
 class _FdWriter:
     """Writes bytes to a file descriptor from a thread of its own, holding at
     most ``limit`` bytes that the descriptor has not taken yet.
@@ -550,6 +554,11 @@ class _FdWriter:
             with self._cond:
                 self.pending -= len(data)
                 self._cond.notify_all()
+            # Lines that come one at a time (a few thousand a second) would
+            # each wake this thread: the loop's notify and the thread's turn
+            # for the GIL cost more than the line. Sleeping a moment after a
+            # write lets them gather (puts meanwhile find no waiter to wake).
+            time.sleep(_WRITER_GATHER)
 
     def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for everything put to be written."""
