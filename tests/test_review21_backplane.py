@@ -24,6 +24,7 @@ from testkit.redis import REDIS_SERVER, RedisServer
 from .conftest import ServerProcess
 from .test_backplane import doc, metric, room_url, until_type
 
+
 def diff(one: list[str], other: list[str]) -> tuple[int, list[str], list[str]]:
     """Where two lists part, and a few items of each from there."""
     at = next((n for n, (x, y) in enumerate(zip(one, other, strict=False)) if x != y), None)
