@@ -234,7 +234,8 @@ class Backplane(abc.ABC):
     @abc.abstractmethod
     def publish(self, channel: str, data: str) -> None:
         """Publish ``data`` to ``channel``; never blocks. The publishes of
-        one process reach every subscriber in the order they were made."""
+        one process reach every subscriber in the order they were made
+        (in Redis, one past :data:`PUBLISH_QUEUE` waiting is dropped)."""
 
     async def subscribe(self, channel: str, subscriber: Subscriber) -> None:
         """Deliver ``channel``'s entries published from now on to
