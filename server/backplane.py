@@ -22,6 +22,9 @@ reader that lost Redis for a while picks up where it stopped instead of
 losing what was published meanwhile. Every process sees a channel's entries
 in the stream's order, so the messages of one publisher arrive in the order
 it sent them (each process sends its publishes through one queue, in order).
+Past :data:`PUBLISH_QUEUE` publishes waiting for Redis (a stall), a publish
+is dropped, counted and logged (``backplane_overflow``, once a minute at
+most): what was taken keeps its order everywhere, and memory stays bounded.
 
 Losing Redis: one ``error`` event (kind ``backplane_unavailable``, the URL
 with its password redacted) per outage, ``websocket_backplane_connected``
@@ -29,7 +32,11 @@ drops, the reader retries with capped exponential backoff and jitter, and
 meanwhile a publish is delivered to this process's own subscribers (with
 an id of the same shape, not in any stream: the other processes do not get
 it, and a client resuming from it later gets what the stream has after
-it). Readiness is not touched: local delivery still works, and failing
+it). A pipeline that fails with its outcome unknown (a timeout: Redis may
+run it when it wakes) is delivered here too; each entry carries this
+process's token and a sequence number (fields ``p`` and ``s``), so the
+reader skips those it reads back later instead of delivering them twice.
+Readiness is not touched: local delivery still works, and failing
 readiness on every pod at once would take the whole service out of the
 load balancer for a Redis blip.
 
@@ -89,8 +96,13 @@ STREAM_IDLE_EXPIRY = 86400
 #: Channels the in-process backplane keeps history for once none of them
 #: has a subscriber (the oldest are forgotten first).
 LOCAL_IDLE_CHANNELS = 10_000
-#: Publishes waiting for Redis at most; past it they are delivered locally.
+#: Publishes waiting for Redis at most; past it a publish is dropped (counted
+#: as ``backplane_overflow``) until the queue has room again.
 PUBLISH_QUEUE = 10_000
+#: Publishes of this process delivered here after their pipeline failed
+#: (Redis may still have taken them) that the reader remembers, to skip
+#: them when it reads them from a stream; the oldest are forgotten first.
+UNSURE_PUBLISHES = 20_000
 
 _ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _MAX = 2**64 - 1
@@ -222,7 +234,8 @@ class Backplane(abc.ABC):
     @abc.abstractmethod
     def publish(self, channel: str, data: str) -> None:
         """Publish ``data`` to ``channel``; never blocks. The publishes of
-        one process reach every subscriber in the order they were made."""
+        one process reach every subscriber in the order they were made
+        (in Redis, one past :data:`PUBLISH_QUEUE` waiting is dropped)."""
 
     async def subscribe(self, channel: str, subscriber: Subscriber) -> None:
         """Deliver ``channel``'s entries published from now on to
@@ -385,6 +398,12 @@ class RedisBackplane(Backplane):
         self._unblocks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._writing = False
+        #: The sequence number of this process's next publish (field ``s``).
+        self._seq = 0
+        #: Sequence numbers delivered here whose pipeline failed: the reader
+        #: skips them if Redis took them after all (insertion-ordered, bounded).
+        self._unsure: dict[int, None] = {}
+        self._overflow_logged = -60.0
 
     @property
     def up(self) -> bool:
@@ -498,7 +517,20 @@ class RedisBackplane(Backplane):
 
     def publish(self, channel: str, data: str) -> None:
         if len(self._queue) >= PUBLISH_QUEUE:
-            self._deliver_here(channel, data)
+            # Delivering it here would put it ahead of the queued ones (and
+            # reach no other process); queueing it would grow without bound.
+            now = time.monotonic()
+            log = now - self._overflow_logged >= 60.0
+            if log:
+                self._overflow_logged = now
+            record_error(
+                self.metrics,
+                ErrorKind.BACKPLANE_OVERFLOW,
+                f"{PUBLISH_QUEUE} publishes are waiting for redis: dropping publishes "
+                "until it takes them",
+                log=log,
+                queued=len(self._queue),
+            )
             return
         self._queue.append((channel, data))
         self._queued.set()
@@ -525,17 +557,26 @@ class RedisBackplane(Backplane):
                 for channel, data in batch:
                     self._deliver_here(channel, data)
                 continue
+            first = self._seq
+            self._seq += len(batch)
             pipe = self._client.pipeline(transaction=False)
-            for channel, data in batch:
+            for seq, (channel, data) in enumerate(batch, first):
                 key = self._key(channel)
-                pipe.xadd(key, {"d": data}, maxlen=self.retention, approximate=True)
+                fields: Any = {"d": data, "p": self._token, "s": seq}
+                pipe.xadd(key, fields, maxlen=self.retention, approximate=True)
                 pipe.expire(key, STREAM_IDLE_EXPIRY)
             self._writing = True
             try:
                 await pipe.execute()
             except (RedisError, OSError) as exc:
                 self._lost(exc)
-                for channel, data in batch:  # possibly taken by Redis too
+                # Possibly taken by Redis too (a timeout: it may run them
+                # when it wakes): the reader skips them if it reads them.
+                for seq in range(first, first + len(batch)):
+                    self._unsure[seq] = None
+                while len(self._unsure) > UNSURE_PUBLISHES:
+                    del self._unsure[next(iter(self._unsure))]
+                for channel, data in batch:
                     self._deliver_here(channel, data)
             finally:
                 self._writing = False
@@ -628,7 +669,23 @@ class RedisBackplane(Backplane):
                         break  # unsubscribed meanwhile
                     self._positions[channel] = entry_id
                     self._ids.seen(channel, parse_id(entry_id))
+                    if self._delivered_here(fields):
+                        continue
                     self._deliver(channel, Entry(entry_id, fields.get("d", "")))
+
+    def _delivered_here(self, fields: dict[str, str]) -> bool:
+        """Whether an entry is one of this process's publishes that was
+        delivered here already (its pipeline failed, Redis ran it later)."""
+        if not self._unsure or fields.get("p") != self._token:
+            return False
+        try:
+            seq = int(fields.get("s", ""))
+        except ValueError:
+            return False
+        if seq not in self._unsure:
+            return False
+        del self._unsure[seq]
+        return True
 
     async def history(self, channel: str, after: str) -> History:
         from redis.exceptions import RedisError, ResponseError

@@ -155,6 +155,15 @@ class ErrorKind(enum.StrEnum):
     The client gets: nothing; members in other processes miss its messages until Redis is back
     (a resuming client gets them from the stream if they were published there)."""
 
+    BACKPLANE_OVERFLOW = "backplane_overflow"
+    """A process's publishes waiting for Redis reached ``PUBLISH_QUEUE`` (10 000: Redis is
+    stalled or slower than the publishers): each publish past it is dropped - delivered nowhere,
+    counted here - until the queue has room again (logged at most once a minute, with
+    ``queued``). The publishes that were taken keep their order everywhere.
+
+    The client gets: nothing; its message reaches no one (a client that resumes sees the stream,
+    which does not have it)."""
+
     # The process.
     WORKER_FAILED = "worker_failed"
     """With ``WS_WORKERS`` > 1: a worker could not start.

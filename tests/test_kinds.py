@@ -35,6 +35,7 @@ LABELS = {
     "app_refused",
     "descriptors_exhausted",
     "backplane_unavailable",
+    "backplane_overflow",
     "worker_failed",
     "worker_exited",
 }

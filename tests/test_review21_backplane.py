@@ -24,6 +24,14 @@ from testkit.redis import REDIS_SERVER, RedisServer
 from .conftest import ServerProcess
 from .test_backplane import doc, metric, room_url, until_type
 
+
+def diff(one: list[str], other: list[str]) -> tuple[int, list[str], list[str]]:
+    """Where two lists part, and a few items of each from there."""
+    at = next((n for n, (x, y) in enumerate(zip(one, other, strict=False)) if x != y), None)
+    at = min(len(one), len(other)) if at is None else at
+    return at, one[at : at + 3], other[at : at + 3]
+
+
 #: The largest id there is: nothing can come after it.
 MAX_ID = f"{2**64 - 1}-{2**64 - 1}"
 
@@ -81,55 +89,75 @@ def test_the_largest_last_id_does_not_take_the_backplane_down(
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21: past PUBLISH_QUEUE (10 000) waiting publishes, RedisBackplane.publish "
-    "delivers at once to this process only: ahead of the queued ones (out of order here) "
-    "and never to the other processes, with no event or metric saying so",
-)
 def test_a_burst_while_redis_is_slow_keeps_order_and_reaches_every_process(
     redis: RedisServer, chat: Callable[..., ServerProcess]
 ) -> None:
-    """Redis stalls (``CLIENT PAUSE ... WRITE``: XADD waits) while a member
-    sends 10 600 short messages: once Redis goes on, a member on the same
-    process and one on another process each get all of them, in the order
-    they were sent (the guide: "the messages of one publisher arrive
-    everywhere in the order it sent them")."""
+    """Redis stalls (``CLIENT PAUSE ... WRITE``: XADD waits 4 s) while a
+    member sends 10 600 short messages, more than a process holds for Redis
+    (``PUBLISH_QUEUE``, 10 000). The policy (docs/guides/fan-out.md): past
+    the queue a publish is dropped - delivered nowhere, counted in
+    ``websocket_errors_total{kind="backplane_overflow"}``, one ``error``
+    event - so memory stays bounded and nothing jumps the queue. Once Redis
+    goes on, a member on the same process and one on another process get
+    the same messages, in the order they were sent (the guide: "the messages
+    of one publisher arrive everywhere in the order it sent them"), and
+    every message sent is either received or counted as dropped. (Before:
+    the ones past the queue went at once to the publishing process's
+    members only, ahead of the queued ones, with nothing logged or counted.
+    The review's version of this test expected all 10 600 everywhere, which
+    no bounded queue can promise for a stall of any length.)"""
     import redis as redis_py
 
-    a, b = chat(redis.url), chat(redis.url)
+    # A retention above the burst: a reader more than the retention behind
+    # loses what was trimmed (the guide's documented cost), not this test's point.
+    a, b = (chat(redis.url, WS_BACKPLANE_RETENTION="20000") for _ in range(2))
     count = 10_600
 
     async def collect(ws: ClientConnection) -> list[str]:
-        """The messages' texts up to the last one sent, or until none comes for 8 s."""
+        """The messages' texts up to ``end``, sent once Redis went on."""
         texts: list[str] = []
-        with contextlib.suppress(TimeoutError):
-            while not texts or texts[-1] != f"m{count - 1}":
-                got = await doc(ws, timeout=8)
-                if got["type"] == "message":
-                    texts.append(got["text"])
-        return texts
+        while True:
+            got = await doc(ws, timeout=15)
+            if got["type"] == "message":
+                if got["text"] == "end":
+                    return texts
+                texts.append(got["text"])
 
     async def scenario() -> tuple[list[str], list[str]]:
         async with (
             connect(room_url(a, "burst", name="here"), max_queue=None) as here,
             connect(room_url(b, "burst", name="there"), max_queue=None) as there,
-            connect(room_url(a, "burst", name="talker"), max_queue=None) as talker,
         ):
+            # Each subscribed (its own join comes after) before the talker joins.
+            await until_type(here, "join", name="here")
+            await until_type(there, "join", name="there")
+            talker = await connect(room_url(a, "burst", name="talker"), max_queue=None)
             await until_type(here, "join", name="talker")
             await until_type(there, "join", name="talker")
             control = redis_py.Redis(port=redis.port)
             control.client_pause(4000, all=False)  # writes (XADD) wait 4 s
+            paused = time.monotonic()
             control.close()
             for n in range(count):
                 await talker.send(f"m{n}")
+            await asyncio.sleep(max(0.0, paused + 4.5 - time.monotonic()))
+            await talker.send("end")  # Redis goes on: the queue has room again
             here_texts, there_texts = await asyncio.gather(collect(here), collect(there))
+            await talker.close()
             return here_texts, there_texts
 
     seen_here, seen_there = asyncio.run(scenario())
-    expected = [f"m{n}" for n in range(count)]
-    assert seen_here == expected
-    assert seen_there == expected
+    # The same messages everywhere, in the same order.
+    assert seen_here == seen_there, (len(seen_here), len(seen_there), diff(seen_here, seen_there))
+    sent = [int(text[1:]) for text in seen_here]
+    assert sent == sorted(set(sent))  # in the order they were sent, none twice
+    dropped = count - len(sent)
+    assert dropped > 0, "the burst never filled the queue: the test proves nothing"
+    assert metric(a, 'websocket_errors_total{kind="backplane_overflow"}') == dropped
+    overflows = [e for e in a.events("error") if e.get("kind") == "backplane_overflow"]
+    assert len(overflows) == 1, overflows
+    assert overflows[0]["queued"] == 10_000
+    assert not [e for e in a.events("error") if e.get("kind") == "backplane_unavailable"]
 
 
 @pytest.mark.timeout(90)
@@ -385,13 +413,6 @@ def wait_for_redis(port: int) -> None:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21: a Redis stall longer than the client's 5 s socket timeout: the "
-    "writer's timed-out pipeline is delivered locally (local ids) and Redis runs it when "
-    "it wakes, so the reader delivers it again (stream ids): members of the publishing "
-    "process get it twice",
-)
 def test_a_redis_stall_delivers_no_message_twice(
     tmp_path: Path, chat: Callable[..., ServerProcess]
 ) -> None:
