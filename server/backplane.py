@@ -65,13 +65,13 @@ if TYPE_CHECKING:
     import redis.asyncio
 
 __all__ = [
+    "LOCAL_HISTORY_BYTES",
     "PRESENCE_HEARTBEAT",
     "PRESENCE_TTL",
     "Backoff",
     "Backplane",
     "BackplaneUnavailable",
     "Entry",
-    "LOCAL_HISTORY_BYTES",
     "History",
     "LocalBackplane",
     "RedisBackplane",

@@ -80,8 +80,8 @@ def test_history_pages_follow_on_and_report_the_gap(
                 assert len(await _pages(plane, "c", seen[2], 3)) == 2
                 start = seen[3]  # "2": then "3" to "6"
             pages = await _pages(plane, "c", start, 3)
-            expected = [str(n) for n in range(7)][-len(sum(pages, [])) :]
-            assert sum(pages, []) == expected
+            got = [data for page in pages for data in page]
+            assert got == [str(n) for n in range(7)][-len(got) :]
             assert [len(p) for p in pages][:-1] == [3] * (len(pages) - 1)
             old = await plane.history("c", "0-1", 2)
             assert old.gap
