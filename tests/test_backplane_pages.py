@@ -178,3 +178,35 @@ def test_a_client_that_does_not_read_its_replay_is_closed_within_the_send_timeou
     assert code == 1008
     assert "replay" in reason
     assert 0 < got < 900
+
+
+def test_a_resume_over_many_pages_on_redis_comes_whole_and_in_order(
+    redis: RedisServer, server_process: type[ServerProcess]
+) -> None:
+    """Two chat processes on one Redis: 100 messages said on one (three
+    pages and a bit), a client resuming on the other from before them gets
+    all 100 once, in order, then its own join."""
+    env = {"WS_BACKPLANE_URL": redis.url, "WS_LOG_MESSAGES": "false"}
+    a = server_process(module="examples.chat", env=env)
+    b = server_process(module="examples.chat", env=env)
+    a.wait_ready()
+    b.wait_ready()
+
+    async def scenario() -> list[str]:
+        url = f"ws://127.0.0.1:{a.port}/ws/rooms/pages?name=talker"
+        async with connect(url, max_queue=None) as talker:
+            first = await until_type(talker, "join", name="talker")
+            for n in range(100):
+                await talker.send(f"m{n}")
+            for _ in range(100):
+                await until_type(talker, "message")
+            resume = f"ws://127.0.0.1:{b.port}/ws/rooms/pages?name=back&last_id={first['id']}"
+            async with connect(resume, max_queue=None) as back:
+                texts: list[str] = []
+                while (got := await doc(back))["type"] != "join":
+                    assert got["type"] == "message", got
+                    texts.append(got["text"])
+                assert got["name"] == "back"
+                return texts
+
+    assert asyncio.run(scenario()) == [f"m{n}" for n in range(100)]
