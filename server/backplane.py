@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     import redis.asyncio
 
 __all__ = [
+    "LOCAL_HISTORY_BYTES",
     "PRESENCE_HEARTBEAT",
     "PRESENCE_TTL",
     "Backoff",
@@ -96,6 +97,14 @@ STREAM_IDLE_EXPIRY = 86400
 #: Channels the in-process backplane keeps history for once none of them
 #: has a subscriber (the oldest are forgotten first).
 LOCAL_IDLE_CHANNELS = 10_000
+#: Bytes of history the in-process backplane keeps, every channel together
+#: (about what the entries cost in memory): past it, idle channels are
+#: forgotten (the oldest first), then the oldest entries of the channels
+#: published to least recently are trimmed (history reports the gap).
+LOCAL_HISTORY_BYTES = 32 * 1024 * 1024
+#: What an entry costs besides its data's string (the Entry, its id, the
+#: deque's slot), counted against :data:`LOCAL_HISTORY_BYTES`.
+_ENTRY_COST = 160
 #: Publishes waiting for Redis at most; past it a publish is dropped (counted
 #: as ``backplane_overflow``) until the queue has room again.
 PUBLISH_QUEUE = 10_000
@@ -248,9 +257,11 @@ class Backplane(abc.ABC):
         self._subscribers.pop(channel, None)
 
     @abc.abstractmethod
-    async def history(self, channel: str, after: str) -> History:
+    async def history(self, channel: str, after: str, limit: int | None = None) -> History:
         """The entries of ``channel`` after id ``after`` (exclusive), oldest
-        first, and whether some were lost. Raises BackplaneUnavailable."""
+        first - the first ``limit`` of them if given (a page: read the next
+        one after the last id of this one) - and whether some were lost
+        right after ``after``. Raises BackplaneUnavailable."""
 
     async def presence_add(self, channel: str, key: str) -> int:
         """Count ``key`` (unique to one member) in ``channel``; the
@@ -306,17 +317,22 @@ class _LocalIds:
 
 class LocalBackplane(Backplane):
     """One process's channels, in memory: the default. ``retention``
-    entries per channel; channels without a subscriber are forgotten,
-    oldest first, past :data:`LOCAL_IDLE_CHANNELS`."""
+    entries per channel and :data:`LOCAL_HISTORY_BYTES` in all; channels
+    without a subscriber are forgotten, oldest first, past
+    :data:`LOCAL_IDLE_CHANNELS` or the bytes."""
 
-    def __init__(self, retention: int = 1000) -> None:
+    def __init__(self, retention: int = 1000, max_bytes: int = LOCAL_HISTORY_BYTES) -> None:
         super().__init__(retention)
+        self.max_bytes = max_bytes
+        #: Channels in the order of their last publish (the oldest first).
         self._streams: collections.OrderedDict[str, collections.deque[Entry]] = (
             collections.OrderedDict()
         )
         #: Per channel, the newest id trimmed away.
         self._trimmed: dict[str, tuple[int, int]] = {}
         self._ids = _LocalIds()
+        #: What every channel's entries cost (see :func:`_cost`).
+        self.bytes = 0
 
     @property
     def up(self) -> bool:
@@ -330,9 +346,24 @@ class LocalBackplane(Backplane):
             self._forget_idle()
         self._streams.move_to_end(channel)
         if len(stream) >= self.retention:
-            self._trimmed[channel] = parse_id(stream.popleft().id)
+            self._trim(channel, stream)
         stream.append(entry)
+        self.bytes += _cost(entry)
+        if self.bytes > self.max_bytes:
+            self._shed(channel)
         self._deliver(channel, entry)
+
+    def _trim(self, channel: str, stream: collections.deque[Entry]) -> None:
+        """Drop ``channel``'s oldest entry (its history then has a gap)."""
+        oldest = stream.popleft()
+        self.bytes -= _cost(oldest)
+        self._trimmed[channel] = parse_id(oldest.id)
+
+    def _forget(self, channel: str) -> None:
+        stream = self._streams.pop(channel)
+        self.bytes -= sum(_cost(e) for e in stream)
+        self._trimmed.pop(channel, None)
+        self._ids.last.pop(channel, None)
 
     def _forget_idle(self) -> None:
         idle = len(self._streams) - LOCAL_IDLE_CHANNELS
@@ -340,19 +371,45 @@ class LocalBackplane(Backplane):
             if idle <= 0:
                 break
             if channel not in self._subscribers:
-                del self._streams[channel]
-                self._trimmed.pop(channel, None)
-                self._ids.last.pop(channel, None)
+                self._forget(channel)
                 idle -= 1
 
-    async def history(self, channel: str, after: str) -> History:
+    def _shed(self, current: str) -> None:
+        """Over ``max_bytes``: forget idle channels, the oldest first; then
+        trim the oldest entries of the channels published to least
+        recently (``current``'s last of all; its newest entry stays)."""
+        for channel in list(self._streams):
+            if self.bytes <= self.max_bytes:
+                return
+            if channel != current and channel not in self._subscribers:
+                self._forget(channel)
+        for channel, stream in list(self._streams.items()):
+            keep = 1 if channel == current else 0
+            while self.bytes > self.max_bytes and len(stream) > keep:
+                self._trim(channel, stream)
+            if self.bytes <= self.max_bytes:
+                return
+
+    async def history(self, channel: str, after: str, limit: int | None = None) -> History:
         key = parse_id(after)
         stream = self._streams.get(channel, ())
-        entries = tuple(e for e in stream if parse_id(e.id) > key)
+        entries: list[Entry] = []
+        for entry in reversed(stream):  # the newest first: stop at ``after``
+            if parse_id(entry.id) <= key:
+                break
+            entries.append(entry)
+        entries.reverse()
+        if limit is not None:
+            del entries[limit:]
         gap = self._trimmed.get(channel, (0, 0)) > key
         if channel not in self._streams and key > (0, 0):
             gap = True  # forgotten, or never here: nothing follows on from it
-        return History(entries, gap)
+        return History(tuple(entries), gap)
+
+
+def _cost(entry: Entry) -> int:
+    """About what an in-process entry costs in memory."""
+    return sys.getsizeof(entry.data) + _ENTRY_COST
 
 
 class RedisBackplane(Backplane):
@@ -687,7 +744,7 @@ class RedisBackplane(Backplane):
         del self._unsure[seq]
         return True
 
-    async def history(self, channel: str, after: str) -> History:
+    async def history(self, channel: str, after: str, limit: int | None = None) -> History:
         from redis.exceptions import RedisError, ResponseError
 
         start = parse_id(after)
@@ -711,7 +768,10 @@ class RedisBackplane(Backplane):
             following = _successor(start)
             rows: Any = (
                 await self._client.xrange(
-                    key, min=_format_id(following), max="+", count=self.retention + 1000
+                    key,
+                    min=_format_id(following),
+                    max="+",
+                    count=self.retention + 1000 if limit is None else limit,
                 )
                 if following is not None
                 else ()

@@ -209,8 +209,9 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     ``on_message`` may return an awaitable, and no further message is read
     until it is done. The base keeps its own state of the connection in one
     private attribute, ``_kws``; the names it adds to Tornado's API are
-    ``on_error``, ``authorize``, ``peer``, ``connections``, ``backlog`` and
-    ``write_message_threadsafe`` (``initialize()`` is the app's own).
+    ``on_error``, ``authorize``, ``peer``, ``connections``, ``backlog``,
+    ``send_timeout`` and ``write_message_threadsafe`` (``initialize()`` is
+    the app's own).
     """
 
     _kws: _Connection
@@ -650,6 +651,13 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     def ping_timeout(self) -> float | None:
         """Seconds to wait for a pong (``WS_PING_TIMEOUT``; 0: forever)."""
         return self._kws.service.registry.keepalive.timeout
+
+    @property
+    def send_timeout(self) -> float:
+        """Seconds a client may leave what it is sent unread before it is
+        closed with 1008 (``WS_SEND_TIMEOUT``; 0: never): how long an app
+        that waits for a client to read (a paced replay) should wait."""
+        return self._kws.service.limits.send_timeout
 
     # -- the API a service uses ----------------------------------------------
 

@@ -481,11 +481,11 @@ class _RacingBackplane(LocalBackplane):
     the subscription has it). A real LocalBackplane;
     only the timing is arranged."""
 
-    async def history(self, channel: str, after: str) -> Any:
+    async def history(self, channel: str, after: str, limit: int | None = None) -> Any:
         self.publish(channel, json.dumps({"type": "message", "name": "x", "text": "during 1"}))
         await asyncio.sleep(0)
         self.publish(channel, json.dumps({"type": "message", "name": "x", "text": "during 2"}))
-        history = await super().history(channel, after)
+        history = await super().history(channel, after, limit)
         self.publish(channel, json.dumps({"type": "message", "name": "x", "text": "during 3"}))
         return history
 

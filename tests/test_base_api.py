@@ -21,7 +21,8 @@ from server.echo import EchoWebSocket
 from .conftest import until, upgrade_burst
 
 #: What the base adds to Tornado's public API (docs/guides/write-a-service.md;
-#: ``backplane``: docs/guides/fan-out.md; ``backlog``: docs/guides/broadcast.md).
+#: ``backplane``: docs/guides/fan-out.md; ``backlog`` and ``send_timeout``:
+#: docs/guides/broadcast.md).
 DOCUMENTED = {
     "authorize",
     "backlog",
@@ -29,6 +30,7 @@ DOCUMENTED = {
     "connections",
     "on_error",
     "peer",
+    "send_timeout",
     "write_message_threadsafe",
 }
 

@@ -35,11 +35,11 @@ class _LaggingBackplane(LocalBackplane):
     def _deliver(self, channel: str, entry: Entry) -> None:
         asyncio.get_running_loop().call_later(LAG, super()._deliver, channel, entry)
 
-    async def history(self, channel: str, after: str) -> Any:
+    async def history(self, channel: str, after: str, limit: int | None = None) -> Any:
         for n in (1, 2):
             text = f"during {n}"
             self.publish(channel, json.dumps({"type": "message", "name": "x", "text": text}))
-        return await super().history(channel, after)
+        return await super().history(channel, after, limit)
 
 
 @pytest.fixture

@@ -161,14 +161,6 @@ def test_a_burst_while_redis_is_slow_keeps_order_and_reaches_every_process(
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21: the chat's replay (_catch_up) writes the whole history in one go, "
-    "without waiting for the client to read: a resume of the default retention (1000) of "
-    "4096-character emoji texts is ~16 MB, far over WS_MAX_BACKLOG (4 MiB), so a client "
-    "that reads as fast as its link allows is closed with 1008 slow_consumer; pacing "
-    "needs paged history to keep memory bounded",
-)
 def test_a_resume_of_the_default_retention_reaches_a_reading_client(
     server_process: type[ServerProcess],
 ) -> None:
@@ -209,13 +201,6 @@ def test_a_resume_of_the_default_retention_reaches_a_reading_client(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review21: LocalBackplane bounds history by entries per channel "
-    "(WS_BACKPLANE_RETENTION) and idle channels (LOCAL_IDLE_CHANNELS=10 000), not bytes: "
-    "a client that fills room after room with max_text messages grows the pod by ~16 MB "
-    "a room, up to 10 000 rooms (hundreds of GB)",
-)
 def test_idle_rooms_history_does_not_grow_the_pod_without_bound(
     server_process: type[ServerProcess],
 ) -> None:

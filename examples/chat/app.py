@@ -63,6 +63,11 @@ ROOM_ROUTE = r"/ws/rooms/([a-z0-9-]{1,64})"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 #: Live messages a member holds while it is sent what it missed; past it, 1013.
 MAX_HELD = 10_000
+#: Messages of the history read at once for a resuming member: what its
+#: replay holds in memory (at most ~0.5 MiB of ``max_text`` emoji).
+REPLAY_PAGE = 32
+#: Bytes of its replay a member may leave unread before the next is sent.
+REPLAY_WINDOW = 256 * 1024
 
 
 def _encode(doc: dict[str, Any]) -> str:
@@ -162,6 +167,8 @@ class ChatWebSocket(KnativeWebSocketHandler):
         self.held: list[tuple[Entry, dict[str, Any]]] | None = None
         #: After that: the last id it was sent, until a live one passes it.
         self.floor: tuple[int, int] | None = None
+        #: Counted in the room's presence (its join published).
+        self.joined = False
 
     def members(self) -> list[ChatWebSocket]:
         """The room's members in this process that get live messages."""
@@ -211,34 +218,63 @@ class ChatWebSocket(KnativeWebSocketHandler):
         if self.last_id:
             await self._catch_up()
         held, self.held = self.held, None
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return  # closed while catching up: never counted, no join
         for _, doc in held:
             self.send_doc(doc)
+        self.joined = True
         members = await self.backplane.presence_add(channel(room), self._key())
         self.publish({"type": "join", "name": name, "members": members})
 
     async def _catch_up(self) -> None:
-        """Send what came after ``last_id`` (a gap notice first if some is
-        gone), then drop the held live messages it covered."""
-        try:
-            history = await self.backplane.history(channel(self.room), self.last_id)
-        except BackplaneUnavailable:
-            self.send_doc({"type": "gap", "last_id": self.last_id, "first_id": None})
-            return
-        first = history.entries[0].id if history.entries else None
-        if history.gap:
-            self.send_doc({"type": "gap", "last_id": self.last_id, "first_id": first})
-        last = parse_id(self.last_id)
+        """Send what came after ``last_id``, a page at a time and as fast as
+        the client reads (a gap notice first where some is gone), then drop
+        the held live messages it covered."""
+        after = self.last_id
+        last = parse_id(after)
         sent: tuple[int, int] | None = None
-        for entry in history.entries:
-            doc = json.loads(entry.data)
-            doc["id"] = entry.id
-            self.send_doc(doc)
-            last = sent = parse_id(entry.id)
+        while True:
+            try:
+                page = await self.backplane.history(channel(self.room), after, REPLAY_PAGE)
+            except BackplaneUnavailable:
+                self.send_doc({"type": "gap", "last_id": after, "first_id": None})
+                break
+            if page.gap:
+                first = page.entries[0].id if page.entries else None
+                self.send_doc({"type": "gap", "last_id": after, "first_id": first})
+            for entry in page.entries:
+                doc = json.loads(entry.data)
+                doc["id"] = entry.id
+                if not await self._send_paced(doc):
+                    return  # closed: on_close has it
+                last = sent = parse_id(entry.id)
+                after = entry.id
+            assert self.held is not None
+            if len(page.entries) < REPLAY_PAGE or (
+                self.held and last >= parse_id(self.held[0][0].id)
+            ):
+                break  # the rest, if any, is held
         assert self.held is not None
         self.held = [(e, d) for e, d in self.held if parse_id(e.id) > last]
         # The newest id it is sent (not its last_id, which may lie ahead of
         # every id: it would then never get a live message).
         self.floor = max([parse_id(e.id) for e, _ in self.held], default=sent)
+
+    async def _send_paced(self, doc: dict[str, Any]) -> bool:
+        """Send ``doc``; past ``REPLAY_WINDOW`` bytes unread, wait for the
+        client to read (``send_timeout`` at most, then 1008). False once
+        the connection is closing."""
+        try:
+            written = self.write_message(_encode(doc))
+            if self.backlog > REPLAY_WINDOW:
+                timeout = self.send_timeout or None
+                await asyncio.wait_for(asyncio.shield(written), timeout)
+        except WebSocketClosedError:
+            return False
+        except TimeoutError:
+            self.close(CloseCode.POLICY_VIOLATION, "slow_consumer: the replay was left unread")
+            return False
+        return True
 
     def _key(self) -> str:
         return f"{self.name}:{id(self):x}"
@@ -256,6 +292,8 @@ class ChatWebSocket(KnativeWebSocketHandler):
         if not self.room:  # it had not joined
             return
         self.rooms.leave(self.room, self, self.backplane)
+        if not self.joined:  # closed while catching up: no join to undo
+            return
         task = asyncio.get_running_loop().create_task(self._left())
         self.rooms.tasks.add(task)
         task.add_done_callback(self.rooms.tasks.discard)
