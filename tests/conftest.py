@@ -179,6 +179,20 @@ def server_process() -> Iterator[type[ServerProcess]]:
 
 
 @pytest.fixture
+def chat(server_process: type[ServerProcess]) -> Callable[..., ServerProcess]:
+    """``python -m examples.chat`` processes on a backplane URL, ready
+    (tests/test_backplane.py and the backplane reviews' tests)."""
+
+    def start(url: str, **env: str) -> ServerProcess:
+        env = {"WS_BACKPLANE_URL": url, "WS_LOG_MESSAGES": "false", **env}
+        server = server_process(module="examples.chat", env=env)
+        server.wait_ready()
+        return server
+
+    return start
+
+
+@pytest.fixture
 def start_server(server_process: type[ServerProcess]) -> Callable[..., ServerProcess]:
     """A factory for the hostile tests' servers: no keepalive pings (a ping
     would land among the raw frames they read), ready when returned."""

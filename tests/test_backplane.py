@@ -53,19 +53,6 @@ def redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
         server.kill()
 
 
-@pytest.fixture
-def chat(server_process: type[ServerProcess]) -> Callable[..., ServerProcess]:
-    """``python -m examples.chat`` processes on a backplane URL, ready."""
-
-    def start(url: str, **env: str) -> ServerProcess:
-        env = {"WS_BACKPLANE_URL": url, "WS_LOG_MESSAGES": "false", **env}
-        server = server_process(module="examples.chat", env=env)
-        server.wait_ready()
-        return server
-
-    return start
-
-
 def room_url(server: ServerProcess, room: str, **query: str) -> str:
     tail = "?" + urllib.parse.urlencode(query) if query else ""
     return f"ws://127.0.0.1:{server.port}/ws/rooms/{room}{tail}"

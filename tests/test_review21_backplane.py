@@ -44,17 +44,6 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
-@pytest.fixture
-def chat(server_process: type[ServerProcess]) -> Callable[..., ServerProcess]:
-    def start(url: str, **env: str) -> ServerProcess:
-        env = {"WS_BACKPLANE_URL": url, "WS_LOG_MESSAGES": "false", **env}
-        server = server_process(module="examples.chat", env=env)
-        server.wait_ready()
-        return server
-
-    return start
-
-
 def test_the_largest_last_id_does_not_take_the_backplane_down(
     redis: RedisServer, chat: Callable[..., ServerProcess]
 ) -> None:
