@@ -682,6 +682,13 @@ class RedisBackplane(Backplane):
         assert self._reader is not None
         try:
             self._reader_id = int(await self._reader.client_id())
+            if self._down_since is not None and self._client is not None:
+                # Back after an outage (a Redis restart): the pool's idle
+                # connections are to the old server, and the first command
+                # on each would fail and read as a new outage (the next
+                # publish delivered here only). Close them: the next
+                # commands connect afresh.
+                await self._client.connection_pool.disconnect(inuse_connections=False)
             for channel, position in list(self._positions.items()):
                 if position is None:
                     self._positions[channel] = await self._last_id(channel)
