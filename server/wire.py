@@ -39,7 +39,7 @@ import struct
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, final
+from typing import ClassVar, Final, final
 
 from .mask import apply_mask
 
@@ -169,7 +169,9 @@ class Message:
     in the pure-Python fallback, mypy keeps ``data`` read-only."""
 
     __slots__ = ("data",)
-    __match_args__ = ("data",)
+    # ClassVar: compiled, a bare class-level assignment in a native class is
+    # an instance attribute's default, and ``case Message(data)`` raised.
+    __match_args__: ClassVar[tuple[str]] = ("data",)
 
     def __init__(self, data: str | bytes) -> None:
         self.data: Final = data
