@@ -24,7 +24,7 @@ import collections
 from collections.abc import Iterable
 from typing import Protocol
 
-__all__ = ["ENTRY_COST", "JOIN_BELOW", "MERGE_LIMIT", "MERGE_SIZE", "SendQueue", "Sink"]
+__all__ = ["BATCH_ENTRIES", "ENTRY_COST", "JOIN_BELOW", "MERGE_LIMIT", "MERGE_SIZE", "SendQueue", "Sink"]
 
 #: Queued frames smaller than this share one bytearray, up to MERGE_LIMIT
 #: bytes: a million 3-byte echoes are 3 MB, not a million objects.
@@ -34,6 +34,11 @@ MERGE_LIMIT = 64 * 1024
 ENTRY_COST = 64
 #: Batches smaller than this are joined into one buffer before writing.
 JOIN_BELOW = 64 * 1024
+#: A batch is written out early (and the backlog checked) once it holds this
+#: many entries, or large frames' payloads past ``high_water``: an app that
+#: writes a lot inside one ``on_message`` meets backpressure and the
+#: transport's cap, instead of gathering it all unseen until the read ends.
+BATCH_ENTRIES = 256
 
 
 class Sink(Protocol):
@@ -74,7 +79,16 @@ class SendQueue:
     """Frames on their way to a :class:`Sink`, with backpressure decisions
     against ``high_water`` bytes of backlog."""
 
-    __slots__ = ("_batch", "_pong_due", "_queue", "high_water", "paused", "queued", "sink")
+    __slots__ = (
+        "_batch",
+        "_batch_large",
+        "_pong_due",
+        "_queue",
+        "high_water",
+        "paused",
+        "queued",
+        "sink",
+    )
 
     def __init__(self, sink: Sink, high_water: int) -> None:
         self.sink = sink
@@ -89,6 +103,8 @@ class SendQueue:
         self._pong_due = b""
         # While the events of one read are handled, their frames gather here.
         self._batch: list[bytes] | None = None
+        # Payload bytes of the batch's large (two-part) frames.
+        self._batch_large = 0
 
     # -- frames in ------------------------------------------------------------
 
@@ -98,7 +114,14 @@ class SendQueue:
         if self.paused:
             self._enqueue(parts)
         elif self._batch is not None:
-            self._batch.extend(parts)
+            batch = self._batch
+            batch.extend(parts)
+            if len(parts) > 1:
+                self._batch_large += len(parts[1])
+                if self._batch_large > self.high_water:
+                    return self.flush_batch()
+            elif len(batch) >= BATCH_ENTRIES:
+                return self.flush_batch()
             return False
         elif len(parts) == 1:
             self.sink.write(parts[0])
@@ -145,13 +168,17 @@ class SendQueue:
     # -- batches --------------------------------------------------------------
 
     def begin_batch(self) -> None:
-        """Gather the frames that follow (until :meth:`end_batch`) into one write."""
+        """Gather the frames that follow (until :meth:`end_batch`) into one
+        write (written early past ``BATCH_ENTRIES`` entries or ``high_water``
+        bytes of large frames)."""
         self._batch = []
+        self._batch_large = 0
 
     def flush_batch(self) -> bool:
         """Write what was gathered so far, in order, as one write, and go on
         gathering. True when the backlog is then past ``high_water``."""
         batch = self._batch
+        self._batch_large = 0
         if not batch:
             return False
         self._batch = []
@@ -161,6 +188,7 @@ class SendQueue:
     def end_batch(self) -> bool:
         """Write the batch and stop gathering; as :meth:`flush_batch`."""
         batch, self._batch = self._batch, None
+        self._batch_large = 0
         if not batch:
             return False
         if len(batch) == 1:  # the common case (one echo per read), inline
@@ -192,6 +220,7 @@ class SendQueue:
             queue.append(list(batch))
             self.queued += _entry_size(queue[-1])
             batch.clear()
+            self._batch_large = 0
 
     def resume(self) -> None:
         """The sink takes writes again: the due pong first, then the waiting

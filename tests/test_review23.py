@@ -5,7 +5,17 @@ WS_EXPECT_COMPILED_WIRE=1): each test holds in both forms."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
+import pytest
+import tornado.websocket
+
 from server import wire
+from server.base import KnativeWebSocketHandler
+
+from .conftest import until
+from .rawws import upgrade_request
 
 
 def test_message_matches_positionally() -> None:
@@ -20,3 +30,57 @@ def test_message_matches_positionally() -> None:
         case _:
             raise AssertionError(event)
     assert wire.Message.__match_args__ == ("data",)
+
+
+MIB = 1024 * 1024
+
+
+class _Burst(KnativeWebSocketHandler):
+    """On any message, writes 40 messages of 256 KiB (10 MiB) at once, as
+    an app answering "send me the history" would; records the most bytes
+    the connection holds unread, seen right after and a turn later."""
+
+    peak = 0
+    inside = -1
+    closed = False
+
+    def on_message(self, message: str | bytes) -> None:
+        asyncio.get_running_loop().call_soon(self._later)
+        try:
+            for _ in range(40):
+                self.write_message(b"\1" * (256 * 1024), binary=True)
+                _Burst.inside = max(_Burst.inside, self.backlog)
+                _Burst.peak = max(_Burst.peak, self.backlog)
+        except tornado.websocket.WebSocketClosedError:
+            _Burst.closed = True  # the cap closed it: the rest is not written
+
+    def _later(self) -> None:
+        _Burst.peak = max(_Burst.peak, self.backlog)
+
+
+@pytest.mark.handler.with_args(_Burst)
+async def test_writes_inside_on_message_meet_the_backlog_cap(port: int) -> None:
+    """write_message inside on_message to a client that reads nothing: the
+    connection never holds more than WS_MAX_BACKLOG (4 MiB) plus one
+    message, and ``backlog`` says what it holds. The batch of one read's
+    writes let all 10 MiB through to the event loop's buffer at once (held
+    there until the drop 2 s later), with ``backlog`` 0 inside on_message:
+    the frames one read's events write gathered in a batch that neither
+    ``backlog`` nor the cap saw until the read was handled."""
+    _Burst.peak, _Burst.inside, _Burst.closed = 0, -1, False
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, upgrade_request("/ws"))
+        assert (await loop.sock_recv(sock, 256)).startswith(b"HTTP/1.1 101")
+        await loop.sock_sendall(sock, bytes([0x81, 0x80 | 2]) + b"\0\0\0\0" + b"go")
+        await until(lambda: _Burst.peak > 0, 10)
+        await asyncio.sleep(0.05)
+    finally:
+        sock.close()
+    assert _Burst.inside > 0  # backlog counts what on_message wrote
+    assert _Burst.peak <= 4 * MIB + 256 * 1024 + 4096
+    assert _Burst.closed  # closed at the cap (1008 slow_consumer), not later
