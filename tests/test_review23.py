@@ -32,6 +32,25 @@ def test_message_matches_positionally() -> None:
     assert wire.Message.__match_args__ == ("data",)
 
 
+#: The wire core as mypyc compiled it (scripts/build-speedups.sh).
+COMPILED = not str(wire.__file__).endswith(".py")
+
+
+@pytest.mark.xfail(
+    not COMPILED,
+    strict=True,
+    reason="review23 finding, not fixed: pure Python does not enforce Final, and "
+    "Message.data can be reassigned (compiled it cannot; the frozen dataclass could not)",
+)
+def test_message_data_is_read_only_in_both_forms() -> None:
+    """A Message's ``data`` cannot be reassigned, as with the frozen
+    dataclass it replaced and in the compiled core."""
+    message = wire.Message("a")
+    with pytest.raises(AttributeError):
+        message.data = "b"  # type: ignore[misc]
+    assert message.data == "a"
+
+
 MIB = 1024 * 1024
 
 
