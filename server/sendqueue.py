@@ -24,7 +24,15 @@ import collections
 from collections.abc import Iterable
 from typing import Protocol
 
-__all__ = ["BATCH_ENTRIES", "ENTRY_COST", "JOIN_BELOW", "MERGE_LIMIT", "MERGE_SIZE", "SendQueue", "Sink"]
+__all__ = [
+    "BATCH_ENTRIES",
+    "ENTRY_COST",
+    "JOIN_BELOW",
+    "MERGE_LIMIT",
+    "MERGE_SIZE",
+    "SendQueue",
+    "Sink",
+]
 
 #: Queued frames smaller than this share one bytearray, up to MERGE_LIMIT
 #: bytes: a million 3-byte echoes are 3 MB, not a million objects.
