@@ -316,7 +316,7 @@ def test_refusals_from_many_connections_are_logged_within_a_budget(
     """300 connections, each refused (403: a foreign origin): at most 100
     ``error`` lines and then 10 a second, every refusal counted in
     ``websocket_handshakes_rejected_total``, and the next logged refusal
-    says how many were left out."""
+    says how many were left out (each refusal is a line or in a count)."""
     server = start_server()
 
     async def refused(origin: str) -> int:
@@ -343,7 +343,9 @@ def test_refusals_from_many_connections_are_logged_within_a_budget(
     server.settle(0.5)
     lines = [e for e in server.events("error") if e["kind"] == "origin_rejected"]
     assert lines[-1]["origin"] == "http://late.example"
-    assert lines[-1]["unlogged"] > 0
+    # The refusals left out are told on the next line logged after them: the
+    # late one, or (when the burst outlasted a refill) one logged during it.
+    assert any(e.get("unlogged", 0) > 0 for e in lines[100:]), lines[100:]
     assert len(lines) + sum(e.get("unlogged", 0) for e in lines) == 301
 
 
