@@ -426,7 +426,8 @@ def test_tornado_records_from_many_connections_are_logged_within_a_budget(
     server.settle(0.5)
     lines = server.events("log")
     assert "'late one'" in lines[-1]["msg"]
-    assert lines[-1]["unlogged"] > 0
+    # Told on the next line logged: the late one, or one during a slow burst.
+    assert any(e.get("unlogged", 0) > 0 for e in lines[100:]), lines[100:]
     assert len(lines) + sum(e.get("unlogged", 0) for e in lines) == 301
 
 
@@ -465,5 +466,5 @@ def test_oversized_heads_from_many_connections_are_logged_within_a_budget(
     assert 'websocket_handshakes_rejected_total{reason="headers_too_large"} 300.0' in text
     asyncio.run(flood(1))
     server.settle(0.5)
-    assert lines()[-1]["unlogged"] > 0
+    assert any(e.get("unlogged", 0) > 0 for e in lines()[100:]), lines()[100:]
     assert len(lines()) + sum(e.get("unlogged", 0) for e in lines()) == 301
