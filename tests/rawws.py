@@ -11,12 +11,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import struct
 from dataclasses import dataclass
 
 from testkit.frames import frame
 
-__all__ = ["Frame", "RawWebSocket", "frame", "http_request"]
+__all__ = [
+    "Frame",
+    "RawWebSocket",
+    "frame",
+    "http_request",
+    "small_window_socket",
+    "stalled_client",
+    "stalled_client_in_loop",
+]
 
 
 @dataclass
@@ -70,6 +79,48 @@ def upgrade_request(path: str = "/ws", host: str = "127.0.0.1", **extra: str) ->
             headers[name] = v
     lines = [f"GET {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items() if v is not None]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def small_window_socket(port: int, rcvbuf: int = 4096, host: str = "127.0.0.1") -> socket.socket:
+    """A connected, blocking TCP socket whose receive buffer (``rcvbuf``) was
+    set before connecting: the window is agreed at the handshake, so it
+    stays small (set afterwards, on loopback, the server's large segments
+    no longer fit and the connection stalls for minutes)."""
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.connect((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def stalled_client(port: int, path: str = "/ws", rcvbuf: int = 4096) -> socket.socket:
+    """A client of a server in another process that reads its 101 and then
+    nothing: a small receive window (``small_window_socket``). The caller
+    closes it."""
+    sock = small_window_socket(port, rcvbuf)
+    sock.sendall(upgrade_request(path))
+    assert sock.recv(256).startswith(b"HTTP/1.1 101")
+    return sock
+
+
+async def stalled_client_in_loop(port: int, path: str = "/ws", rcvbuf: int = 4096) -> socket.socket:
+    """``stalled_client`` for a server on the running event loop: a
+    non-blocking socket, the handshake awaited. The caller closes it."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, upgrade_request(path))
+        assert (await loop.sock_recv(sock, 256)).startswith(b"HTTP/1.1 101")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class RawWebSocket:

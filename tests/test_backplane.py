@@ -73,6 +73,15 @@ async def until_type(ws: ClientConnection, kind: str, **match: Any) -> dict[str,
             return got
 
 
+async def fill_with_large_texts(ws: ClientConnection, count: int = 1000) -> None:
+    """``count`` messages of ``max_text`` (4096) characters, emoji (16 KB
+    each, numbered), said by ``ws`` and heard back: the room's history."""
+    for n in range(count):
+        await ws.send(f"{n:05d}" + "\U0001f600" * 4091)
+    for _ in range(count):
+        await until_type(ws, "message")
+
+
 class Clients(contextlib.AsyncExitStack):
     """websockets clients closed when the block ends, however it ends."""
 

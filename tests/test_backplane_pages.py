@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from server.backplane import Backplane, Entry, LocalBackplane, RedisBackplane, p
 from testkit.redis import RedisServer
 
 from .conftest import ServerProcess
-from .test_backplane import doc, until_type
+from .rawws import small_window_socket
+from .test_backplane import doc, fill_with_large_texts, until_type
 
 
 @pytest.fixture
@@ -150,13 +150,8 @@ def test_a_client_that_does_not_read_its_replay_is_closed_within_the_send_timeou
     async def scenario() -> tuple[int, int | None, str]:
         async with connect(f"{url}?name=filler", max_size=None, max_queue=None) as filler:
             first = await until_type(filler, "join", name="filler")
-            for n in range(1000):
-                await filler.send(f"{n:05d}" + "\U0001f600" * 4091)
-            for _ in range(1000):
-                await until_type(filler, "message")
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", server.port))
+            await fill_with_large_texts(filler)
+            sock = small_window_socket(server.port)
             resume = f"{url}?name=lazy&last_id={first['id']}"
             async with connect(resume, sock=sock, max_size=None, max_queue=1) as lazy:
                 await asyncio.sleep(4)  # reads nothing

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +34,7 @@ from testkit.frames import close_payload, frame
 from testkit.metrics import sample, scrape
 
 from .conftest import ServerProcess, events, until
-from .rawws import RawWebSocket, upgrade_request
+from .rawws import RawWebSocket, stalled_client, stalled_client_in_loop
 
 MIB = 1024 * 1024
 
@@ -44,17 +43,6 @@ MIB = 1024 * 1024
 def chat(server_process: type[ServerProcess]) -> Callable[..., ServerProcess]:
     """``python -m examples.chat`` processes, killed at the end."""
     return functools.partial(server_process, module="examples.chat")
-
-
-def _stalled_member(port: int, path: str) -> socket.socket:
-    """A member that reads its 101 and then nothing: a small receive
-    buffer, set before connecting (the window is agreed at the handshake)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(upgrade_request(path))
-    assert sock.recv(256).startswith(b"HTTP/1.1 101")
-    return sock
 
 
 @pytest.mark.timeout(120)
@@ -70,7 +58,7 @@ def test_a_member_that_never_reads_is_closed_at_the_backlog_cap_and_memory_stays
     server = chat(env={"WS_SEND_TIMEOUT": "120", "WS_LOG_MESSAGES": "false"})
     server.wait_ready()
     before = server.rss_kib()
-    stalled = _stalled_member(server.port, "/ws/rooms/lobby?name=stalled")
+    stalled = stalled_client(server.port, "/ws/rooms/lobby?name=stalled")
     request.addfinalizer(stalled.close)
     text = "x" * 3000
     room = f"ws://127.0.0.1:{server.port}/ws/rooms/lobby"
@@ -305,13 +293,8 @@ async def test_write_message_to_a_client_that_never_reads_meets_the_cap(
     at the cap and it is closed with 1008 slow_consumer."""
     Room.peak_backlog = 0
     loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
+    sock = await stalled_client_in_loop(port)
     try:
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        await loop.sock_sendall(sock, upgrade_request("/ws"))
-        assert (await loop.sock_recv(sock, 256)).startswith(b"HTTP/1.1 101")
         frame = bytes([0x81, 0x80 | 5]) + b"\0\0\0\0" + b"flood"
         await loop.sock_sendall(sock, frame)  # and never reads again
         await until(lambda: bool(events(caplog, "close")), 20)

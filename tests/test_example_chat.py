@@ -12,7 +12,6 @@ import functools
 import json
 import os
 import re
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +29,7 @@ from server.base import Service
 from server.wire import CloseCode
 
 from .conftest import ServerProcess
-from .rawws import upgrade_request
+from .rawws import stalled_client
 
 
 @pytest.fixture
@@ -128,12 +127,8 @@ def test_a_member_that_never_reads_is_closed_1008_and_the_room_goes_on(
     server = chat(env={"WS_SEND_TIMEOUT": "2", "WS_LOG_MESSAGES": "false"})
     server.wait_ready()
     before = _rss_kib(server.proc.pid)
-    stalled = socket.socket()
+    stalled = stalled_client(server.port, "/ws/rooms/lobby?name=stalled")
     request.addfinalizer(stalled.close)
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.connect(("127.0.0.1", server.port))
-    stalled.sendall(upgrade_request("/ws/rooms/lobby?name=stalled"))
-    assert stalled.recv(256).startswith(b"HTTP/1.1 101")  # and never reads again
     text = os.urandom(1500).hex()  # 3000 characters
     sent = 0
     peak = before

@@ -310,43 +310,65 @@ def test_pipelined_404s_log_a_bounded_number_of_lines_with_counts(
     assert counted == 1000, (len(logged), requests[-1])
 
 
+async def _head_status(port: int, request: bytes) -> int:
+    """The status of one raw request on its own connection, then closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    status = _status_and_headers(await reader.readuntil(b"\r\n\r\n"))[0]
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    return status
+
+
+def _flood_then_one_more(
+    server: ServerProcess,
+    flood: bytes,
+    late: bytes,
+    status: int,
+    lines: Callable[[], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """300 connections at once, each sending ``flood``, then one more
+    sending ``late``, each answered with ``status``. During the flood the
+    server logs at most 100 ``lines()`` at once and then 10 a second; what
+    it leaves out is told in ``unlogged`` on the next line logged after
+    it (the late one, or one logged during a slow flood): each of the 301
+    is a line or counted. Returns the lines, the late one last."""
+
+    async def requests(request: bytes, n: int) -> None:
+        statuses = await asyncio.gather(*(_head_status(server.port, request) for _ in range(n)))
+        assert set(statuses) == {status}
+
+    started = time.monotonic()
+    asyncio.run(requests(flood, 300))
+    elapsed = time.monotonic() - started
+    server.settle(1.2)
+    assert 100 <= len(lines()) <= 100 + 10 * (elapsed + 1.5), (len(lines()), elapsed)
+    asyncio.run(requests(late, 1))
+    server.settle(0.5)
+    logged = lines()
+    assert any(e.get("unlogged", 0) > 0 for e in logged[100:]), logged[100:]
+    assert len(logged) + sum(e.get("unlogged", 0) for e in logged) == 301
+    return logged
+
+
 def test_refusals_from_many_connections_are_logged_within_a_budget(
     start_server: Callable[..., ServerProcess],
 ) -> None:
-    """300 connections, each refused (403: a foreign origin): at most 100
-    ``error`` lines and then 10 a second, every refusal counted in
-    ``websocket_handshakes_rejected_total``, and the next logged refusal
-    says how many were left out (each refusal is a line or in a count)."""
+    """300 connections, each refused (403: a foreign origin), then one
+    more: logged within the budget (``_flood_then_one_more``), every
+    refusal counted in ``websocket_handshakes_rejected_total``."""
     server = start_server()
-
-    async def refused(origin: str) -> int:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(upgrade_request(Origin=origin))
-        status = _status_and_headers(await reader.readuntil(b"\r\n\r\n"))[0]
-        writer.close()
-        await writer.wait_closed()
-        return status
-
-    async def scenario() -> None:
-        statuses = await asyncio.gather(*(refused("http://evil.example") for _ in range(300)))
-        assert set(statuses) == {403}
-
-    started = time.monotonic()
-    asyncio.run(scenario())
-    elapsed = time.monotonic() - started
-    server.settle(1.2)
-    rejected = [e for e in server.events("error") if e["kind"] == "origin_rejected"]
-    assert 100 <= len(rejected) <= 100 + 10 * (elapsed + 1.5), (len(rejected), elapsed)
+    logged = _flood_then_one_more(
+        server,
+        upgrade_request(Origin="http://evil.example"),
+        upgrade_request(Origin="http://late.example"),
+        403,
+        lambda: [e for e in server.events("error") if e["kind"] == "origin_rejected"],
+    )
+    assert logged[-1]["origin"] == "http://late.example"
     text = server.get("/metrics")[1].decode()
-    assert 'websocket_handshakes_rejected_total{reason="origin_rejected"} 300.0' in text
-    assert asyncio.run(refused("http://late.example")) == 403
-    server.settle(0.5)
-    lines = [e for e in server.events("error") if e["kind"] == "origin_rejected"]
-    assert lines[-1]["origin"] == "http://late.example"
-    # The refusals left out are told on the next line logged after them: the
-    # late one, or (when the burst outlasted a refill) one logged during it.
-    assert any(e.get("unlogged", 0) > 0 for e in lines[100:]), lines[100:]
-    assert len(lines) + sum(e.get("unlogged", 0) for e in lines) == 301
+    assert 'websocket_handshakes_rejected_total{reason="origin_rejected"} 301.0' in text
 
 
 @pytest.fixture(scope="module")
@@ -401,70 +423,34 @@ def test_tornado_records_from_many_connections_are_logged_within_a_budget(
     start_server: Callable[..., ServerProcess],
 ) -> None:
     """300 connections, each with a Host header Tornado rejects (400, and one
-    ``Malformed HTTP message`` record each): at most 100 ``log`` lines, then
-    10 a second, and the next one logged says how many were left out."""
+    ``Malformed HTTP message`` record each), then one more: its ``log``
+    lines within the budget (``_flood_then_one_more``)."""
     server = start_server()
-
-    async def malformed(host: str) -> int:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(upgrade_request(host=host))
-        status = _status_and_headers(await reader.readuntil(b"\r\n\r\n"))[0]
-        writer.close()
-        await writer.wait_closed()
-        return status
-
-    async def flood() -> None:
-        assert set(await asyncio.gather(*(malformed("a b") for _ in range(300)))) == {400}
-
-    started = time.monotonic()
-    asyncio.run(flood())
-    elapsed = time.monotonic() - started
-    server.settle(1.2)
-    lines = server.events("log")
-    assert 100 <= len(lines) <= 100 + 10 * (elapsed + 1.5), (len(lines), elapsed)
-    assert asyncio.run(malformed("late one")) == 400
-    server.settle(0.5)
-    lines = server.events("log")
-    assert "'late one'" in lines[-1]["msg"]
-    # Told on the next line logged: the late one, or one during a slow burst.
-    assert any(e.get("unlogged", 0) > 0 for e in lines[100:]), lines[100:]
-    assert len(lines) + sum(e.get("unlogged", 0) for e in lines) == 301
+    logged = _flood_then_one_more(
+        server,
+        upgrade_request(host="a b"),
+        upgrade_request(host="late one"),
+        400,
+        lambda: server.events("log"),
+    )
+    assert "'late one'" in logged[-1]["msg"]
 
 
 def test_oversized_heads_from_many_connections_are_logged_within_a_budget(
     start_server: Callable[..., ServerProcess],
 ) -> None:
-    """300 connections, each with a request head over 16 KiB (431): at most
-    100 ``headers_too_large`` lines, then 10 a second, every one counted in
-    ``websocket_handshakes_rejected_total``, and the next logged one says
-    how many were left out."""
+    """300 connections, each with a request head over 16 KiB (431), then
+    one more: ``headers_too_large`` lines within the budget
+    (``_flood_then_one_more``), every one counted in
+    ``websocket_handshakes_rejected_total``."""
     server = start_server()
     head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 17000 + b"\r\n\r\n"
-
-    async def oversized() -> int:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(head)
-        status = _status_and_headers(await reader.readuntil(b"\r\n\r\n"))[0]
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-        return status
-
-    async def flood(n: int) -> None:
-        assert set(await asyncio.gather(*(oversized() for _ in range(n)))) == {431}
-
-    started = time.monotonic()
-    asyncio.run(flood(300))
-    elapsed = time.monotonic() - started
-    server.settle(1.2)
-
-    def lines() -> list[dict[str, Any]]:
-        return [e for e in server.events("error") if e["kind"] == "headers_too_large"]
-
-    assert 100 <= len(lines()) <= 100 + 10 * (elapsed + 1.5), (len(lines()), elapsed)
+    _flood_then_one_more(
+        server,
+        head,
+        head,
+        431,
+        lambda: [e for e in server.events("error") if e["kind"] == "headers_too_large"],
+    )
     text = server.get("/metrics")[1].decode()
-    assert 'websocket_handshakes_rejected_total{reason="headers_too_large"} 300.0' in text
-    asyncio.run(flood(1))
-    server.settle(0.5)
-    assert any(e.get("unlogged", 0) > 0 for e in lines()[100:]), lines()[100:]
-    assert len(lines()) + sum(e.get("unlogged", 0) for e in lines()) == 301
+    assert 'websocket_handshakes_rejected_total{reason="headers_too_large"} 301.0' in text

@@ -22,7 +22,8 @@ from server.config import ConfigError, load_settings
 from testkit.redis import REDIS_SERVER, RedisServer
 
 from .conftest import ServerProcess
-from .test_backplane import doc, metric, room_url, until_type
+from .rawws import small_window_socket
+from .test_backplane import doc, fill_with_large_texts, metric, room_url, until_type
 
 
 def diff(one: list[str], other: list[str]) -> tuple[int, list[str], list[str]]:
@@ -165,13 +166,8 @@ def test_a_resume_of_the_default_retention_reaches_a_reading_client(
     async def scenario() -> tuple[int, int | None]:
         async with connect(f"{url}?name=filler", max_size=None, max_queue=None) as filler:
             first = await until_type(filler, "join", name="filler")
-            for n in range(1000):
-                await filler.send(f"{n:05d}" + "\U0001f600" * 4091)
-            for _ in range(1000):
-                await until_type(filler, "message")
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", server.port))
+            await fill_with_large_texts(filler)
+        sock = small_window_socket(server.port)
         resume = f"{url}?name=back&last_id={first['id']}"
         async with connect(resume, sock=sock, max_size=None) as back:
             replayed = 0

@@ -6,7 +6,6 @@ WS_EXPECT_COMPILED_WIRE=1): each test holds in both forms."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 import tornado.websocket
@@ -15,7 +14,7 @@ from server import wire
 from server.base import KnativeWebSocketHandler
 
 from .conftest import until
-from .rawws import upgrade_request
+from .rawws import stalled_client_in_loop
 
 
 def test_message_matches_positionally() -> None:
@@ -88,13 +87,8 @@ async def test_writes_inside_on_message_meet_the_backlog_cap(port: int) -> None:
     ``backlog`` nor the cap saw until the read was handled."""
     _Burst.peak, _Burst.inside, _Burst.closed = 0, -1, False
     loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
+    sock = await stalled_client_in_loop(port)
     try:
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        await loop.sock_sendall(sock, upgrade_request("/ws"))
-        assert (await loop.sock_recv(sock, 256)).startswith(b"HTTP/1.1 101")
         await loop.sock_sendall(sock, bytes([0x81, 0x80 | 2]) + b"\0\0\0\0" + b"go")
         await until(lambda: _Burst.peak > 0, 10)
         await asyncio.sleep(0.05)
