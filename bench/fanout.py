@@ -49,10 +49,8 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import resource
 import signal
 import statistics
@@ -437,14 +435,10 @@ def _raise_nofile() -> None:
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for package in ("tornado", "uvloop", "websockets", "picows", "redis"):
-        try:
-            out[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            out[package] = "not installed"
+    from testkit.process import package_versions
     from testkit.redis import redis_server_version
 
+    out = package_versions("tornado", "uvloop", "websockets", "picows", "redis")
     try:
         out["redis-server"] = redis_server_version()
     except (OSError, subprocess.SubprocessError):

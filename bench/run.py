@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
@@ -67,7 +66,7 @@ PY = sys.executable
 
 sys.path.insert(0, str(ROOT))  # testkit, when run as a script
 from testkit import metrics  # noqa: E402
-from testkit.process import ServerProcess, free_port, http_status  # noqa: E402
+from testkit.process import ServerProcess, free_port, http_status, package_versions  # noqa: E402
 
 SERVERS = [
     "ours",
@@ -549,12 +548,7 @@ def measure_extras(name: str, runs: int, seconds: float) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for package in ("tornado", "uvloop", "websockets", "aiohttp", "picows"):
-        try:
-            out[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            out[package] = "not installed"
+    out = package_versions("tornado", "uvloop", "websockets", "aiohttp", "picows")
     out["go"] = go_version()
     out["gorilla"] = gorilla_version()
     return out

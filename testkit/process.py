@@ -11,8 +11,10 @@ the whole environment itself.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
+import platform
 import queue
 import resource
 import signal
@@ -26,7 +28,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["ROOT", "ServerProcess", "free_port", "http_status", "is_ready"]
+__all__ = [
+    "ROOT",
+    "ServerProcess",
+    "free_port",
+    "http_status",
+    "is_ready",
+    "package_versions",
+]
 
 #: The checkout: the server runs from here.
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,3 +251,15 @@ def _json_object(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def package_versions(*packages: str) -> dict[str, str]:
+    """Python's version and each installed distribution's ("not installed"
+    when it is not), for a benchmark's report."""
+    out = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
