@@ -18,9 +18,11 @@ its own port-forward, so a client knows which pod it is on.
 Runs in .ci/run on the local single-node cluster (scripts/local-cluster.sh
 builds the Redis image from Debian's redis-server, scripts/local-image.sh
 the chat image; scripts/local-e2e.env names both and sets
-E2E_REQUIRE_BACKPLANE=1, so missing images fail instead of skipping). The
-local cluster has no DNS and no kube-proxy: the chat pods get the Redis
-pod's address in the URL.
+E2E_REQUIRE_BACKPLANE=1, so missing images fail instead of skipping), and
+on kind in GitHub Actions (scripts/kind-load.sh builds both, the Redis one
+from e2e/redis.Dockerfile; scripts/kind-e2e.sh names them and sets the
+same). The local cluster has no DNS and no kube-proxy: the chat pods get
+the Redis pod's address in the URL (on kind too, the same way).
 """
 
 from __future__ import annotations

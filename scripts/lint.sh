@@ -19,7 +19,7 @@ log "shellcheck"
 shellcheck -x .ci/run scripts/*.sh conformance/*.sh
 if [ -f Dockerfile ]; then
   log "hadolint"
-  hadolint Dockerfile
+  hadolint Dockerfile e2e/redis.Dockerfile
 fi
 # The Knative tests only run on GitHub (kind): import them, collect them and
 # resolve their fixtures here (--setup-plan runs no fixture and needs no

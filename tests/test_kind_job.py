@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -101,3 +102,53 @@ def test_the_response_start_default_suits_the_clock_tests() -> None:
     value = int(_default("KNATIVE_RESPONSE_START_TIMEOUT"))
     assert 0 < value <= CLOCK_AGE // 2
     assert "revision-response-start-timeout-seconds" in KIND_UP.read_text()
+
+
+def _exported_default(script: Path, name: str) -> str:
+    """An ``export NAME=${NAME:-default}`` default of a script."""
+    match = re.search(rf"^export {name}=\$\{{{name}:-([^}}]*)\}}$", script.read_text(), re.M)
+    assert match, f"{script.name} exports no default for {name}"
+    return match.group(1)
+
+
+def _after(line: str, word: str) -> str:
+    words = line.split()
+    return words[words.index(word) + 1]
+
+
+def test_kind_load_loads_every_image_kind_e2e_names(tmp_path: Path) -> None:
+    """scripts/kind-load.sh run for real, with docker and kind stubbed to
+    record their arguments (no Docker daemon or kind here): it builds and
+    loads the server, the chat example and Redis (from e2e/redis.Dockerfile,
+    on stdin), the images scripts/kind-e2e.sh names, and kind-e2e.sh
+    promises the backplane's, so e2e/test_backplane.py fails there instead
+    of skipping."""
+    for part in ("scripts/kind-load.sh", "e2e/redis.Dockerfile"):
+        (tmp_path / part).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / part, tmp_path / part)
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    calls = tmp_path / "calls"
+    for tool in ("docker", "kind"):
+        (stubs / tool).write_text(
+            "#!/bin/sh\n"
+            f'echo "{tool} $*" >> {calls}\n'
+            "for last; do :; done\n"
+            f'if [ "$last" = - ]; then cat > {tmp_path}/stdin; fi\n'
+        )
+        (stubs / tool).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("IMAGE", "CHAT_IMAGE", "REDIS_IMAGE")}
+    env["PATH"] = f"{stubs}:{env['PATH']}"
+    subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "kind-load.sh")], env=env, check=True, timeout=30
+    )
+    lines = calls.read_text().splitlines()
+    built = [_after(line, "-t") for line in lines if line.startswith("docker build")]
+    loaded = [_after(line, "docker-image") for line in lines if line.startswith("kind load")]
+    kind_e2e = ROOT / "scripts" / "kind-e2e.sh"
+    named = [_exported_default(kind_e2e, f"E2E_{n}IMAGE") for n in ("", "CHAT_", "REDIS_")]
+    assert built == loaded == named, lines
+    assert f"docker build --target chat -t {named[1]} ." in lines
+    assert f"docker build -t {named[2]} -" in lines
+    assert (tmp_path / "stdin").read_text() == (ROOT / "e2e" / "redis.Dockerfile").read_text()
+    assert _exported_default(kind_e2e, "E2E_REQUIRE_BACKPLANE") == "1"
