@@ -691,10 +691,14 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         try:
             ws.send(conn.send_message(payload, binary))
         except StreamClosedError:
+            # Every failed write counted; one line a connection (an app that
+            # writes on after the error must not fill the log).
+            k.write_failures += 1
             record_error(
                 k.service.metrics,
                 ErrorKind.WRITE_FAILED,
                 "connection closed before the message was written",
+                log=k.write_failures == 1,
                 **k.who(),
             )
             raise tornado.websocket.WebSocketClosedError() from None
@@ -991,6 +995,7 @@ class _Connection:
         "subprotocol",
         "thread",
         "via",
+        "write_failures",
         "written",
         "ws",
     )
@@ -1015,6 +1020,8 @@ class _Connection:
         self.opened_at = 0.0
         self.messages_in = 0
         self.messages_out = 0
+        #: write_message calls that found the stream closed (logged once).
+        self.write_failures = 0
         self.subprotocol: str | None = None
         self.written: asyncio.Future[None] | None = None
         #: The transport's Future of the last wait for its buffer, and the

@@ -71,7 +71,8 @@ class ErrorKind(enum.StrEnum):
     The client gets: nothing (logged as code 1006)."""
 
     WRITE_FAILED = "write_failed"
-    """The connection closed before an echo could be written.
+    """The connection closed before an echo (or an app's write) could be
+    written: every one counted, one line a connection.
 
     The client gets: nothing."""
 

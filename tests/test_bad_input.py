@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
+import tornado.websocket
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.ioloop import IOLoop
 from websockets.asyncio.client import ClientConnection, connect
@@ -399,6 +400,35 @@ async def test_failed_write_is_an_error_event(
     assert failed["peer"].startswith("127.0.0.1:")
     assert metrics.errors.labels("write_failed").value == 1
     assert metrics.messages.messages_out == [0, 0]
+
+
+class _WritingOnAfterTheError(EchoWebSocket):
+    """An app that keeps writing after its peer's connection broke,
+    catching each WebSocketClosedError."""
+
+    def on_message(self, message: str | bytes) -> None:
+        ws = self._kws.ws
+        assert ws is not None
+        assert ws.transport is not None
+        ws.transport.abort()
+        for _ in range(1000):
+            with contextlib.suppress(tornado.websocket.WebSocketClosedError):
+                self.write_message(message)
+
+
+@pytest.mark.handler.with_args(_WritingOnAfterTheError)
+async def test_writes_after_a_failed_one_are_counted_but_logged_once(
+    ws_url: str, caplog: pytest.LogCaptureFixture, metrics: Metrics
+) -> None:
+    """1000 writes to a broken connection: one ``write_failed`` line, all
+    1000 in ``websocket_errors_total``."""
+    async with connect(ws_url) as ws:
+        await ws.send("lost")
+        with pytest.raises(ConnectionClosedError):
+            await ws.recv()
+    await until(lambda: bool(events(caplog, "close")))
+    assert [e["kind"] for e in events(caplog, "error")].count("write_failed") == 1
+    assert metrics.errors.labels("write_failed").value == 1000
 
 
 @pytest.mark.settings(send_timeout=0.5)
