@@ -22,7 +22,8 @@ E2E_REQUIRE_BACKPLANE=1, so missing images fail instead of skipping), and
 on kind in GitHub Actions (scripts/kind-load.sh builds both, the Redis one
 from e2e/redis.Dockerfile; scripts/kind-e2e.sh names them and sets the
 same). The local cluster has no DNS and no kube-proxy: the chat pods get
-the Redis pod's address in the URL (on kind too, the same way).
+the Redis pod's address in the URL; on kind (``E2E_CLUSTER_DNS=1``) the
+Service's name, ``redis://:PASSWORD@redis:6379/0``, as a user writes it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ from .render import find, helm_template, is_hook
 DEPLOYMENT = ("apps/v1", "Deployment")
 CHAT_IMAGE = os.environ.get("E2E_CHAT_IMAGE", "")
 REDIS_IMAGE = os.environ.get("E2E_REDIS_IMAGE", "")
+#: The cluster resolves Service names (kind: CoreDNS and kube-proxy); the
+#: local cluster has neither, and the chat pods get Redis's pod address.
+CLUSTER_DNS = bool(os.environ.get("E2E_CLUSTER_DNS"))
 REDIS_MANIFEST = Path(__file__).with_name("redis.yaml")
 SECRET = "websocket-server-backplane"
 CHAT_SELECTOR = "app.kubernetes.io/name=websocket-server"
@@ -70,7 +74,10 @@ def _images_or_skip() -> None:
     missing = [name for name in ("E2E_CHAT_IMAGE", "E2E_REDIS_IMAGE") if not os.environ.get(name)]
     if not missing:
         return
-    reason = f"{' and '.join(missing)} name no image (scripts/local-image.sh, local-cluster.sh)"
+    reason = (
+        f"{' and '.join(missing)} name no image (scripts/local-image.sh and local-cluster.sh;"
+        " on kind scripts/kind-load.sh and kind-e2e.sh)"
+    )
     if os.environ.get("E2E_REQUIRE_BACKPLANE"):
         pytest.fail(f"E2E_REQUIRE_BACKPLANE is set, but {reason}")
     pytest.skip(reason)
@@ -138,8 +145,11 @@ def chat(cluster: Cluster, ready_timeout: float) -> Iterator[Chat]:
         for doc in redis_docs():
             cluster.apply(doc, ns)
         cluster.wait_ready(*DEPLOYMENT, "redis", ns, timeout=ready_timeout)
-        [redis] = [p for p in cluster.pods(ns, REDIS_SELECTOR) if p["status"].get("podIP")]
-        address = redis["status"]["podIP"]
+        if CLUSTER_DNS:  # the Service's name, as users are told to write it
+            address = "redis"
+        else:
+            [redis] = [p for p in cluster.pods(ns, REDIS_SELECTOR) if p["status"].get("podIP")]
+            address = redis["status"]["podIP"]
         url = f"redis://:{password}@{address}:6379/0"
         cluster.apply(_secret(SECRET, {"url": url}), ns)
         docs = chat_docs(ns, replicas=2)

@@ -15,6 +15,8 @@ export E2E_IMAGE=${E2E_IMAGE:-dev.local/knative-websocket-server:dev}
 export E2E_CHAT_IMAGE=${E2E_CHAT_IMAGE:-dev.local/knative-websocket-chat:dev}
 export E2E_REDIS_IMAGE=${E2E_REDIS_IMAGE:-dev.local/redis:bookworm}
 export E2E_REQUIRE_BACKPLANE=${E2E_REQUIRE_BACKPLANE:-1}
+# kind resolves Service names: the chat pods reach Redis as redis:6379.
+export E2E_CLUSTER_DNS=${E2E_CLUSTER_DNS:-1}
 # scripts/kind-load.sh built it with this docker (e2e/test_image.py runs it).
 export E2E_DOCKER=${E2E_DOCKER:-docker}
 exec .venv/bin/python -m pytest e2e -v -s -rs -p no:cacheprovider "$@"

@@ -152,3 +152,7 @@ def test_kind_load_loads_every_image_kind_e2e_names(tmp_path: Path) -> None:
     assert f"docker build -t {named[2]} -" in lines
     assert (tmp_path / "stdin").read_text() == (ROOT / "e2e" / "redis.Dockerfile").read_text()
     assert _exported_default(kind_e2e, "E2E_REQUIRE_BACKPLANE") == "1"
+    # kind has DNS: the chat pods reach Redis by its Service's name there
+    # (the local cluster has none, and gives them the pod's address).
+    assert _exported_default(kind_e2e, "E2E_CLUSTER_DNS") == "1"
+    assert "E2E_CLUSTER_DNS" not in (ROOT / "scripts" / "local-e2e.env").read_text()
