@@ -210,8 +210,8 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
     until it is done. The base keeps its own state of the connection in one
     private attribute, ``_kws``; the names it adds to Tornado's API are
     ``on_error``, ``authorize``, ``peer``, ``connections``, ``backlog``,
-    ``send_timeout`` and ``write_message_threadsafe`` (``initialize()`` is
-    the app's own).
+    ``send_timeout``, ``backplane`` and ``write_message_threadsafe``
+    (``initialize()`` is the app's own).
     """
 
     _kws: _Connection
@@ -686,8 +686,10 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             payload = message.encode("utf-8")
         elif isinstance(message, dict):
             payload = tornado.escape.json_encode(message).encode("utf-8")
-        else:
+        elif isinstance(message, (bytes, bytearray, memoryview)):
             payload = message
+        else:
+            raise TypeError(f"write_message takes bytes, str or dict, not {type(message).__name__}")
         try:
             ws.send(conn.send_message(payload, binary))
         except StreamClosedError:
@@ -752,11 +754,24 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
             else:
                 result.set_result(None)
 
-        loop.call_soon_threadsafe(send)
+        try:
+            loop.call_soon_threadsafe(send)
+        except RuntimeError:  # the loop is closed: the server has stopped
+            raise tornado.websocket.WebSocketClosedError() from None
         return result
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Start the closing handshake with ``code`` (1000 if a reason is given)."""
+        """Start the closing handshake with ``code`` (1000 if a reason is
+        given). The reason is cut to 123 bytes (what a control frame holds),
+        at a character boundary. A code no endpoint may send (RFC 6455 7.4:
+        1004, 1015, below 1000, 1016-2999, 5000 and up) raises
+        ``ValueError`` at once; 1005 and 1006 send a close frame without a
+        status."""
+        if code is not None and not wire.is_sendable_close_code(code):
+            raise ValueError(
+                f"close code {code!r} cannot be sent (RFC 6455 7.4: 1000-1003, "
+                "1007-1014 or 3000-4999)"
+            )
         k = self._kws
         ws = k.ws
         if ws is not None:
@@ -1125,7 +1140,9 @@ class _Connection:
             record_error(m, ErrorKind.ABNORMAL_CLOSURE, detail, code=int(code), **self.who())
             self.call_on_error(ErrorKind.ABNORMAL_CLOSURE, detail)
         elif not outcome.clean:
-            fields["clean"] = False  # we sent a close frame, the peer never answered
+            # We started the closing handshake and the peer never answered. A
+            # failure (an error event) waits for no answer (RFC 6455 7.1.7).
+            fields["clean"] = False
         if failure is not None:
             slow = failure.kind == ErrorKind.SLOW_CONSUMER
             cause = CloseCause.SLOW_CONSUMER if slow else CloseCause.ERROR

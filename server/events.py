@@ -85,7 +85,9 @@ class Event(enum.StrEnum):
     CLOSE = "close"
     """A WebSocket ended: ``peer``, ``via``, ``code``, ``reason``, ``cause``,
     ``duration`` (s), ``messages_in``, ``messages_out``; ``clean: false`` when
-    the peer never answered our close frame; ``messages_unlogged`` and
+    the peer never answered the close frame of a closing handshake the
+    server started (a failure - an ``error`` event - waits for no answer:
+    RFC 6455 7.1.7); ``messages_unlogged`` and
     ``bytes_unlogged`` when the message budget left some out."""
 
     ERROR = "error"
@@ -597,7 +599,10 @@ class EventSink(logging.Handler):
         self._flush_scheduled = False
         #: Lines dropped because stdout did not keep up, since start.
         self.dropped = 0
-        #: Records of other loggers than the events': 100, then 10 a second.
+        #: Records of other loggers than the events': 100, then 10 a second,
+        #: Tornado's (which any client can cause) apart from the app's own
+        #: (and asyncio's), so that a flood of one cannot silence the other.
+        self.tornado = EventBudget(10.0, 100)
         self.others = EventBudget(10.0, 100)
         #: Also told how many lines each drop loses (a worker's shared counter).
         self.on_drop: Callable[[int], object] | None = None
@@ -609,9 +614,12 @@ class EventSink(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if not hasattr(record, "event"):
             # Another logger's record (Tornado's own: a malformed request,
-            # a bad Host header, one per connection that sends one): within
-            # the process's budget, the count of those left out on the next.
-            allowed = self.others.allow()
+            # a bad Host header, one per connection that sends one; or the
+            # app's): within the process's budget for its kind, the count
+            # of those left out on the next.
+            name = record.name
+            tornado = name == "tornado" or name.startswith("tornado.")
+            allowed = (self.tornado if tornado else self.others).allow()
             if allowed is None:
                 return
             if allowed:

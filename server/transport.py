@@ -601,8 +601,8 @@ class WebSocketTransport(asyncio.Protocol):
         ``CLOSE_TIMEOUT``) for the client's."""
         if self._phase is not _OPEN or self.conn.close_sent is not None:
             return
+        frame = self.conn.send_close(code, reason)  # raises on a bad code: nothing changed
         self._phase = _CLOSING
-        frame = self.conn.send_close(code, reason)
         # As sent: cut to fit a control frame (after the 2-byte header and code).
         self._close_reason = frame[4:].decode("utf-8")
         self._write_close(frame)

@@ -62,6 +62,7 @@ __all__ = [
     "State",
     "WebSocketError",
     "accept_key",
+    "is_sendable_close_code",
     "is_valid_close_code",
     "negotiate_deflate",
     "parse_extensions",
@@ -240,6 +241,12 @@ Event = Message | Ping | Pong | Close | Failed
 def is_valid_close_code(code: int) -> bool:
     """Whether a peer may send ``code`` in a close frame (RFC 6455 7.4)."""
     return (1000 <= code <= 1014 and code not in (1004, 1005, 1006)) or 3000 <= code <= 4999
+
+
+def is_sendable_close_code(code: int) -> bool:
+    """Whether ``send_close`` takes ``code``: one a peer may send, or 1005
+    and 1006 (sent as a close frame without a status)."""
+    return is_valid_close_code(code) or code in (1005, 1006)
 
 
 def accept_key(key: str) -> str:
@@ -860,8 +867,15 @@ class Connection:
         return bytes((0x8A, len(data))) + data
 
     def send_close(self, code: int | None = None, reason: str = "") -> bytes:
-        """Our close frame; ``code`` None sends one without a status. The
-        reason is cut to fit a control frame, at a character boundary."""
+        """Our close frame; ``code`` None (or 1005, 1006) sends one without a
+        status. The reason is cut to fit a control frame (123 bytes), at a
+        character boundary. A code a peer may not send (RFC 6455 7.4) raises
+        ``ValueError``, before anything changes."""
+        if code is not None and not is_sendable_close_code(code):
+            raise ValueError(
+                f"close code {code!r} cannot be sent (RFC 6455 7.4: 1000-1003, "
+                "1007-1014 or 3000-4999; None, 1005 or 1006 for none)"
+            )
         if code is None or code in (CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE):
             payload = b""
             self.close_sent = CloseCode.NO_STATUS_RCVD

@@ -31,9 +31,6 @@ def test_message_matches_positionally() -> None:
     assert wire.Message.__match_args__ == ("data",)
 
 
-#: The wire core as mypyc compiled it (scripts/build-speedups.sh).
-
-
 def test_message_data_is_read_only_in_both_forms() -> None:
     """A Message's ``data`` cannot be reassigned, as with the frozen
     dataclass it replaced and in the compiled core."""

@@ -79,6 +79,12 @@ DIFFERENCES = {
         "asyncio.CancelledError raised by on_message closes with 1011 like any error",
         "same outcome as Tornado (connection closed, on_close called), with a close frame",
     ),
+    "close-code-checked": (
+        "close() with a code no endpoint may send (RFC 6455 7.4: 1004, 1015, "
+        "below 1000, 1016-2999, 5000 and up) raises ValueError and changes nothing; "
+        "Tornado sends it (or raises struct.error above 65535)",
+        "the client would fail the connection with 1002; the app learns at once",
+    ),
     "refusal-connection-close": (
         "Every refused upgrade is answered with Connection: close",
         "a client pipelining upgrades gets one answer; each refusal is an event and a count",
@@ -656,6 +662,31 @@ async def test_manual_ping(serve: Serve) -> None:
     ws.ping(b"binary hello")
     assert await ws.read_message() == b"binary hello"
     ws.close()
+
+
+class CloseWithCode(TestHandler):
+    """Closes with the code the client sends, or says what close() raised."""
+
+    def on_message(self, message: Any) -> None:
+        try:
+            self.close(int(message), "bye")  # type: ignore[attr-defined]
+        except ValueError as exc:
+            self.write_message(f"ValueError: {exc}")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("code", [1015, 2999])
+async def test_close_with_a_code_no_endpoint_may_send(serve: Serve, impl: str, code: int) -> None:
+    url = await serve(("/", CloseWithCode, {}))
+    ws = await _connect(url + "/")
+    await ws.write_message(str(code))
+    if impl == OURS:  # DIFFERENCES["close-code-checked"]
+        assert "cannot be sent" in str(await ws.read_message())
+        await ws.write_message("4000")  # still open: a valid code closes it
+        assert await ws.read_message() is None
+        assert (ws.close_code, ws.close_reason) == (4000, "bye")
+        return
+    assert await ws.read_message() is None
+    assert ws.close_code == code
 
 
 async def test_max_message_size_setting(serve: Serve, impl: str) -> None:
