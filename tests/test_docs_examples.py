@@ -9,6 +9,7 @@ and "Fan-out"'s summary of the backplane's API matches the class."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosedError
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from .conftest import ROOT, ServerProcess
 
@@ -49,7 +50,13 @@ def test_every_python_block_of_the_guide_is_run() -> None:
     """No block of the guide escapes these tests: each is marked, and each
     marker is one this module (or tests/test_authorize.py) runs."""
     blocks = re.findall(r"```python\n", GUIDE.read_text())
-    assert set(examples()) == {"smallest", "callbacks", "token-handler", "topics-app"}
+    assert set(examples()) == {
+        "smallest",
+        "callbacks",
+        "token-handler",
+        "topics-app",
+        "own-loop",
+    }
     assert len(blocks) == len(examples())
 
 
@@ -183,3 +190,27 @@ def test_the_fan_out_guides_summary_is_the_backplanes_api() -> None:
         assert inspect.iscoroutinefunction(method) == bool(is_async), name
         names = re.findall(r"(?:^|, )(\w+):", params)
         assert names == list(inspect.signature(method).parameters)[1:], name
+
+
+def test_the_own_loop_example_runs_as_written(
+    tmp_path: Path, server_process: type[ServerProcess]
+) -> None:
+    """Its own event loop: the ticker task pushes the time to each member
+    every second, the probes answer, SIGTERM drains (1001) and the script
+    exits 0 with the task cancelled."""
+    server = run_example(tmp_path, server_process, examples()["own-loop"])
+
+    async def scenario() -> tuple[int | None, list[Any]]:
+        async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            ticks = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(2)]
+            assert get(server.url + "/readyz")[0] == 200
+            server.signal(signal.SIGTERM)
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            return ws.close_code, ticks
+
+    code, ticks = asyncio.run(scenario())
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d", t["time"]) for t in ticks), ticks
+    assert code == 1001
+    assert server.wait(timeout=15) == 0
