@@ -228,11 +228,13 @@ def test_redis_killed_and_back(
                 await until_type(bob, "message")
             assert metric(a, "websocket_backplane_connected") == 0
             redis.start()
-            await asyncio.to_thread(a.wait_event, "backplane", 20)
-            deadline = time.monotonic() + 20
-            while len([d for d in b.log if d.get("state") == "connected"]) < 2:
-                assert time.monotonic() < deadline, "b did not reconnect"
-                await asyncio.sleep(0.05)
+            # Both processes back: a second "connected" each (the first is
+            # the one at start; a reader in its backoff takes seconds more).
+            deadline = time.monotonic() + 30
+            for name, process in (("a", a), ("b", b)):
+                while len([d for d in process.log if d.get("state") == "connected"]) < 2:
+                    assert time.monotonic() < deadline, f"{name} did not reconnect"
+                    await asyncio.sleep(0.05)
             await bob.send("after")
             assert (await until_type(ada, "message"))["text"] == "after"
             assert (await until_type(amy, "message"))["text"] == "after"
