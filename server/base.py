@@ -767,11 +767,7 @@ class KnativeWebSocketHandler(tornado.websocket.WebSocketHandler):
         1004, 1015, below 1000, 1016-2999, 5000 and up) raises
         ``ValueError`` at once; 1005 and 1006 send a close frame without a
         status."""
-        if code is not None and not wire.is_sendable_close_code(code):
-            raise ValueError(
-                f"close code {code!r} cannot be sent (RFC 6455 7.4: 1000-1003, "
-                "1007-1014 or 3000-4999)"
-            )
+        wire.check_close_code(code)  # before anything changes
         k = self._kws
         ws = k.ws
         if ws is not None:

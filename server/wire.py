@@ -62,6 +62,7 @@ __all__ = [
     "State",
     "WebSocketError",
     "accept_key",
+    "check_close_code",
     "is_sendable_close_code",
     "is_valid_close_code",
     "negotiate_deflate",
@@ -247,6 +248,17 @@ def is_sendable_close_code(code: int) -> bool:
     """Whether ``send_close`` takes ``code``: one a peer may send, or 1005
     and 1006 (sent as a close frame without a status)."""
     return is_valid_close_code(code) or code in (1005, 1006)
+
+
+def check_close_code(code: int | None) -> None:
+    """``ValueError`` unless ``send_close`` takes ``code`` (None included):
+    the one place that says so, for the wire core and the handler's
+    ``close()``."""
+    if code is not None and not is_sendable_close_code(code):
+        raise ValueError(
+            f"close code {code!r} cannot be sent (RFC 6455 7.4: 1000-1003, "
+            "1007-1014 or 3000-4999; None, 1005 or 1006 for none)"
+        )
 
 
 def accept_key(key: str) -> str:
@@ -871,11 +883,7 @@ class Connection:
         status. The reason is cut to fit a control frame (123 bytes), at a
         character boundary. A code a peer may not send (RFC 6455 7.4) raises
         ``ValueError``, before anything changes."""
-        if code is not None and not is_sendable_close_code(code):
-            raise ValueError(
-                f"close code {code!r} cannot be sent (RFC 6455 7.4: 1000-1003, "
-                "1007-1014 or 3000-4999; None, 1005 or 1006 for none)"
-            )
+        check_close_code(code)
         if code is None or code in (CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE):
             payload = b""
             self.close_sent = CloseCode.NO_STATUS_RCVD
